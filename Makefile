@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up everything first:
+# a virtual environment (.venv) with the project and its extras, and the exported ONNX encoder.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.p13n-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test down encoder readme clean
+
+setup: $(STAMP) encoder
+
+# torch first, pinned: it is the CPU build this machine keeps on disk; an unpinned torch
+# pulled in by sentence-transformers would be a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[embedded,export,dev]'
+	touch $(STAMP)
+
+encoder: $(STAMP)
+	$(BIN)/p13n encoder export --if-missing
+
+demo: setup
+	$(BIN)/p13n demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+down:
+	$(BIN)/p13n dev down
+
+readme: $(STAMP)
+	$(BIN)/python -m p13n.readme
+
+clean: down
+	rm -rf $(VENV) .p13n

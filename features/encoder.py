@@ -1,0 +1,113 @@
+"""Run-time sentence encoder: onnxruntime + tokenizers only (no torch).
+
+Texts are tokenized without padding, grouped into length buckets (powers of
+two up to ``max_length``) and each bucket is padded only to its own bound, so
+one long text does not make a whole batch pay for its padding.
+
+>>> enc = Encoder.from_directory(default_encoder_dir())   # exported by `make test` / `p13n encoder export`
+>>> vectors = enc.encode(["red running shoes", "trail runners for muddy paths", "a jazz vinyl record"])
+>>> vectors.shape
+(3, 384)
+>>> bool(vectors[0] @ vectors[1] > vectors[0] @ vectors[2])
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from p13n.config import EncoderConfig
+from p13n.errors import ConfigError
+
+__all__ = ["Encoder", "length_buckets", "default_encoder_dir"]
+
+
+def default_encoder_dir() -> Path:
+    """Where ``p13n encoder export`` writes by default."""
+    return EncoderConfig().directory
+
+
+def length_buckets(lengths: Sequence[int], max_length: int, min_bucket: int = 8) -> dict[int, list[int]]:
+    """Group text indices by the smallest power-of-two bound (≥ ``min_bucket``) their length fits.
+
+    >>> length_buckets([3, 9, 17, 5, 128], max_length=128)
+    {8: [0, 3], 16: [1], 32: [2], 128: [4]}
+    """
+    buckets: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        bound = min_bucket
+        while bound < length and bound < max_length:
+            bound *= 2
+        buckets.setdefault(min(bound, max_length), []).append(index)
+    return dict(sorted(buckets.items()))
+
+
+class Encoder:
+    """An exported sentence encoder loaded into onnxruntime."""
+
+    def __init__(self, directory: Path, *, variant: str = "int8", threads: int = 1, max_length: int = 128,
+                 batch_size: int = 64) -> None:  # fmt: skip
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        directory = Path(directory).expanduser()
+        meta_path = directory / "p13n_encoder.json"
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"no exported encoder at {directory}: run `p13n encoder export`") from exc
+        files = self.meta["files"]
+        if variant not in files:
+            raise ConfigError(f"encoder at {directory} has no {variant!r} model (has: {', '.join(files)})")
+        self.directory = directory
+        self.variant = variant
+        self.dimension = int(self.meta["dimension"])
+        self.max_length = min(max_length, int(self.meta["max_length"]))
+        self.batch_size = batch_size
+        self.pad_id = int(self.meta.get("pad_token_id", 0))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(directory / files[variant]), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(directory / self.meta.get("tokenizer", "tokenizer.json")))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+
+    @classmethod
+    def from_config(cls, config: EncoderConfig) -> Encoder:
+        return cls(config.directory, variant=config.variant, threads=config.threads, max_length=config.max_length)
+
+    @classmethod
+    def from_directory(cls, directory: Path, **kwargs) -> Encoder:
+        return cls(directory, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens (for prompt budgets)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` as a float32 array of shape (len(texts), dimension)."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        lengths = [len(e.ids) for e in encodings]
+        for bound, indices in length_buckets(lengths, self.max_length).items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                width = max(lengths[i] for i in chunk)
+                ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(chunk), width), dtype=np.int64)
+                for row, i in enumerate(chunk):
+                    n = lengths[i]
+                    ids[row, :n] = encodings[i].ids
+                    mask[row, :n] = 1
+                (vectors,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+                out[chunk] = vectors
+        return out

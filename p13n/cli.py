@@ -1,0 +1,239 @@
+"""The ``p13n`` command line.
+
+Every subcommand has ``--help``. Errors print one line, ``p13n: error: …``, and
+exit 2 for bad configuration/input, 1 when a server fails, 130 on Ctrl-C.
+Heavy modules are imported inside the handlers, so ``p13n --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from p13n.config import Config
+from p13n.errors import P13nError
+
+__all__ = ["main", "build_parser"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p13n",
+        description="Streaming personalization middleware: Kafka events -> user state in Redis -> "
+        "scoring and LLM prompt rewriting.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $P13N_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # config ----------------------------------------------------------------------------
+    config = sub.add_parser("config", help="show, check or document the configuration")
+    config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    config_sub.add_parser("show", help="print the effective configuration as JSON").set_defaults(handler=_config_show)
+    config_sub.add_parser("check", help="validate and connect to Redis and Kafka").set_defaults(handler=_config_check)
+    config_sub.add_parser("reference", help="print the configuration reference (Markdown)").set_defaults(
+        handler=_config_reference
+    )
+
+    # dev -------------------------------------------------------------------------------
+    dev = sub.add_parser("dev", help="embedded stack: Redis-compatible server + Kafka-compatible broker")
+    dev_sub = dev.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dev_sub.add_parser("up", help="start the stack (or report the running one)").set_defaults(handler=_dev_up)
+    dev_sub.add_parser("down", help="stop everything `up` started").set_defaults(handler=_dev_down)
+    dev_sub.add_parser("status", help="show what is running").set_defaults(handler=_dev_status)
+
+    # demo ------------------------------------------------------------------------------
+    demo = sub.add_parser("demo", help="start the dev stack and run the demo")
+    demo.add_argument("--users", type=_positive_int, default=40, help="synthetic users (default 40)")
+    demo.set_defaults(handler=_demo)
+
+    # encoder ---------------------------------------------------------------------------
+    encoder = sub.add_parser("encoder", help="sentence encoder tools")
+    encoder_sub = encoder.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = encoder_sub.add_parser("export", help="export a sentence-transformers model to ONNX (+ int8)")
+    export.add_argument("--model", type=Path, help="sentence-transformers model directory (default: all-MiniLM-L6-v2)")
+    export.add_argument("--quantize", choices=["int8", "none"], default="int8", help="also write an int8 model")
+    export.add_argument("--output", type=Path, help="output directory (default: encoder.path)")
+    export.add_argument("--if-missing", action="store_true", help="do nothing if an up-to-date export exists")
+    export.set_defaults(handler=_encoder_export)
+
+    # produce ---------------------------------------------------------------------------
+    produce = sub.add_parser("produce", help="publish a JSONL file of events to Kafka")
+    produce.add_argument("file", type=Path, metavar="FILE.jsonl")
+    produce.add_argument("--topic", help="topic (default: kafka.events_topic)")
+    produce.add_argument("--rate", type=_positive_float, help="records per second (default: as fast as possible)")
+    produce.add_argument("--no-validate", action="store_true", help="send lines untouched (invalid ones go to the DLQ)")
+    produce.set_defaults(handler=_produce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except P13nError as exc:
+        print(f"p13n: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("p13n: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return Config.from_sources(file=args.config)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+# --- config -----------------------------------------------------------------------------------
+def _config_show(args: argparse.Namespace) -> int:
+    print(json.dumps(_load(args).to_dict(), indent=2))
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from p13n.connections import check_kafka, check_redis
+
+    cfg = _load(args)
+    check_redis(cfg.redis)
+    check_kafka(cfg.kafka)
+    print(f"configuration ok; Redis at {cfg.redis.url} and Kafka at {cfg.kafka.bootstrap} answer")
+    return 0
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from p13n.config import config_reference_markdown
+
+    print(config_reference_markdown(), end="")
+    return 0
+
+
+# --- dev ----------------------------------------------------------------------------------------
+def _dev_stack(cfg: Config):
+    from p13n.devstack import DevStack
+
+    return DevStack(Path(cfg.dev.state_dir), redis_server=cfg.dev.redis_server, start_timeout_s=cfg.dev.start_timeout_s)
+
+
+def _topics(cfg: Config) -> dict[str, int]:
+    k = cfg.kafka
+    return {k.events_topic: k.partitions, k.items_topic: k.partitions, k.dlq_topic: 1}
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    console = _console()
+    stack = _dev_stack(cfg)
+    with console.status("starting the embedded stack…"):
+        running, started = stack.up(topics=_topics(cfg))
+    _print_stack(console, running, started)
+    console.print(f"stop it with: [bold]p13n dev down[/bold]   (state in {stack.state_dir.resolve()})")
+    return 0
+
+
+def _print_stack(console, running: dict, started: list[str]) -> None:
+    for name, rec in running.items():
+        how = "started" if name in started else "already running"
+        console.print(f"  {name:<6} {rec.url:<28} pid {rec.pid:<8} {how}   log {rec.log}")
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    stopped = _dev_stack(cfg).down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    running = _dev_stack(cfg).status()
+    if not running:
+        print("the dev stack is not running (start it with: p13n dev up)")
+        return 3
+    _print_stack(_console(), running, [])
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace) -> int:
+    from p13n.demo import run_demo
+
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    return run_demo(cfg, stack=_dev_stack(cfg), topics=_topics(cfg), users=args.users, console=_console())
+
+
+# --- encoder ------------------------------------------------------------------------------------
+def _encoder_export(args: argparse.Namespace) -> int:
+    from features.encoder_export import default_model_path, export_encoder, is_current
+
+    cfg = _load(args)
+    output = (args.output or cfg.encoder.directory).expanduser()
+    model = args.model or default_model_path()
+    if args.if_missing and is_current(output, model):
+        print(f"encoder at {output} is up to date")
+        return 0
+    console = _console()
+    with console.status("exporting encoder…") as status:
+        meta = export_encoder(output, model=model, quantize=args.quantize, progress=lambda s: status.update(s + "…"))
+    console.print(f"exported {meta['dimension']}-d encoder ({', '.join(meta['files'])}) to {output}")
+    return 0
+
+
+# --- produce ------------------------------------------------------------------------------------
+def _produce(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from p13n.devstack import ensure_topics
+    from stream.producer import make_producer, produce_lines, read_jsonl_lines
+
+    cfg = _load(args)
+    topic = args.topic or cfg.kafka.events_topic
+    lines = list(read_jsonl_lines(args.file))
+    ensure_topics(cfg.kafka.bootstrap, {topic: cfg.kafka.partitions})
+    producer = make_producer(cfg.kafka)
+    columns = (TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=_console(), transient=True) as progress:
+            task = progress.add_task("produce", total=len(lines))
+            report = produce_lines(producer, topic, lines, rate=args.rate, validate=not args.no_validate,
+                                   on_sent=lambda n: progress.update(task, completed=n))  # fmt: skip
+    finally:
+        producer.close()
+    for number, reason in report.rejected[:20]:
+        print(f"{args.file}:{number}: rejected: {reason}", file=sys.stderr)
+    if len(report.rejected) > 20:
+        print(f"… and {len(report.rejected) - 20} more rejected lines", file=sys.stderr)
+    print(f"sent {report.sent} records to {topic} in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
+          f"{len(report.rejected)} rejected")  # fmt: skip
+    return 1 if report.rejected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

