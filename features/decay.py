@@ -1,0 +1,184 @@
+"""Exponentially decayed sums in event time, over several horizons (DESIGN.md §3).
+
+State is ``(sums, weights, t_ref)``; an event ``(t, w, x)`` is folded in as::
+
+    t > t_ref:  S ← S·exp(−(t − t_ref)/τ) + w·x ;  t_ref ← t
+    otherwise:  S ← S + w·exp(−(t_ref − t)/τ)·x
+
+so ``S = Σ wᵢ·exp(−(t_ref − tᵢ)/τ)·xᵢ`` with ``t_ref = max tᵢ`` whatever the arrival
+order: replays in any order, late events and merges of partial states are exact
+(up to float rounding). Times are seconds (float); time constants τ are seconds.
+
+An empty state is explicit (``t_ref is None``), never inferred from zeros.
+
+>>> s = DecayedSum(taus=[10.0, 1000.0], dim=2)
+>>> s.update(t=100.0, w=1.0, x=[1.0, 0.0])
+>>> s.update(t=90.0, w=1.0, x=[0.0, 1.0])        # 10 s late: weighted by exp(-10/τ)
+>>> sums, weights = s.read(now=100.0)
+>>> [round(float(v), 4) for v in sums[0]]         # τ = 10 s: the late event counts e^-1
+[1.0, 0.3679]
+>>> round(float(weights[1]), 4)                   # τ = 1000 s: it counts almost fully
+1.99
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["DecayedSum", "decay_factors", "SparseDecayedSum"]
+
+
+def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
+    """``exp(-age/τ)`` per horizon; ``age`` may be a vector (result shape (H, n)).
+
+    >>> decay_factors(np.array([1.0, 2.0]), 2.0).round(4).tolist()
+    [0.1353, 0.3679]
+    """
+    age_arr = np.asarray(age, dtype=np.float64)
+    if age_arr.ndim == 0:
+        return np.exp(-float(age_arr) / taus)
+    return np.exp(-age_arr[None, :] / taus[:, None])
+
+
+class DecayedSum:
+    """Decayed sums of ``dim``-vectors (and of their weights) over ``len(taus)`` horizons."""
+
+    __slots__ = ("taus", "sums", "weights", "t_ref")
+
+    def __init__(self, taus: Sequence[float] | np.ndarray, dim: int) -> None:
+        taus_arr = np.asarray(taus, dtype=np.float64)
+        if taus_arr.ndim != 1 or taus_arr.size == 0:
+            raise ValueError("taus must be a non-empty 1-d sequence")
+        if not np.all(taus_arr > 0) or not np.all(np.isfinite(taus_arr)):
+            raise ValueError(f"every tau must be finite and > 0, got {taus_arr.tolist()}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.taus = taus_arr
+        self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
+        self.weights = np.zeros(taus_arr.size, dtype=np.float64)
+        self.t_ref: float | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.sums.shape[1])
+
+    @property
+    def empty(self) -> bool:
+        """True until the first event; a state that decayed to ~0 is *not* empty."""
+        return self.t_ref is None
+
+    def update(self, t: float, w: float, x: Sequence[float] | np.ndarray) -> None:
+        """Fold one event (time ``t`` s, weight ``w``, vector ``x``)."""
+        self.update_many(np.array([t], dtype=np.float64), np.array([w], dtype=np.float64),
+                         np.asarray(x, dtype=np.float64).reshape(1, -1))  # fmt: skip
+
+    def update_many(self, ts: np.ndarray, ws: np.ndarray, xs: np.ndarray) -> None:
+        """Fold n events at once: ``ts`` (n,), ``ws`` (n,), ``xs`` (n, dim). Same result as n updates."""
+        if ts.size == 0:
+            return
+        t_new = float(ts.max())
+        if self.t_ref is not None and self.t_ref > t_new:
+            t_new = self.t_ref
+        if self.t_ref is not None and t_new > self.t_ref:
+            carry = decay_factors(self.taus, t_new - self.t_ref)
+            self.sums *= carry[:, None]
+            self.weights *= carry
+        factors = decay_factors(self.taus, t_new - ts) * ws[None, :]  # (H, n)
+        self.sums += factors @ xs
+        self.weights += factors.sum(axis=1)
+        self.t_ref = t_new
+
+    def read(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(sums (H, dim), weights (H,)) decayed to ``now``; zeros if empty.
+
+        Reading before ``t_ref`` (a clock behind the newest event) does not amplify: factor 1.
+        """
+        if self.t_ref is None:
+            return np.zeros_like(self.sums), np.zeros_like(self.weights)
+        carry = decay_factors(self.taus, max(0.0, now - self.t_ref))
+        return self.sums * carry[:, None], self.weights * carry
+
+    def merge(self, other: DecayedSum) -> DecayedSum:
+        """A new state equal to folding both event sets into one (same taus and dim required)."""
+        if not np.array_equal(self.taus, other.taus) or self.dim != other.dim:
+            raise ValueError("can only merge states with the same taus and dim")
+        merged = DecayedSum(self.taus, self.dim)
+        refs = [s.t_ref for s in (self, other) if s.t_ref is not None]
+        if not refs:
+            return merged
+        merged.t_ref = max(refs)
+        for part in (self, other):
+            if part.t_ref is not None:
+                carry = decay_factors(self.taus, merged.t_ref - part.t_ref)
+                merged.sums += part.sums * carry[:, None]
+                merged.weights += part.weights * carry
+        return merged
+
+    def copy(self) -> DecayedSum:
+        clone = DecayedSum(self.taus, self.dim)
+        clone.sums = self.sums.copy()
+        clone.weights = self.weights.copy()
+        clone.t_ref = self.t_ref
+        return clone
+
+
+class SparseDecayedSum:
+    """Decayed scalar sums keyed by string (attribute values, event types), one time constant.
+
+    Bounded to ``max_keys``: after an update the weakest keys (by magnitude at
+    ``t_ref``) are dropped, which is the one place where order can matter — only
+    for keys that are near zero anyway.
+
+    >>> prefs = SparseDecayedSum(tau=3600.0, max_keys=2)
+    >>> prefs.add(0.0, {"category=jazz": 2.0, "brand=Acme": 1.0})
+    >>> prefs.add(3600.0, {"category=vegan": 1.5})
+    >>> {k: round(v, 3) for k, v in prefs.read(now=3600.0).items()}
+    {'category=vegan': 1.5, 'category=jazz': 0.736}
+    """
+
+    __slots__ = ("tau", "max_keys", "values", "t_ref")
+
+    def __init__(self, tau: float, max_keys: int) -> None:
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys}")
+        self.tau = float(tau)
+        self.max_keys = max_keys
+        self.values: dict[str, float] = {}
+        self.t_ref: float | None = None
+
+    def add(self, t: float, amounts: dict[str, float]) -> None:
+        """Add ``amounts`` observed at time ``t``."""
+        self.add_many([(t, amounts)])
+
+    def add_many(self, observations: list[tuple[float, dict[str, float]]]) -> None:
+        """Add several ``(t, amounts)`` observations at once (bounding once, at the end)."""
+        observations = [(t, a) for t, a in observations if a]
+        if not observations:
+            return
+        t_max = max(t for t, _ in observations)
+        if self.t_ref is None:
+            self.t_ref = t_max
+        elif t_max > self.t_ref:
+            carry = math.exp(-(t_max - self.t_ref) / self.tau)
+            self.values = {k: v * carry for k, v in self.values.items()}
+            self.t_ref = t_max
+        values, t_ref, tau = self.values, self.t_ref, self.tau
+        for t, amounts in observations:
+            factor = math.exp(-(t_ref - t) / tau)
+            for key, amount in amounts.items():
+                values[key] = values.get(key, 0.0) + amount * factor
+        if len(values) > self.max_keys:
+            keep = sorted(values.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[: self.max_keys]
+            self.values = dict(keep)
+
+    def read(self, now: float) -> dict[str, float]:
+        """Values decayed to ``now``, strongest first."""
+        if self.t_ref is None:
+            return {}
+        carry = math.exp(-max(0.0, now - self.t_ref) / self.tau)
+        return {k: v * carry for k, v in sorted(self.values.items(), key=lambda kv: (-abs(kv[1]), kv[0]))}

@@ -1,0 +1,339 @@
+"""A user's time-aware state, folded from events in event time (DESIGN.md §3).
+
+Contract in the style of river: :meth:`UserState.fold` takes a user's batch of
+events (any order) and updates in place; read-outs take ``now``. All signals are
+decayed sums, so the state does not depend on arrival order (except where a
+bound drops the weakest entries, and co-visitation pairs, which use the history
+as it stood).
+
+>>> import numpy as np
+>>> from features.events import Event
+>>> spec = StateSpec.from_config(StateConfig(), dim=2)
+>>> user = UserState.new(spec)
+>>> items = {"i1": ItemInfo(vector=np.array([1.0, 0.0], np.float32), attributes={"category": "jazz"})}
+>>> ev = Event(event_id="e1", user_id="u", type="purchase", ts_ms=3_600_000, item_id="i1")
+>>> result = user.fold([ev, ev], items)          # the duplicate is skipped by event_id
+>>> result.applied, result.duplicates, user.history[0].item_id
+(1, 1, 'i1')
+>>> round(user.attribute_preferences(now_ms=3_600_000)["category=jazz"], 3)
+8.0
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.decay import DecayedSum, SparseDecayedSum
+from features.events import Event
+from p13n.config import StateConfig
+
+__all__ = ["StateSpec", "ItemInfo", "HistoryEntry", "Preference", "FoldResult", "UserState", "event_id_hash"]
+
+NEGATIVE_TYPES = frozenset({"dislike", "skip"})
+TEXT_TYPES = frozenset({"message", "preference"})
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Everything the fold needs from configuration, resolved once."""
+
+    horizon_names: tuple[str, ...]
+    taus: np.ndarray  # seconds, one per horizon
+    long_tau: float
+    dim: int
+    weights: Mapping[str, float]
+    rating_midpoint: float
+    rating_scale: float
+    history_size: int
+    recent_event_ids: int
+    max_preferences: int
+    max_attribute_values: int
+    covisit_window: int
+
+    @classmethod
+    def from_config(cls, config: StateConfig, dim: int) -> StateSpec:
+        names = tuple(config.horizons)
+        taus = np.array([config.horizons[n] for n in names], dtype=np.float64)
+        return cls(
+            horizon_names=names,
+            taus=taus,
+            long_tau=float(taus.max()),
+            dim=dim,
+            weights=dict(config.event_weights),
+            rating_midpoint=config.rating_midpoint,
+            rating_scale=config.rating_scale,
+            history_size=config.history_size,
+            recent_event_ids=config.recent_event_ids,
+            max_preferences=config.max_preferences,
+            max_attribute_values=config.max_attribute_values,
+            covisit_window=config.covisit_window,
+        )
+
+    def signed_weight(self, event: Event) -> float:
+        """Weight of an event: positive for positive signals, negative for dislike/skip/low ratings.
+
+        >>> spec = StateSpec.from_config(StateConfig(), dim=1)
+        >>> ev = Event(event_id="e", user_id="u", type="rating", ts_ms=0, item_id="i", value=1.0)
+        >>> spec.signed_weight(ev)    # (1 - 3) / 2 * weight(rating)=4
+        -4.0
+        """
+        base = self.weights.get(event.type, 0.0)
+        if event.type in NEGATIVE_TYPES:
+            return -base
+        if event.type == "rating":
+            value = event.value if event.value is not None else self.rating_midpoint
+            return base * (value - self.rating_midpoint) / self.rating_scale
+        return base
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What the fold and the scorer know of an item."""
+
+    vector: np.ndarray | None = None
+    attributes: Mapping[str, object] = field(default_factory=dict)
+    text: str | None = None
+
+    def attribute_keys(self) -> list[str]:
+        """``name=value`` keys of the categorical attributes (numbers are not preferences)."""
+        keys = []
+        for name, value in self.attributes.items():
+            if isinstance(value, str):
+                keys.append(f"{name}={value}")
+            elif isinstance(value, list):
+                keys.extend(f"{name}={v}" for v in value if isinstance(v, str))
+        return keys
+
+
+@dataclass(frozen=True, order=True)
+class HistoryEntry:
+    ts_ms: int
+    item_id: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A standing preference, kept verbatim."""
+
+    text: str
+    ts_ms: int
+    event_id: str
+
+
+@dataclass
+class FoldResult:
+    """What folding a batch did, and the global-signal deltas it produced."""
+
+    applied: int = 0
+    duplicates: int = 0
+    popularity: list[tuple[str, int, float]] = field(default_factory=list)  # (item_id, ts_ms, weight)
+    covisits: list[tuple[str, str]] = field(default_factory=list)  # (earlier item, later item)
+
+
+def event_id_hash(event_id: str) -> int:
+    """64-bit hash of an event id (the dedup set stores these, 8 bytes each).
+
+    >>> event_id_hash("e1") == event_id_hash("e1") != event_id_hash("e2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _content_words(text: str) -> frozenset[str]:
+    stop = {"i", "am", "a", "an", "the", "and", "or", "to", "of", "my", "me", "for", "in", "on", "is", "be",
+            "not", "no", "never", "don't", "do", "really", "very", "like", "love", "hate", "prefer", "please"}  # fmt: skip
+    return frozenset(w for w in "".join(c.lower() if c.isalnum() or c in "'" else " " for c in text).split() if w not in stop)
+
+
+def preferences_conflict(a: str, b: str) -> bool:
+    """Two preferences are about the same thing when their content words mostly overlap.
+
+    >>> preferences_conflict("I am vegetarian", "I am not vegetarian anymore")
+    True
+    >>> preferences_conflict("I am vegetarian", "I live in Berlin")
+    False
+    """
+    wa, wb = _content_words(a), _content_words(b)
+    if not wa or not wb:
+        return a.strip().lower() == b.strip().lower()
+    return len(wa & wb) / min(len(wa), len(wb)) >= 0.5
+
+
+class UserState:
+    """Per-user signals: embeddings per horizon, negatives, text topics, attribute EMA,
+    preferences, history, interest clock, type counters, idempotency marks."""
+
+    def __init__(self, spec: StateSpec) -> None:
+        self.spec = spec
+        self.positive = DecayedSum(spec.taus, spec.dim)
+        self.negative = DecayedSum([spec.long_tau], spec.dim)
+        self.text = DecayedSum([spec.long_tau], spec.dim)
+        self.clock = DecayedSum([spec.long_tau], 24)
+        self.attributes = SparseDecayedSum(spec.long_tau, spec.max_attribute_values)
+        self.type_counts = SparseDecayedSum(spec.long_tau, 16)
+        self.preferences: list[Preference] = []
+        self.history: list[HistoryEntry] = []
+        self.recent_ids: list[int] = []
+        self.offsets: dict[int, int] = {}
+        self.events_applied = 0
+
+    @classmethod
+    def new(cls, spec: StateSpec) -> UserState:
+        return cls(spec)
+
+    # --- fold ------------------------------------------------------------------------------
+    def fold(
+        self,
+        events: Sequence[Event],
+        items: Mapping[str, ItemInfo],
+        text_vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> FoldResult:
+        """Fold a batch of this user's events (any order). Events whose ``event_id`` was
+        already applied are skipped. ``text_vectors`` maps message/preference text to its embedding."""
+        result = FoldResult()
+        seen = set(self.recent_ids)
+        fresh: list[Event] = []
+        for event in events:
+            h = event_id_hash(event.event_id)
+            if h in seen:
+                result.duplicates += 1
+                continue
+            seen.add(h)
+            self.recent_ids.append(h)
+            fresh.append(event)
+        if len(self.recent_ids) > self.spec.recent_event_ids:
+            del self.recent_ids[: len(self.recent_ids) - self.spec.recent_event_ids]
+        if not fresh:
+            return result
+        fresh.sort(key=lambda e: (e.ts_ms, e.event_id))
+        self._fold_vectors(fresh, items, text_vectors or {})
+        self._fold_scalars(fresh, items, result)
+        result.applied = len(fresh)
+        self.events_applied += len(fresh)
+        return result
+
+    def _fold_vectors(self, events: list[Event], items: Mapping[str, ItemInfo], text_vectors: Mapping[str, np.ndarray]) -> None:
+        spec = self.spec
+        pos_t, pos_w, pos_x, neg_t, neg_w, neg_x, txt_t, txt_w, txt_x = ([] for _ in range(9))
+        for event in events:
+            t = event.ts_ms / 1000.0
+            if event.type in TEXT_TYPES:
+                vec = text_vectors.get(event.text or "")
+                if vec is not None:
+                    txt_t.append(t)
+                    txt_w.append(spec.weights.get(event.type, 0.0))
+                    txt_x.append(vec)
+                continue
+            info = items.get(event.item_id or "")
+            if info is None or info.vector is None:
+                continue
+            w = spec.signed_weight(event)
+            if w > 0:
+                pos_t.append(t), pos_w.append(w), pos_x.append(info.vector)
+            elif w < 0:
+                neg_t.append(t), neg_w.append(-w), neg_x.append(info.vector)
+        for target, ts, ws, xs in ((self.positive, pos_t, pos_w, pos_x), (self.negative, neg_t, neg_w, neg_x),
+                                   (self.text, txt_t, txt_w, txt_x)):  # fmt: skip
+            if ts:
+                target.update_many(np.array(ts), np.array(ws), np.vstack(xs).astype(np.float64, copy=False))
+        hours = np.array([(e.ts_ms // 3_600_000) % 24 for e in events])
+        ts_all = np.array([e.ts_ms / 1000.0 for e in events])
+        self.clock.update_many(ts_all, np.ones(len(events)), np.eye(24)[hours])
+
+    def _fold_scalars(self, events: list[Event], items: Mapping[str, ItemInfo], result: FoldResult) -> None:
+        spec = self.spec
+        counts: list[tuple[float, dict[str, float]]] = []
+        attributes: list[tuple[float, dict[str, float]]] = []
+        for event in events:  # sorted by time
+            t = event.ts_ms / 1000.0
+            counts.append((t, {event.type: 1.0}))
+            if event.type == "preference":
+                self._add_preference(Preference(text=event.text or "", ts_ms=event.ts_ms, event_id=event.event_id))
+            if event.item_id is None:
+                continue
+            w = spec.signed_weight(event)
+            info = items.get(event.item_id)
+            if info is not None and info.attributes:
+                attributes.append((t, dict.fromkeys(info.attribute_keys(), w)))
+            if w > 0:
+                result.popularity.append((event.item_id, event.ts_ms, w))
+                self._collect_covisits(event, result.covisits)
+            self._add_history(HistoryEntry(event.ts_ms, event.item_id, event.type))
+        self.type_counts.add_many(counts)
+        self.attributes.add_many(attributes)
+
+    def _collect_covisits(self, event: Event, out: list[tuple[str, str]]) -> None:
+        """Pair the event's item with the up to ``covisit_window`` items seen just before it."""
+        history, window = self.history, self.spec.covisit_window
+        end = bisect.bisect_right(history, (event.ts_ms, "\U0010ffff"), key=lambda h: (h.ts_ms, h.item_id))
+        previous: list[str] = []
+        for entry in reversed(history[max(0, end - 3 * window) : end]):
+            if entry.item_id != event.item_id and entry.type not in NEGATIVE_TYPES:
+                previous.append(entry.item_id)
+                if len(previous) == window:
+                    break
+        out.extend((item, event.item_id) for item in reversed(previous))
+
+    def _add_history(self, entry: HistoryEntry) -> None:
+        history = self.history
+        if not history or entry >= history[-1]:
+            history.append(entry)
+        else:
+            bisect.insort(history, entry)
+        if len(history) > self.spec.history_size:
+            del history[: len(history) - self.spec.history_size]
+
+    def _add_preference(self, new: Preference) -> None:
+        keep: list[Preference] = []
+        for old in self.preferences:
+            if preferences_conflict(old.text, new.text):
+                if (old.ts_ms, old.event_id) > (new.ts_ms, new.event_id):
+                    return  # an existing newer statement on the same subject wins
+                continue  # the new statement replaces the old one
+            keep.append(old)
+        keep.append(new)
+        keep.sort(key=lambda p: (p.ts_ms, p.event_id))
+        self.preferences = keep[-self.spec.max_preferences :]
+
+    def mark_offset(self, partition: int, offset: int) -> None:
+        """Record that everything up to ``offset`` of ``partition`` is in this state."""
+        if offset > self.offsets.get(partition, -1):
+            self.offsets[partition] = offset
+
+    # --- read-outs -------------------------------------------------------------------------
+    def embeddings(self, now_ms: int) -> dict[str, np.ndarray]:
+        """Unit-length preference direction per horizon (zeros where nothing was seen)."""
+        sums, _ = self.positive.read(now_ms / 1000.0)
+        return {name: _unit(sums[i]) for i, name in enumerate(self.spec.horizon_names)}
+
+    def negative_embedding(self, now_ms: int) -> np.ndarray:
+        return _unit(self.negative.read(now_ms / 1000.0)[0][0])
+
+    def text_embedding(self, now_ms: int) -> np.ndarray:
+        return _unit(self.text.read(now_ms / 1000.0)[0][0])
+
+    def attribute_preferences(self, now_ms: int) -> dict[str, float]:
+        return self.attributes.read(now_ms / 1000.0)
+
+    def event_counts(self, now_ms: int) -> dict[str, float]:
+        return self.type_counts.read(now_ms / 1000.0)
+
+    def interest_clock(self, now_ms: int) -> np.ndarray:
+        """Share of (decayed) activity per UTC hour of day; sums to 1 when there is any."""
+        sums, weights = self.clock.read(now_ms / 1000.0)
+        return sums[0] / weights[0] if weights[0] > 0 else sums[0]
+
+    @property
+    def last_event_ms(self) -> int | None:
+        return self.history[-1].ts_ms if self.history else None
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return (vector / norm).astype(np.float32) if norm > 0 else np.zeros(vector.shape, dtype=np.float32)
