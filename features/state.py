@@ -8,6 +8,7 @@ as it stood).
 
 >>> import numpy as np
 >>> from features.events import Event
+from features.scorer import UserView
 >>> spec = StateSpec.from_config(StateConfig(), dim=2)
 >>> user = UserState.new(spec)
 >>> items = {"i1": ItemInfo(vector=np.array([1.0, 0.0], np.float32), attributes={"category": "jazz"})}
@@ -30,6 +31,7 @@ import numpy as np
 
 from features.decay import DecayedSum, SparseDecayedSum
 from features.events import Event
+from features.scorer import UserView
 from p13n.config import StateConfig
 
 __all__ = ["StateSpec", "ItemInfo", "HistoryEntry", "Preference", "FoldResult", "UserState", "event_id_hash"]
@@ -328,6 +330,24 @@ class UserState:
         """Share of (decayed) activity per UTC hour of day; sums to 1 when there is any."""
         sums, weights = self.clock.read(now_ms / 1000.0)
         return sums[0] / weights[0] if weights[0] > 0 else sums[0]
+
+    def view(self, now_ms: int, anchors: int = 5) -> UserView:
+        """The read-outs the scorer uses, at ``now_ms``; ``anchors`` latest positive items for co-visitation."""
+        positives = [h.item_id for h in self.history if h.type not in NEGATIVE_TYPES]
+        recent: list[str] = []
+        for item in reversed(positives):
+            if item not in recent:
+                recent.append(item)
+                if len(recent) == anchors:
+                    break
+        return UserView(
+            embeddings=self.embeddings(now_ms),
+            negative=None if self.negative.empty else self.negative_embedding(now_ms),
+            text=None if self.text.empty else self.text_embedding(now_ms),
+            attributes=self.attribute_preferences(now_ms),
+            recent_items=recent[::-1],
+            seen=frozenset(h.item_id for h in self.history),
+        )
 
     @property
     def last_event_ms(self) -> int | None:

@@ -44,6 +44,8 @@ __all__ = [
     "KafkaConfig",
     "StateConfig",
     "EncoderConfig",
+    "ScoringConfig",
+    "FIXED_FEATURES",
     "ServingConfig",
     "DevConfig",
     "load_config",
@@ -163,6 +165,31 @@ class StateConfig(_Section):
         self.event_weights = {**_DEFAULT_WEIGHTS, **self.event_weights}
 
 
+#: Scorer features whose names do not depend on the horizons (those are ``sim_<horizon>``).
+FIXED_FEATURES = ("neg_sim", "text_sim", "attribute", "popularity", "covisit", "seen")
+
+
+class ScoringConfig(_Section):
+    """How the scorer blends its features (see features/scorer.py)."""
+
+    weights: Annotated[
+        dict[str, float],
+        _doc("Blend weight per feature: sim_<horizon>, neg_sim, text_sim, attribute, popularity, covisit, seen."),
+    ] = msgspec.field(
+        default_factory=lambda: {
+            "sim_session": 0.6,
+            "sim_long": 1.0,
+            "neg_sim": -0.4,
+            "text_sim": 0.2,
+            "attribute": 0.4,
+            "popularity": 0.3,
+            "covisit": 0.8,
+            "seen": 0.0,
+        }
+    )
+    covisit_anchors: Annotated[int, Meta(ge=1, le=50), _doc("Latest history items used as co-visitation anchors.")] = 5
+
+
 class EncoderConfig(_Section):
     """The ONNX sentence encoder."""
 
@@ -210,6 +237,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    scoring: ScoringConfig = msgspec.field(default_factory=ScoringConfig)
     encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)
     serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
     dev: DevConfig = msgspec.field(default_factory=DevConfig)
@@ -244,6 +272,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             return msgspec.convert(merged, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
+
+    def __post_init__(self) -> None:
+        known = {f"sim_{h}" for h in self.state.horizons} | set(FIXED_FEATURES)
+        if self.scoring.weights == ScoringConfig().weights and not known >= set(self.scoring.weights):
+            # default weights with custom horizons: weigh every horizon's similarity equally
+            fixed = {k: v for k, v in self.scoring.weights.items() if k in FIXED_FEATURES}
+            self.scoring.weights = {**{f"sim_{h}": 1.0 for h in self.state.horizons}, **fixed}
+        unknown = sorted(set(self.scoring.weights) - known)
+        if unknown:
+            raise ValueError(f"scoring.weights: unknown feature {unknown[0]!r} (known: {', '.join(sorted(known))})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for `p13n config show` and subprocess hand-off)."""

@@ -1,0 +1,60 @@
+"""The Redis key layout (DESIGN.md §5), in one place.
+
+Every key starts with the configured prefix. Hash tags (the ``{…}`` part) decide
+the Redis Cluster slot:
+
+==============================  ======  =====================================================
+key                             type    holds
+==============================  ======  =====================================================
+``P:{T/U}``                     hash    one user: ``v`` version, ``s`` state blob, ``o:<partition>``
+                                        last applied offset — one key per user, so delete is one DEL
+``P:{T:g}:pop``                 zset    forward-decayed item popularity
+``P:{T:g}:meta``                hash    ``landmark`` of the popularity decay
+``P:{T:g}:off``                 hash    partition -> last offset whose global deltas are applied
+``P:{T:g}:cv:<item>``           zset    co-visited items of ``item`` (top-M kept)
+``P:{T:i<shard>}``              hash    items: ``v:<id>`` vector bytes, ``m:<id>`` text+attributes
+==============================  ======  =====================================================
+
+A tenant's global signals share one slot (they are updated together by one
+script); items spread over ``ITEM_SHARDS`` slots; each user is its own slot.
+
+>>> keys = KeyLayout("p13n")
+>>> keys.user("shop", "u1"), keys.popularity("shop"), keys.item_shard("shop", "sku-1")
+('p13n:{shop/u1}', 'p13n:{shop:g}:pop', 'p13n:{shop:i5}')
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = ["KeyLayout", "ITEM_SHARDS"]
+
+ITEM_SHARDS = 16
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    prefix: str
+
+    def user(self, tenant: str, user_id: str) -> str:
+        return f"{self.prefix}:{{{tenant}/{user_id}}}"
+
+    def _global(self, tenant: str) -> str:
+        return f"{self.prefix}:{{{tenant}:g}}"
+
+    def popularity(self, tenant: str) -> str:
+        return f"{self._global(tenant)}:pop"
+
+    def global_meta(self, tenant: str) -> str:
+        return f"{self._global(tenant)}:meta"
+
+    def global_offsets(self, tenant: str) -> str:
+        return f"{self._global(tenant)}:off"
+
+    def covisit(self, tenant: str, item_id: str) -> str:
+        return f"{self._global(tenant)}:cv:{item_id}"
+
+    def item_shard(self, tenant: str, item_id: str) -> str:
+        shard = zlib.crc32(item_id.encode()) % ITEM_SHARDS
+        return f"{self.prefix}:{{{tenant}:i{shard}}}"

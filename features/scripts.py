@@ -1,0 +1,83 @@
+"""Lua scripts that make a batch's writes atomic and idempotent.
+
+Each is registered once per client (``register_script``) and can run inside a
+pipeline; redis-py loads it on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+__all__ = ["APPLY_USER", "APPLY_GLOBALS"]
+
+#: KEYS[1] = user hash.
+#: ARGV = expected version ("0" when the user did not exist), state blob, ttl ms, partition, offset.
+#: Returns {1, new version} applied; {0, version} the offset was already applied (nothing written);
+#: {-1, version} the user changed since it was read (nothing written; re-read and fold again).
+APPLY_USER = """
+local current = redis.call('HGET', KEYS[1], 'v') or '0'
+if current ~= ARGV[1] then
+  return {-1, current}
+end
+local field = 'o:' .. ARGV[4]
+local applied = redis.call('HGET', KEYS[1], field)
+if applied and tonumber(applied) >= tonumber(ARGV[5]) then
+  return {0, current}
+end
+local version = tonumber(current) + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], field, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, version}
+"""
+
+#: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.
+#: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
+#: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] number of popularity triples P,
+#: then P triples (item, time s, weight), then pairs (index of a co-visit key in KEYS, member).
+#: Returns 1 when applied, 0 when this partition offset was already applied.
+APPLY_GLOBALS = """
+local applied = redis.call('HGET', KEYS[3], ARGV[1])
+if applied and tonumber(applied) >= tonumber(ARGV[2]) then
+  return 0
+end
+local tau = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local top_m = tonumber(ARGV[5])
+local trim_after = tonumber(ARGV[6])
+local n_pop = tonumber(ARGV[7])
+local landmark = tonumber(redis.call('HGET', KEYS[2], 'landmark') or '')
+local i = 8
+for _ = 1, n_pop do
+  local item, t, w = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if not landmark then
+    landmark = t
+    redis.call('HSET', KEYS[2], 'landmark', string.format('%.17g', t))
+  end
+  local exponent = (t - landmark) / tau
+  if exponent > limit then
+    local factor = math.exp(-(t - landmark) / tau)
+    local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    for j = 1, #all, 2 do
+      redis.call('ZADD', KEYS[1], tonumber(all[j + 1]) * factor, all[j])
+    end
+    landmark = t
+    redis.call('HSET', KEYS[2], 'landmark', string.format('%.17g', t))
+    exponent = 0
+  end
+  redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
+  i = i + 3
+end
+local touched = {}
+while i <= #ARGV do
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('ZINCRBY', key, 1, ARGV[i + 1])
+  touched[key] = true
+  i = i + 2
+end
+for key in pairs(touched) do
+  local size = redis.call('ZCARD', key)
+  if size > trim_after then
+    redis.call('ZREMRANGEBYRANK', key, 0, size - top_m - 1)
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return 1
+"""

@@ -1,0 +1,224 @@
+"""Redis store of user state, item vectors and global signals (layout in :mod:`features.keys`).
+
+The client (and its connection pool) is passed in — built from configuration by
+the caller, never at import. Writes go through the Lua scripts of
+:mod:`features.scripts`, so a user's batch is applied atomically and exactly
+once; reads for a request are pipelined (one round trip for the user's state,
+the candidates' vectors and their popularity; a second one for co-visitation,
+whose anchors are only known once the user's history has been read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from features.keys import KeyLayout
+from features.scripts import APPLY_GLOBALS, APPLY_USER
+from features.signals import RESCALE_EXPONENT, trim_after
+from features.state import ItemInfo, StateSpec, UserState
+from features.state_codec import decode_state, encode_state
+from p13n.config import Config
+
+__all__ = ["RedisStore", "UserWrite", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
+
+APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
+
+
+@dataclass(frozen=True)
+class UserWrite:
+    """A folded user state to write, guarded by the version it was read at."""
+
+    tenant: str
+    user_id: str
+    expected_version: int
+    state: UserState
+    partition: int
+    offset: int
+
+
+class _ItemMeta(msgspec.Struct, array_like=True):
+    text: str | None
+    attributes: dict[str, str | int | float | bool | list[str]]
+
+
+_meta_encoder = msgspec.msgpack.Encoder()
+_meta_decoder = msgspec.msgpack.Decoder(_ItemMeta)
+
+
+class RedisStore:
+    """All of p13n's Redis access. ``client`` is a redis-py ``Redis`` (or ``RedisCluster``)."""
+
+    def __init__(self, client, config: Config, dim: int) -> None:
+        self.client = client
+        self.config = config
+        self.keys = KeyLayout(config.redis.prefix)
+        self.spec = StateSpec.from_config(config.state, dim=dim)
+        self.dim = dim
+        self.vector_dtype = np.dtype(config.state.vector_dtype).newbyteorder("<")
+        self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
+        self._apply_user = client.register_script(APPLY_USER)
+        self._apply_globals = client.register_script(APPLY_GLOBALS)
+
+    # --- users -------------------------------------------------------------------------------
+    def read_users(self, users: Sequence[tuple[str, str]]) -> list[tuple[int, UserState | None]]:
+        """(version, state or None) of each (tenant, user_id), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, user_id in users:
+            pipe.hmget(self.keys.user(tenant, user_id), "v", "s")
+        out: list[tuple[int, UserState | None]] = []
+        for version, blob in pipe.execute():
+            if blob is None:
+                out.append((0, None))
+            else:
+                out.append((int(version), decode_state(blob, self.spec)))
+        return out
+
+    def load_user(self, tenant: str, user_id: str) -> UserState | None:
+        return self.read_users([(tenant, user_id)])[0][1]
+
+    def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
+        """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""
+        pipe = self.client.pipeline(transaction=False)
+        for w in writes:
+            self._apply_user(
+                keys=[self.keys.user(w.tenant, w.user_id)],
+                args=[str(w.expected_version), encode_state(w.state), self.ttl_ms, w.partition, w.offset],
+                client=pipe,
+            )
+        return [int(result[0]) for result in pipe.execute()]
+
+    def delete_user(self, tenant: str, user_id: str) -> bool:
+        """Remove every key of the user (there is one); True if the user existed.
+
+        The user's past contributions to the tenant-wide popularity and co-visitation
+        counts are anonymous aggregates and stay."""
+        return bool(self.client.delete(self.keys.user(tenant, user_id)))
+
+    # --- global signals ----------------------------------------------------------------------
+    def apply_globals(
+        self,
+        tenant: str,
+        partition: int,
+        offset: int,
+        popularity: Iterable[tuple[str, int, float]],
+        covisits: Iterable[tuple[str, str]],
+        client=None,
+    ) -> bool:
+        """Add a batch's popularity and co-visitation deltas, once per (tenant, partition, offset)."""
+        cfg = self.config.state
+        pop_args: list = []
+        count = 0
+        for item_id, ts_ms, weight in popularity:
+            pop_args += [item_id, repr(ts_ms / 1000.0), repr(float(weight))]
+            count += 1
+        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant)]
+        key_index: dict[str, int] = {}
+        pair_args: list = []
+        for a, b in covisits:
+            if a == b:
+                continue
+            for x, y in ((a, b), (b, a)):
+                if x not in key_index:
+                    keys.append(self.keys.covisit(tenant, x))
+                    key_index[x] = len(keys)  # Lua is 1-based
+                pair_args += [key_index[x], y]
+        args = [partition, offset, cfg.popularity_tau_s, RESCALE_EXPONENT, cfg.covisit_top_m,
+                trim_after(cfg.covisit_top_m), count, *pop_args, *pair_args]  # fmt: skip
+        return bool(self._apply_globals(keys=keys, args=args, client=client))
+
+    def popularity(self, tenant: str, item_ids: Sequence[str], now_ms: int) -> np.ndarray:
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_popularity(pipe, tenant, item_ids)
+        return self._popularity_from(pipe.execute(), now_ms)
+
+    def _queue_popularity(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
+        pipe.hget(self.keys.global_meta(tenant), "landmark")
+        pipe.zmscore(self.keys.popularity(tenant), list(item_ids)) if item_ids else pipe.echo(b"")
+
+    def _popularity_from(self, replies: Sequence, now_ms: int) -> np.ndarray:
+        landmark, scores = replies
+        if landmark is None or not scores:
+            return np.zeros(len(scores or []), dtype=np.float64)
+        factor = np.exp(-(now_ms / 1000.0 - float(landmark)) / self.config.state.popularity_tau_s)
+        return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
+
+    def top_popular(self, tenant: str, k: int) -> list[str]:
+        return [m.decode() for m in self.client.zrevrange(self.keys.popularity(tenant), 0, k - 1)]
+
+    def covisit_matrix(self, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """Co-visitation counts, shape (len(anchors), len(candidates))."""
+        if not anchors or not candidates:
+            return np.zeros((len(anchors), len(candidates)), dtype=np.float64)
+        pipe = self.client.pipeline(transaction=False)
+        for anchor in anchors:
+            pipe.zmscore(self.keys.covisit(tenant, anchor), list(candidates))
+        rows = pipe.execute()
+        return np.array([[c or 0.0 for c in row] for row in rows], dtype=np.float64)
+
+    def covisit_neighbours(self, tenant: str, item_id: str) -> dict[str, float]:
+        pairs = self.client.zrevrange(self.keys.covisit(tenant, item_id), 0, -1, withscores=True)
+        return {m.decode(): float(s) for m, s in pairs}
+
+    # --- items -------------------------------------------------------------------------------
+    def put_items(self, tenant: str, items: Mapping[str, ItemInfo]) -> None:
+        """Store vectors (where given) and text/attributes of items."""
+        pipe = self.client.pipeline(transaction=False)
+        for item_id, info in items.items():
+            mapping = {f"m:{item_id}": _meta_encoder.encode(_ItemMeta(info.text, dict(info.attributes)))}
+            if info.vector is not None:
+                mapping[f"v:{item_id}"] = np.asarray(info.vector, dtype=self.vector_dtype).tobytes()
+            pipe.hset(self.keys.item_shard(tenant, item_id), mapping=mapping)
+        pipe.execute()
+
+    def delete_items(self, tenant: str, item_ids: Iterable[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hdel(self.keys.item_shard(tenant, item_id), f"v:{item_id}", f"m:{item_id}")
+        pipe.execute()
+
+    def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        """Known items among ``item_ids`` (unknown ones are absent)."""
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_items(pipe, tenant, item_ids)
+        return self._items_from(pipe.execute(), item_ids)
+
+    def _queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
+        for item_id in item_ids:
+            pipe.hmget(self.keys.item_shard(tenant, item_id), f"v:{item_id}", f"m:{item_id}")
+
+    def _items_from(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        found: dict[str, ItemInfo] = {}
+        for item_id, (vector, meta) in zip(item_ids, replies):
+            if vector is None and meta is None:
+                continue
+            decoded = _meta_decoder.decode(meta) if meta is not None else _ItemMeta(None, {})
+            vec = np.frombuffer(vector, dtype=self.vector_dtype).astype(np.float32) if vector is not None else None
+            found[item_id] = ItemInfo(vector=vec, attributes=decoded.attributes, text=decoded.text)
+        return found
+
+    def items_with_vectors(self, tenant: str, item_ids: Sequence[str]) -> set[str]:
+        """Which of ``item_ids`` already have a stored vector (so need no encoding)."""
+        pipe = self.client.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hexists(self.keys.item_shard(tenant, item_id), f"v:{item_id}")
+        return {item_id for item_id, present in zip(item_ids, pipe.execute()) if present}
+
+    # --- request path ------------------------------------------------------------------------
+    def read_request(
+        self, tenant: str, user_id: str, candidate_ids: Sequence[str], now_ms: int
+    ) -> tuple[UserState | None, dict[str, ItemInfo], np.ndarray]:
+        """The user's state, the candidates' items and their popularity — one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.user(tenant, user_id), "s")
+        self._queue_popularity(pipe, tenant, candidate_ids)
+        self._queue_items(pipe, tenant, candidate_ids)
+        replies = pipe.execute()
+        blob = replies[0]
+        user = decode_state(blob, self.spec) if blob is not None else None
+        popularity = self._popularity_from(replies[1:3], now_ms)
+        items = self._items_from(replies[3:], candidate_ids)
+        return user, items, popularity

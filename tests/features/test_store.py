@@ -1,0 +1,135 @@
+"""The Redis store against a real server: atomic, idempotent writes and faithful reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.events import Event
+from features.signals import CoVisitation, Popularity
+from features.state import ItemInfo, UserState
+from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
+
+DIM = 8
+
+
+@pytest.fixture
+def store(redis_client, config) -> RedisStore:
+    return RedisStore(redis_client, config, dim=DIM)
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def click(n: int, item: str, ts_ms: int, user: str = "u1") -> Event:
+    return Event(event_id=f"e{n}", user_id=user, type="click", ts_ms=ts_ms, item_id=item)
+
+
+def folded(store: RedisStore, events, items) -> UserState:
+    state = UserState.new(store.spec)
+    state.fold(events, items)
+    return state
+
+
+def test_user_write_then_read_round_trips(store):
+    items = {"a": ItemInfo(vector=vec(1), attributes={"category": "jazz"})}
+    state = folded(store, [click(1, "a", 1_000_000)], items)
+    assert store.write_users([UserWrite("default", "u1", 0, state, partition=0, offset=5)]) == [APPLIED]
+    ((version, back),) = store.read_users([("default", "u1")])
+    assert version == 1
+    np.testing.assert_allclose(back.positive.sums, state.positive.sums, rtol=1e-6)
+    assert back.history == state.history
+    assert back.attribute_preferences(1_000_000) == pytest.approx(state.attribute_preferences(1_000_000))
+
+
+def test_stale_version_and_applied_offset_write_nothing(store, redis_client):
+    state = folded(store, [click(1, "a", 1_000)], {})
+    key = store.keys.user("default", "u1")
+    assert store.write_users([UserWrite("default", "u1", 0, state, 0, 10)]) == [APPLIED]
+    before = redis_client.hgetall(key)
+    # a zombie that read version 0 cannot overwrite
+    assert store.write_users([UserWrite("default", "u1", 0, state, 0, 11)]) == [CONFLICT]
+    # the same offset again (a replay after a crash) is skipped
+    assert store.write_users([UserWrite("default", "u1", 1, state, 0, 10)]) == [ALREADY_APPLIED]
+    assert redis_client.hgetall(key) == before
+    assert store.write_users([UserWrite("default", "u1", 1, state, 0, 11)]) == [APPLIED]
+    assert redis_client.hget(key, "v") == b"2"
+
+
+def test_user_key_has_ttl_and_delete_removes_it(store, redis_client):
+    state = folded(store, [click(1, "a", 1_000)], {})
+    store.write_users([UserWrite("shop", "u/1", 0, state, 0, 1)])
+    key = store.keys.user("shop", "u/1")
+    ttl_ms = redis_client.pttl(key)
+    assert 0 < ttl_ms <= store.ttl_ms
+    assert store.delete_user("shop", "u/1") is True
+    assert redis_client.exists(key) == 0
+    assert store.load_user("shop", "u/1") is None
+    assert store.delete_user("shop", "u/1") is False
+
+
+def test_globals_apply_once_per_partition_offset_and_match_memory(store):
+    pops = [("a", 1_000_000, 2.0), ("b", 2_000_000, 1.0), ("a", 3_000_000, 8.0)]
+    pairs = [("a", "b"), ("b", "c"), ("a", "b")]
+    assert store.apply_globals("default", 0, 7, pops, pairs) is True
+    assert store.apply_globals("default", 0, 7, pops, pairs) is False  # replayed batch: no double count
+    assert store.apply_globals("default", 1, 3, [("c", 3_000_000, 1.0)], []) is True  # other partition
+
+    memory_pop = Popularity(store.config.state.popularity_tau_s)
+    for item, ts, w in [*pops, ("c", 3_000_000, 1.0)]:
+        memory_pop.add(item, ts, w)
+    now = 5_000_000
+    np.testing.assert_allclose(store.popularity("default", ["a", "b", "c", "zz"], now),
+                               memory_pop.read(["a", "b", "c", "zz"], now), rtol=1e-9)  # fmt: skip
+    memory_cv = CoVisitation(store.config.state.covisit_top_m)
+    memory_cv.add(pairs)
+    for item in "abc":
+        assert store.covisit_neighbours("default", item) == memory_cv.neighbours(item)
+    matrix = store.covisit_matrix("default", ["a", "b"], ["b", "c", "a"])
+    assert matrix.tolist() == [[2.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
+
+
+def test_covisit_rows_are_trimmed_like_memory(store, config):
+    top_m = config.state.covisit_top_m
+    pairs = [("hub", f"x{i:03d}") for i in range(top_m + top_m // 4 + 5)] + [("hub", "x001")] * 3
+    store.apply_globals("default", 0, 1, [], pairs)
+    memory = CoVisitation(top_m)
+    memory.add(pairs)
+    stored = store.covisit_neighbours("default", "hub")
+    assert len(stored) == top_m
+    assert stored == memory.neighbours("hub")
+
+
+def test_popularity_rescales_far_in_the_future(store):
+    tau_ms = store.config.state.popularity_tau_s * 1000
+    far = int(100 * tau_ms)
+    store.apply_globals("default", 0, 1, [("old", 0, 1.0)], [])
+    store.apply_globals("default", 0, 2, [("new", far, 1.0)], [])  # exponent 100 > 60: rescale
+    pop = store.popularity("default", ["old", "new"], far)
+    assert pop[1] == pytest.approx(1.0)
+    assert pop[0] == pytest.approx(np.exp(-100.0), rel=1e-6)
+
+
+def test_items_round_trip_and_request_read(store):
+    items = {
+        "a": ItemInfo(vector=vec(1), attributes={"category": "jazz", "tags": ["vinyl"]}, text="Jazz vinyl"),
+        "b": ItemInfo(vector=None, attributes={}, text="No vector yet"),
+    }
+    store.put_items("default", items)
+    got = store.get_items("default", ["a", "b", "missing"])
+    assert set(got) == {"a", "b"}
+    np.testing.assert_allclose(got["a"].vector, items["a"].vector)
+    assert got["a"].attributes == {"category": "jazz", "tags": ["vinyl"]} and got["b"].vector is None
+    assert store.items_with_vectors("default", ["a", "b", "missing"]) == {"a"}
+
+    state = folded(store, [click(1, "a", 1_000)], items)
+    store.write_users([UserWrite("default", "u1", 0, state, 0, 1)])
+    store.apply_globals("default", 0, 1, [("a", 1_000, 2.0)], [])
+    user, found, popularity = store.read_request("default", "u1", ["a", "missing"], now_ms=1_000)
+    assert user is not None and user.history == state.history
+    assert set(found) == {"a"}
+    assert popularity.tolist() == [pytest.approx(2.0), 0.0]
+    nobody, _, _ = store.read_request("default", "nobody", [], now_ms=1_000)
+    assert nobody is None
