@@ -78,6 +78,9 @@ class Encoder:
         self.tokenizer = Tokenizer.from_file(str(directory / self.meta.get("tokenizer", "tokenizer.json")))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
+        self._counter = Tokenizer.from_file(str(directory / self.meta.get("tokenizer", "tokenizer.json")))
+        self._counter.no_padding()
+        self._counter.no_truncation()
 
     @classmethod
     def from_config(cls, config: EncoderConfig) -> Encoder:
@@ -89,7 +92,7 @@ class Encoder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without special tokens (for prompt budgets)."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` as a float32 array of shape (len(texts), dimension)."""

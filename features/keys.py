@@ -20,7 +20,7 @@ script); items spread over ``ITEM_SHARDS`` slots; each user is its own slot.
 
 >>> keys = KeyLayout("p13n")
 >>> keys.user("shop", "u1"), keys.popularity("shop"), keys.item_shard("shop", "sku-1")
-('p13n:{shop/u1}', 'p13n:{shop:g}:pop', 'p13n:{shop:i5}')
+('p13n:{shop/u1}', 'p13n:{shop:g}:pop', 'p13n:{shop:i14}')
 """
 
 from __future__ import annotations

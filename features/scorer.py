@@ -21,9 +21,9 @@ else is non-zero); candidates without a vector get zero similarity.
 >>> view = UserView(embeddings={"long": np.array([1, 0], np.float32)})
 >>> scored = score(view, cands, {"sim_long": 1.0, "popularity": 0.1})
 >>> [round(float(s), 3) for s in scored.scores]
-[1.043, 0.1]
+[1.039, 0.1]
 >>> [round(float(s), 3) for s in score(None, cands, {"sim_long": 1.0, "popularity": 0.1}).scores]
-[0.043, 0.1]
+[0.039, 0.1]
 """
 
 from __future__ import annotations

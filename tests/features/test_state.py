@@ -1,0 +1,161 @@
+"""User state: the fold's semantics, order independence of the whole state, and its binary form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.events import Event
+from features.state import ItemInfo, StateSpec, UserState
+from features.state_codec import StateFormatError, decode_state, encode_state
+from p13n.config import StateConfig
+
+DIM = 6
+SPEC = StateSpec.from_config(StateConfig(), dim=DIM)
+ITEMS = {
+    f"i{n}": ItemInfo(vector=np.random.default_rng(n).standard_normal(DIM).astype(np.float32),
+                      attributes={"category": f"c{n % 3}", "brand": f"b{n % 2}"}, text=f"item {n}")  # fmt: skip
+    for n in range(12)
+}
+HOUR = 3_600_000
+
+
+def ev(n: int, etype: str, item: str | None, ts: int, **extra) -> Event:
+    return Event(event_id=f"e{n}", user_id="u", type=etype, ts_ms=ts, item_id=item, **extra)
+
+
+def test_negatives_are_kept_apart_from_positives():
+    user = UserState.new(SPEC)
+    user.fold([ev(1, "purchase", "i1", HOUR), ev(2, "dislike", "i2", HOUR)], ITEMS)
+    pos, _ = user.positive.read(HOUR / 1000)
+    neg, _ = user.negative.read(HOUR / 1000)
+    np.testing.assert_allclose(pos[1], 8.0 * ITEMS["i1"].vector, rtol=1e-6)  # purchase weight 8, not cancelled
+    np.testing.assert_allclose(neg[0], 5.0 * ITEMS["i2"].vector, rtol=1e-3)
+    assert user.attribute_preferences(HOUR)["category=c2"] == pytest.approx(-5.0)
+
+
+def test_ratings_map_their_value_to_a_signed_weight():
+    user = UserState.new(SPEC)
+    user.fold([ev(1, "rating", "i1", HOUR, value=5.0), ev(2, "rating", "i2", HOUR, value=1.0)], ITEMS)
+    assert not user.positive.empty and not user.negative.empty
+    assert user.attribute_preferences(HOUR)["category=c1"] == pytest.approx(4.0)  # (5 - 3) / 2 * 4
+
+
+def test_duplicate_event_ids_are_applied_once_even_across_batches():
+    user = UserState.new(SPEC)
+    first = user.fold([ev(1, "click", "i1", HOUR)], ITEMS)
+    second = user.fold([ev(1, "click", "i1", HOUR), ev(2, "click", "i3", HOUR)], ITEMS)
+    assert (first.applied, second.applied, second.duplicates) == (1, 1, 1)
+    assert user.event_counts(HOUR)["click"] == pytest.approx(2.0)
+
+
+def test_recent_event_ids_are_bounded():
+    spec = StateSpec.from_config(StateConfig(recent_event_ids=3), dim=DIM)
+    user = UserState.new(spec)
+    user.fold([ev(n, "view", "i1", HOUR + n) for n in range(10)], ITEMS)
+    assert len(user.recent_ids) == 3
+
+
+def test_history_is_bounded_and_sorted_by_event_time():
+    spec = StateSpec.from_config(StateConfig(history_size=4), dim=DIM)
+    user = UserState.new(spec)
+    user.fold([ev(n, "view", f"i{n}", (10 - n) * HOUR) for n in range(8)], ITEMS)
+    assert [h.ts_ms for h in user.history] == sorted(h.ts_ms for h in user.history)
+    assert [h.item_id for h in user.history] == ["i3", "i2", "i1", "i0"]  # the 4 newest by event time
+
+
+def test_standing_preferences_newest_wins_on_conflict_whatever_the_order():
+    old = ev(1, "preference", None, HOUR, text="I am vegetarian")
+    new = ev(2, "preference", None, 2 * HOUR, text="I am not vegetarian anymore")
+    other = ev(3, "preference", None, HOUR, text="I live in Berlin")
+    for order in ([old, new, other], [new, other, old]):
+        user = UserState.new(SPEC)
+        for event in order:
+            user.fold([event], ITEMS)
+        assert [p.text for p in user.preferences] == ["I live in Berlin", "I am not vegetarian anymore"]
+
+
+def test_preferences_are_bounded():
+    spec = StateSpec.from_config(StateConfig(max_preferences=2), dim=DIM)
+    user = UserState.new(spec)
+    topics = ["cats", "jazz", "tennis", "sushi"]
+    user.fold([ev(n, "preference", None, n * HOUR, text=f"I like {t}") for n, t in enumerate(topics)], ITEMS)
+    assert [p.text for p in user.preferences] == ["I like tennis", "I like sushi"]
+
+
+def test_covisits_pair_an_item_with_the_items_just_before_it():
+    spec = StateSpec.from_config(StateConfig(covisit_window=2), dim=DIM)
+    user = UserState.new(spec)
+    result = user.fold([ev(n, "click", f"i{n}", n * HOUR) for n in range(1, 5)], ITEMS)
+    assert result.covisits == [("i1", "i2"), ("i1", "i3"), ("i2", "i3"), ("i2", "i4"), ("i3", "i4")]
+    assert [p[0] for p in result.popularity] == ["i1", "i2", "i3", "i4"]
+
+
+def test_interest_clock_counts_hours_of_day():
+    user = UserState.new(SPEC)
+    user.fold([ev(1, "view", "i1", 9 * HOUR), ev(2, "view", "i2", 9 * HOUR + 5), ev(3, "view", "i3", 21 * HOUR)], ITEMS)
+    clock = user.interest_clock(21 * HOUR)
+    assert clock.argmax() == 9 and clock.sum() == pytest.approx(1.0)
+
+
+event_strategy = st.builds(
+    lambda n, t, kind, item: (n, t, kind, item),
+    st.integers(0, 10_000),
+    st.integers(0, 40 * 24) .map(lambda h: h * HOUR),
+    st.sampled_from(["view", "click", "cart", "purchase", "like", "dislike", "skip"]),
+    st.sampled_from(sorted(ITEMS)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event_strategy, min_size=1, max_size=30, unique_by=lambda e: e[0]), st.randoms(use_true_random=False))
+def test_embeddings_and_preferences_do_not_depend_on_arrival_order(raw, rnd):
+    events = [ev(n, kind, item, t) for n, t, kind, item in raw]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    a, b = UserState.new(SPEC), UserState.new(SPEC)
+    a.fold(events, ITEMS)
+    for chunk in range(0, len(shuffled), 7):
+        b.fold(shuffled[chunk : chunk + 7], ITEMS)
+    now = max(e.ts_ms for e in events)
+    for h in SPEC.horizon_names:
+        np.testing.assert_allclose(a.embeddings(now)[h], b.embeddings(now)[h], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.negative_embedding(now), b.negative_embedding(now), rtol=1e-5, atol=1e-6)
+    pa, pb = a.attribute_preferences(now), b.attribute_preferences(now)
+    assert pa.keys() == pb.keys() and all(pa[k] == pytest.approx(pb[k], rel=1e-5, abs=1e-9) for k in pa)
+    assert a.history == b.history
+
+
+def test_state_round_trips_through_its_binary_form():
+    user = UserState.new(SPEC)
+    user.fold([ev(1, "purchase", "i1", HOUR), ev(2, "skip", "i2", 2 * HOUR),
+               ev(3, "preference", None, 3 * HOUR, text="I am vegan")], ITEMS,
+              text_vectors={"I am vegan": np.ones(DIM, np.float32)})  # fmt: skip
+    user.mark_offset(3, 41)
+    back = decode_state(encode_state(user), SPEC)
+    np.testing.assert_allclose(back.positive.sums, user.positive.sums, rtol=1e-6)
+    np.testing.assert_allclose(back.negative.sums, user.negative.sums, rtol=1e-3)  # float16
+    np.testing.assert_allclose(back.text.sums, user.text.sums, rtol=1e-3)
+    assert back.history == user.history and back.preferences == user.preferences
+    assert back.recent_ids == user.recent_ids and back.offsets == {3: 41}
+    assert back.attribute_preferences(3 * HOUR) == user.attribute_preferences(3 * HOUR)
+    assert encode_state(back) == encode_state(decode_state(encode_state(back), SPEC))
+
+
+def test_decoding_with_other_horizons_is_an_error_not_garbage():
+    blob = encode_state(UserState.new(SPEC))
+    other = StateSpec.from_config(StateConfig(horizons={"day": 86400.0}), dim=DIM)
+    with pytest.raises(StateFormatError, match="horizons"):
+        decode_state(blob, other)
+    with pytest.raises(StateFormatError, match="not readable"):
+        decode_state(b"\x00garbage", SPEC)
+
+
+def test_fold_does_not_mutate_its_inputs():
+    events = [ev(1, "click", "i1", HOUR)]
+    vector_before = ITEMS["i1"].vector.copy()
+    UserState.new(SPEC).fold(events, ITEMS)
+    assert events == [ev(1, "click", "i1", HOUR)]
+    np.testing.assert_array_equal(ITEMS["i1"].vector, vector_before)
