@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--events-per-user", type=_positive_int, default=60)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=_synth)
+
+    # bench -----------------------------------------------------------------------------
+    bench = sub.add_parser("bench", help="benchmarks (results in benchmarks/out/*.json and benchmarks/RESULTS.md)")
+    bench_sub = bench.add_subparsers(dest="action", metavar="BENCHMARK", required=True)
+    features = bench_sub.add_parser("features", help="fold throughput, Redis bytes per user, encoder latency")
+    features.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+    features.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
+    features.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    features.set_defaults(handler=_bench_features)
     return parser
 
 
@@ -293,6 +302,26 @@ def _synth(args: argparse.Namespace) -> int:
         with (args.directory / name).open("w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in rows)
     print(f"wrote {len(data.events)} events and {len(data.items)} items to {args.directory}")
+    return 0
+
+
+# --- bench --------------------------------------------------------------------------------------
+def _bench_features(args: argparse.Namespace) -> int:
+    from benchmarks.common import machine_info, write_result
+    from benchmarks.micro import features_markdown, run_features
+    from benchmarks.report import update_results
+    from p13n.connections import check_redis, redis_client
+
+    cfg = _load(args)
+    check_redis(cfg.redis)
+    console = _console()
+    with console.status("running core micro-benchmarks (fold, Redis bytes, encoders)…"):
+        result = run_features(cfg, redis_client(cfg.redis), quick=args.quick)
+    path = write_result("features", result, args.out)
+    console.print(features_markdown({**result, "machine": machine_info()}))
+    if not args.no_results_md:
+        update_results("features", features_markdown({**result, "machine": machine_info()}))
+    console.print(f"\nresult: {path}")
     return 0
 
 

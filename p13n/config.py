@@ -137,8 +137,8 @@ class StateConfig(_Section):
     ] = msgspec.field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
     rating_midpoint: Annotated[float, _doc("Ratings above this are positive, below negative.")] = 3.0
     rating_scale: Annotated[float, Meta(gt=0), _doc("Rating distance from the midpoint that counts as weight 1.")] = 2.0
-    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user.")] = 50
-    recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("event_ids remembered per user for dedup.")] = 256
+    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user.")] = 32
+    recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("Latest event_ids remembered per user for dedup (8 bytes each).")] = 96
     max_preferences: Annotated[int, Meta(ge=1, le=200), _doc("Standing preferences kept per user.")] = 20
     max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
     user_ttl_days: Annotated[float, Meta(gt=0), _doc("Inactive users expire after this many days.")] = 90.0

@@ -1,0 +1,27 @@
+"""Benchmarks are not tests; these only keep them working and their numbers sane (short runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, clean_env
+
+
+def test_bench_features_quick_writes_sane_json(tmp_path, config):
+    env = clean_env(P13N_REDIS_URL=config.redis.url, P13N_REDIS_PREFIX=config.redis.prefix)
+    proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", "features", "--quick", "--out", str(tmp_path),
+                           "--no-results-md"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "features.json").read_text())
+    assert result["machine"]["cores"] >= 1
+    assert result["fold"]["events_per_s"] > 0
+    assert 1000 < result["redis_memory"]["bytes_mean"] <= result["redis_memory"]["bytes_max"]
+    for name in ("torch", "onnx_fp32", "onnx_int8"):
+        latency = result["encoders"][name]["single_query_ms"]
+        assert 0 < latency["p50"] <= latency["p99"]
+        assert result["encoders"][name]["batch64_texts_per_s"] > 0
+    assert set(result["targets"]) == {"fold_events_per_s >= 50000", "redis_bytes_per_user <= 8192",
+                                      "int8_p50_speedup_vs_torch >= 4"}  # fmt: skip
+    assert "Core micro-benchmarks" in proc.stdout
