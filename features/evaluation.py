@@ -148,7 +148,7 @@ def evaluate(
         if user is None:
             user = users[event.key] = UserState.new(spec)
         result = user.fold([event], items, text_vectors)
-        for item_id, ts_ms, weight in result.popularity:
+        for item_id, ts_ms, weight, _ in result.popularity:
             popularity.add(item_id, ts_ms, weight)
         covisits.add(result.covisits)
         if result.applied and event.item_id in items and event.type not in NEGATIVE_TYPES:

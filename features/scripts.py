@@ -31,7 +31,7 @@ return {1, version}
 #: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
 #: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] number of popularity triples P,
-#: then P triples (item, time s, weight), then pairs (index of a co-visit key in KEYS, member).
+#: then P triples (item, time s, weight), then triples (index of a co-visit key in KEYS, delta, member).
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
@@ -68,9 +68,9 @@ end
 local touched = {}
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
-  redis.call('ZINCRBY', key, 1, ARGV[i + 1])
+  redis.call('ZINCRBY', key, ARGV[i + 1], ARGV[i + 2])
   touched[key] = true
-  i = i + 2
+  i = i + 3
 end
 for key in pairs(touched) do
   local size = redis.call('ZCARD', key)

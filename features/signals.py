@@ -98,15 +98,17 @@ class CoVisitation:
         self.top_m = top_m
         self.counts: dict[str, dict[str, float]] = {}
 
-    def add(self, pairs: Iterable[tuple[str, str]], weight: float = 1.0) -> None:
-        """Count each pair in both directions (co-visitation is symmetric here)."""
+    def add(self, pairs: Iterable[tuple[str, str]] | Iterable[tuple[str, str, float]]) -> None:
+        """Count each pair (with an optional delta, default 1) in both directions (symmetric)."""
         touched: set[str] = set()
-        for a, b in pairs:
+        for pair in pairs:
+            a, b = pair[0], pair[1]
+            delta = pair[2] if len(pair) > 2 else 1.0
             if a == b:
                 continue
             for x, y in ((a, b), (b, a)):
                 row = self.counts.setdefault(x, {})
-                row[y] = row.get(y, 0.0) + weight
+                row[y] = row.get(y, 0.0) + delta
                 touched.add(x)
         for item in touched:
             trim_row(self.counts[item], self.top_m)

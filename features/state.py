@@ -2,9 +2,9 @@
 
 Contract in the style of river: :meth:`UserState.fold` takes a user's batch of
 events (any order) and updates in place; read-outs take ``now``. All signals are
-decayed sums, so the state does not depend on arrival order (except where a
-bound drops the weakest entries, and co-visitation pairs, which use the history
-as it stood).
+decayed sums, and co-visitation neighbours are defined in event-time order, so
+the state does not depend on arrival order (except where a bound has dropped the
+weakest or oldest entries).
 
 >>> import numpy as np
 >>> from features.events import Event
@@ -25,6 +25,7 @@ import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,7 +34,17 @@ from features.events import Event
 from features.scorer import UserView
 from p13n.config import StateConfig
 
-__all__ = ["StateSpec", "ItemInfo", "HistoryEntry", "Preference", "FoldResult", "UserState", "event_id_hash"]
+__all__ = [
+    "StateSpec",
+    "ItemInfo",
+    "HistoryEntry",
+    "Preference",
+    "FoldResult",
+    "PopularityDelta",
+    "CovisitDelta",
+    "UserState",
+    "event_id_hash",
+]
 
 NEGATIVE_TYPES = frozenset({"dislike", "skip"})
 TEXT_TYPES = frozenset({"message", "preference"})
@@ -127,14 +138,28 @@ class Preference:
     event_id: str
 
 
+class PopularityDelta(NamedTuple):
+    item_id: str
+    ts_ms: int
+    weight: float
+    event_id: str  # the event that caused it (the consumer maps it to a Kafka offset)
+
+
+class CovisitDelta(NamedTuple):
+    earlier: str
+    later: str
+    delta: float  # +1 a new neighbour pair, -1 a pair pushed apart by a late event in between
+    event_id: str
+
+
 @dataclass
 class FoldResult:
     """What folding a batch did, and the global-signal deltas it produced."""
 
     applied: int = 0
     duplicates: int = 0
-    popularity: list[tuple[str, int, float]] = field(default_factory=list)  # (item_id, ts_ms, weight)
-    covisits: list[tuple[str, str]] = field(default_factory=list)  # (earlier item, later item)
+    popularity: list[PopularityDelta] = field(default_factory=list)
+    covisits: list[CovisitDelta] = field(default_factory=list)
 
 
 def event_id_hash(event_id: str) -> int:
@@ -262,24 +287,41 @@ class UserState:
             info = items.get(event.item_id)
             if info is not None and info.attributes:
                 attributes.append((t, dict.fromkeys(info.attribute_keys(), w)))
+            entry = HistoryEntry(event.ts_ms, event.item_id, event.type)
             if w > 0:
-                result.popularity.append((event.item_id, event.ts_ms, w))
-                self._collect_covisits(event, result.covisits)
-            self._add_history(HistoryEntry(event.ts_ms, event.item_id, event.type))
+                result.popularity.append(PopularityDelta(event.item_id, event.ts_ms, w, event.event_id))
+                self._collect_covisits(entry, event.event_id, result.covisits)
+            self._add_history(entry)
         self.type_counts.add_many(counts)
         self.attributes.add_many(attributes)
 
-    def _collect_covisits(self, event: Event, out: list[tuple[str, str]]) -> None:
-        """Pair the event's item with the up to ``covisit_window`` items seen just before it."""
-        history, window = self.history, self.spec.covisit_window
-        end = bisect.bisect_right(history, (event.ts_ms, "\U0010ffff"), key=lambda h: (h.ts_ms, h.item_id))
-        previous: list[str] = []
-        for entry in reversed(history[max(0, end - 3 * window) : end]):
-            if entry.item_id != event.item_id and entry.type not in NEGATIVE_TYPES:
-                previous.append(entry.item_id)
-                if len(previous) == window:
-                    break
-        out.extend((item, event.item_id) for item in reversed(previous))
+    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitDelta]) -> None:
+        """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
+
+        Two positive items are neighbours when at most ``covisit_window`` positive items
+        separate them in *event-time* order. Inserting an item adds its pairs with the
+        ``window`` items before and after it, and removes each pair that it now pushes
+        more than ``window`` apart — so the counts depend on which events were seen, not
+        on the order they arrived in (up to items already evicted from the bounded history).
+        """
+        window = self.spec.covisit_window
+        positives = [h for h in self.history if h.type not in NEGATIVE_TYPES]
+        if len(self.history) >= self.spec.history_size and self.history and entry < self.history[0]:
+            return  # older than everything we still remember: its neighbours are gone
+        p = bisect.bisect_right(positives, entry)
+        before = positives[max(0, p - window) : p]
+        after = positives[p : p + window]
+        item = entry.item_id
+        for other in before:
+            if other.item_id != item:
+                out.append(CovisitDelta(other.item_id, item, 1.0, event_id))
+        for other in after:
+            if other.item_id != item:
+                out.append(CovisitDelta(item, other.item_id, 1.0, event_id))
+        for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
+            k = p + j - window
+            if k >= 0 and positives[k].item_id != later.item_id:
+                out.append(CovisitDelta(positives[k].item_id, later.item_id, -1.0, event_id))
 
     def _add_history(self, entry: HistoryEntry) -> None:
         history = self.history

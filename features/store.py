@@ -104,28 +104,31 @@ class RedisStore:
         tenant: str,
         partition: int,
         offset: int,
-        popularity: Iterable[tuple[str, int, float]],
-        covisits: Iterable[tuple[str, str]],
+        popularity: Iterable[tuple],
+        covisits: Iterable[tuple],
         client=None,
     ) -> bool:
-        """Add a batch's popularity and co-visitation deltas, once per (tenant, partition, offset)."""
+        """Add a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
+        deltas, once per (tenant, partition, offset)."""
         cfg = self.config.state
         pop_args: list = []
         count = 0
-        for item_id, ts_ms, weight in popularity:
+        for item_id, ts_ms, weight, *_ in popularity:
             pop_args += [item_id, repr(ts_ms / 1000.0), repr(float(weight))]
             count += 1
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant)]
         key_index: dict[str, int] = {}
         pair_args: list = []
-        for a, b in covisits:
+        for pair in covisits:
+            a, b = pair[0], pair[1]
+            delta = float(pair[2]) if len(pair) > 2 else 1.0
             if a == b:
                 continue
             for x, y in ((a, b), (b, a)):
                 if x not in key_index:
                     keys.append(self.keys.covisit(tenant, x))
                     key_index[x] = len(keys)  # Lua is 1-based
-                pair_args += [key_index[x], y]
+                pair_args += [key_index[x], repr(delta), y]
         args = [partition, offset, cfg.popularity_tau_s, RESCALE_EXPONENT, cfg.covisit_top_m,
                 trim_after(cfg.covisit_top_m), count, *pop_args, *pair_args]  # fmt: skip
         return bool(self._apply_globals(keys=keys, args=args, client=client))

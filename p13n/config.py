@@ -217,6 +217,9 @@ class ServingConfig(_Section):
     max_candidates: Annotated[int, Meta(ge=1), _doc("Most candidates one /v1/score request may carry.")] = 1000
     max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt /v1/rewrite accepts.")] = 65536
     max_context_tokens: Annotated[int, Meta(ge=16), _doc("Default token budget of the rewritten context.")] = 256
+    prompt_tokenizer: Annotated[
+        str, _doc("tokenizer.json that measures context tokens (empty: the encoder's tokenizer).")
+    ] = ""
     upstream_url: Annotated[str, _doc("OpenAI-compatible upstream of /v1/chat/completions.")] = ""
     port: Annotated[int, Meta(ge=1, le=65535), _doc("HTTP port of `p13n serve`.")] = 8000
 

@@ -89,8 +89,40 @@ def test_covisits_pair_an_item_with_the_items_just_before_it():
     spec = StateSpec.from_config(StateConfig(covisit_window=2), dim=DIM)
     user = UserState.new(spec)
     result = user.fold([ev(n, "click", f"i{n}", n * HOUR) for n in range(1, 5)], ITEMS)
-    assert result.covisits == [("i1", "i2"), ("i1", "i3"), ("i2", "i3"), ("i2", "i4"), ("i3", "i4")]
-    assert [p[0] for p in result.popularity] == ["i1", "i2", "i3", "i4"]
+    assert [(a, b, d) for a, b, d, _ in result.covisits] == [
+        ("i1", "i2", 1), ("i1", "i3", 1), ("i2", "i3", 1), ("i2", "i4", 1), ("i3", "i4", 1)]  # fmt: skip
+    assert [p.item_id for p in result.popularity] == ["i1", "i2", "i3", "i4"]
+    assert [p.event_id for p in result.popularity] == ["e1", "e2", "e3", "e4"]
+
+
+def test_a_late_item_in_between_pushes_a_pair_apart():
+    spec = StateSpec.from_config(StateConfig(covisit_window=1), dim=DIM)
+    user = UserState.new(spec)
+    user.fold([ev(1, "click", "i1", 1 * HOUR), ev(3, "click", "i3", 3 * HOUR)], ITEMS)
+    late = user.fold([ev(2, "click", "i2", 2 * HOUR)], ITEMS)
+    assert sorted((a, b, d) for a, b, d, _ in late.covisits) == [("i1", "i2", 1), ("i1", "i3", -1), ("i2", "i3", 1)]
+
+
+def covisit_counts(batches) -> dict:
+    from features.signals import CoVisitation
+
+    counts = CoVisitation(top_m=1000)
+    user = UserState.new(StateSpec.from_config(StateConfig(covisit_window=3, history_size=1000), dim=DIM))
+    for batch in batches:
+        counts.add(user.fold(batch, ITEMS).covisits)
+    return {a: {b: c for b, c in row.items() if c} for a, row in counts.counts.items() if any(row.values())}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.sampled_from(sorted(ITEMS)), st.sampled_from(["view", "click", "skip"])),
+                min_size=1, max_size=25), st.randoms(use_true_random=False), st.integers(1, 6))
+def test_covisitation_counts_do_not_depend_on_arrival_order_or_batching(raw, rnd, batch):
+    events = [ev(n, kind, item, minute * 60_000) for n, (minute, item, kind) in enumerate(raw)]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    in_order = covisit_counts([sorted(events, key=lambda e: e.ts_ms)])
+    arrived = covisit_counts([shuffled[i : i + batch] for i in range(0, len(shuffled), batch)])
+    assert arrived == in_order
 
 
 def test_interest_clock_counts_hours_of_day():
