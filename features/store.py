@@ -133,6 +133,13 @@ class RedisStore:
                 trim_after(cfg.covisit_top_m), count, *pop_args, *pair_args]  # fmt: skip
         return bool(self._apply_globals(keys=keys, args=args, client=client))
 
+    def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Last offset whose global deltas are applied, per (tenant, partition); -1 if none."""
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, partition in pairs:
+            pipe.hget(self.keys.global_offsets(tenant), str(partition))
+        return {pair: int(v) if v is not None else -1 for pair, v in zip(pairs, pipe.execute())}
+
     def popularity(self, tenant: str, item_ids: Sequence[str], now_ms: int) -> np.ndarray:
         pipe = self.client.pipeline(transaction=False)
         self._queue_popularity(pipe, tenant, item_ids)
@@ -175,6 +182,16 @@ class RedisStore:
             if info.vector is not None:
                 mapping[f"v:{item_id}"] = np.asarray(info.vector, dtype=self.vector_dtype).tobytes()
             pipe.hset(self.keys.item_shard(tenant, item_id), mapping=mapping)
+        pipe.execute()
+
+    def put_item_vectors(self, tenant: str, items: Mapping[str, tuple[str, np.ndarray]]) -> None:
+        """Store vectors of first-seen items embedded from event text; catalog text and
+        attributes already stored are kept (the text is only set when none is there)."""
+        pipe = self.client.pipeline(transaction=False)
+        for item_id, (text, vector) in items.items():
+            key = self.keys.item_shard(tenant, item_id)
+            pipe.hset(key, f"v:{item_id}", np.asarray(vector, dtype=self.vector_dtype).tobytes())
+            pipe.hsetnx(key, f"m:{item_id}", _meta_encoder.encode(_ItemMeta(text, {})))
         pipe.execute()
 
     def delete_items(self, tenant: str, item_ids: Iterable[str]) -> None:

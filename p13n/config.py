@@ -43,6 +43,7 @@ __all__ = [
     "RedisConfig",
     "KafkaConfig",
     "StateConfig",
+    "ConsumerConfig",
     "EncoderConfig",
     "ScoringConfig",
     "FIXED_FEATURES",
@@ -126,6 +127,18 @@ class KafkaConfig(_Section):
             raise ValueError("kafka.heartbeat_interval_ms must be below kafka.session_timeout_ms")
 
 
+class ConsumerConfig(_Section):
+    """`p13n consume`: batching, retries, shutdown, metrics."""
+
+    max_batch: Annotated[int, Meta(ge=1, le=100_000), _doc("Most records processed per poll.")] = 1000
+    metrics_port: Annotated[int, Meta(ge=0, le=65535), _doc("Port of /metrics, /healthz, /readyz (0 = none).")] = 9108
+    shutdown_grace_s: Annotated[float, Meta(gt=0), _doc("On SIGTERM, finish the batch within this time.")] = 10.0
+    backoff_initial_ms: Annotated[float, Meta(gt=0), _doc("First retry delay when Redis or Kafka fail.")] = 100.0
+    backoff_max_ms: Annotated[float, Meta(gt=0), _doc("Cap of the retry delay (exponential, with jitter).")] = 5000.0
+    item_cache_size: Annotated[int, Meta(ge=0), _doc("Items kept in the in-process cache.")] = 100_000
+    item_cache_ttl_s: Annotated[float, Meta(ge=0), _doc("How long a cached item is trusted.")] = 60.0
+
+
 class StateConfig(_Section):
     """How events are folded into user state."""
 
@@ -196,7 +209,13 @@ class EncoderConfig(_Section):
     path: Annotated[str, _doc("Directory of the exported encoder (`p13n encoder export`).")] = (
         "~/.cache/p13n/encoders/all-minilm-l6-v2"
     )
-    variant: Annotated[str, Meta(pattern="^(fp32|int8)$"), _doc("Which exported model to run.")] = "int8"
+    variant: Annotated[str, Meta(pattern="^(fp32|int8)$"), _doc("Model that encodes queries on the request path.")] = "int8"
+    consumer_variant: Annotated[
+        str,
+        Meta(pattern="^(fp32|int8)$"),
+        _doc("Model that embeds items and user texts in `p13n consume`. fp32 by default: the int8 model's "
+             "dynamic activation scales make a text's vector depend on the rest of its batch."),
+    ] = "fp32"
     max_length: Annotated[int, Meta(ge=8, le=512), _doc("Tokens per text before truncation.")] = 128
     threads: Annotated[int, Meta(ge=0), _doc("onnxruntime intra-op threads (0 = library default).")] = 1
 
@@ -239,6 +258,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     scoring: ScoringConfig = msgspec.field(default_factory=ScoringConfig)
     encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)

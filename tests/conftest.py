@@ -81,3 +81,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P13N_")}
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The exported ONNX encoder (int8), loaded once."""
+    from features.encoder import Encoder, default_encoder_dir
+
+    return Encoder.from_directory(default_encoder_dir())
+
+
+@pytest.fixture(scope="session")
+def consumer_encoder():
+    """The encoder variant the consumer uses (fp32: batch-independent vectors)."""
+    from features.encoder import Encoder, default_encoder_dir
+
+    return Encoder.from_directory(default_encoder_dir(), variant="fp32")

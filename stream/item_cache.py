@@ -1,0 +1,58 @@
+"""A bounded, time-limited in-process cache of items (vector, attributes, text).
+
+An item is encoded once and read from Redis once per ``ttl_s``; catalog updates
+from other processes are picked up when the entry expires.
+
+>>> now = [0.0]
+>>> cache = ItemCache(max_items=2, ttl_s=10, clock=lambda: now[0])
+>>> cache.put("a", "A"); cache.put("b", "B"); cache.put("c", "C")   # "a" is evicted (least recent)
+>>> cache.get("a"), cache.get("c")
+(None, 'C')
+>>> now[0] = 11.0
+>>> cache.get("c") is None                                          # expired
+True
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["ItemCache"]
+
+V = TypeVar("V")
+
+
+class ItemCache(Generic[V]):
+    def __init__(self, max_items: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_items = max_items
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        stored_at, value = entry
+        if self.clock() - stored_at > self.ttl_s:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V) -> None:
+        if self.max_items <= 0:
+            return
+        self._data[key] = (self.clock(), value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_items:
+            self._data.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,245 @@
+"""The processing stage: fetched records -> validated events -> folded user state in Redis.
+
+No Kafka here: records are plain values, so the stage is tested and benchmarked
+on its own. The Kafka loop (:mod:`stream.consumer`) commits offsets only after
+:meth:`BatchProcessor.process_events` returned, i.e. after Redis acknowledged.
+
+Exactly-once effect (DESIGN.md §4), per batch:
+
+1. bad records become :class:`DeadLetter` values (never exceptions), good ones
+   next to them are processed;
+2. first-seen items are embedded (cache hits need no encoder) and stored;
+3. users and the per-(tenant, partition) global offsets are read in one round trip;
+4. each user's events at or below the user's applied offset, or with an
+   ``event_id`` seen before, are skipped; the rest is folded in event time;
+5. global deltas (popularity, co-visitation) of events above the global offset are
+   applied first, atomically with the new global offset;
+6. users are written with the atomic script (version check + offset check); a
+   user changed concurrently (a zombie consumer) is re-read and folded again.
+
+A crash between any two steps leaves Redis such that replaying the batch gives
+the same final state as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
+from features.state import ItemInfo, UserState
+from features.store import ALREADY_APPLIED, CONFLICT, RedisStore, UserWrite
+from p13n.config import Config
+from p13n.errors import ServiceError
+from stream.item_cache import ItemCache
+
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor"]
+
+MAX_CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Record:
+    """A fetched Kafka record, reduced to what processing needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    items_embedded: int = 0
+    conflicts: int = 0
+    freshness_s: list[float] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+class _Stopwatch:
+    def __init__(self, outcome: BatchOutcome, stage: str) -> None:
+        self.outcome, self.stage = outcome, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.outcome.stage_s[self.stage] += time.perf_counter() - self.start
+
+
+class BatchProcessor:
+    """Applies batches of records to a :class:`RedisStore`."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        config: Config,
+        encode: Callable[[list[str]], np.ndarray],
+        *,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.encode = encode
+        self.clock_ms = clock_ms
+        self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+
+    # --- events ------------------------------------------------------------------------------
+    def process_events(self, records: Sequence[Record]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        now_ms = self.clock_ms()
+        groups: dict[tuple[str, str, int], list[tuple[int, Event]]] = defaultdict(list)
+        with _Stopwatch(outcome, "decode"):
+            for record in records:
+                parsed = parse_event(record.value or b"", now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
+                if isinstance(parsed, Rejection):
+                    outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
+                else:
+                    groups[(parsed.tenant, parsed.user_id, record.partition)].append((record.offset, parsed))
+        if not groups:
+            return outcome
+        events = [e for group in groups.values() for _, e in group]
+        with _Stopwatch(outcome, "items"):
+            items = self._items_for(events, outcome)
+        with _Stopwatch(outcome, "encode_text"):
+            phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
+            text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
+        pending = dict(groups)
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            conflicted = self._apply(pending, items, text_vectors, outcome, now_ms)
+            if not conflicted:
+                return outcome
+            outcome.conflicts += len(conflicted)
+            pending = {key: pending[key] for key in conflicted}
+        raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")
+
+    def _apply(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int) -> list:
+        """One read-fold-write pass over ``groups``; returns the keys whose write conflicted."""
+        keys = list(groups)
+        with _Stopwatch(outcome, "redis_read"):
+            users = self.store.read_users([(t, u) for t, u, _ in keys])
+            global_offsets = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
+        writes: list[tuple[tuple, UserWrite, tuple[int, int, list[float]]]] = []
+        deltas: dict[tuple[str, int], tuple[list, list, int]] = {}
+        with _Stopwatch(outcome, "fold"):
+            for key, (version, state) in zip(keys, users):
+                tenant, user_id, partition = key
+                state = state or UserState.new(self.store.spec)
+                applied_offset = state.offsets.get(partition, -1)
+                batch = sorted(groups[key], key=lambda pair: pair[0])
+                fresh = [(offset, e) for offset, e in batch if offset > applied_offset]
+                if not fresh:
+                    outcome.duplicates += len(batch)
+                    continue
+                result = state.fold([e for _, e in fresh], items, text_vectors)
+                max_offset = fresh[-1][0]
+                state.mark_offset(partition, max_offset)
+                stats = (result.applied, len(batch) - len(fresh) + result.duplicates,
+                         [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
+                writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
+                offset_of: dict[str, int] = {}
+                for offset, e in fresh:
+                    offset_of.setdefault(e.event_id, offset)
+                floor = global_offsets[(tenant, partition)]
+                pops, pairs, top = deltas.get((tenant, partition), ([], [], -1))
+                pops.extend(d for d in result.popularity if offset_of[d.event_id] > floor)
+                pairs.extend(d for d in result.covisits if offset_of[d.event_id] > floor)
+                deltas[(tenant, partition)] = (pops, pairs, max(top, max_offset))
+        with _Stopwatch(outcome, "redis_write"):
+            for (tenant, partition), (pops, pairs, top) in deltas.items():
+                if pops or pairs:
+                    self.store.apply_globals(tenant, partition, top, pops, pairs)
+            statuses = self.store.write_users([w for _, w, _ in writes]) if writes else []
+        conflicted = []
+        for (key, _, (applied, duplicates, freshness)), status in zip(writes, statuses):
+            if status == CONFLICT:
+                conflicted.append(key)  # not written: counted when the retry succeeds
+            elif status == ALREADY_APPLIED:
+                outcome.duplicates += applied + duplicates
+            else:
+                outcome.applied += applied
+                outcome.duplicates += duplicates
+                outcome.freshness_s.extend(freshness)
+        return conflicted
+
+    def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
+        """ItemInfo of every item the events name, embedding first-seen items that carry text."""
+        by_tenant: dict[str, dict[str, str | None]] = defaultdict(dict)
+        for e in events:
+            if e.item_id is not None:
+                known = by_tenant[e.tenant]
+                if known.get(e.item_id) is None:
+                    known[e.item_id] = e.item_text
+        resolved: dict[str, ItemInfo] = {}
+        for tenant, wanted in by_tenant.items():
+            missing = []
+            for item_id in wanted:
+                cached = self.items.get(f"{tenant}\0{item_id}")
+                if cached is not None and cached.vector is not None:
+                    resolved[item_id] = cached
+                else:
+                    missing.append(item_id)
+            if not missing:
+                continue
+            stored = self.store.get_items(tenant, missing)
+            to_embed = {i: wanted[i] for i in missing if (i not in stored or stored[i].vector is None) and wanted[i]}
+            if to_embed:
+                ids = sorted(to_embed)
+                vectors = self.encode([to_embed[i] or "" for i in ids])
+                self.store.put_item_vectors(tenant, {i: (to_embed[i] or "", v) for i, v in zip(ids, vectors)})
+                outcome.items_embedded += len(ids)
+                for i, v in zip(ids, vectors):
+                    old = stored.get(i)
+                    stored[i] = ItemInfo(vector=v, attributes=old.attributes if old else {},
+                                         text=(old.text if old and old.text else to_embed[i]))  # fmt: skip
+            for item_id, info in stored.items():
+                self.items.put(f"{tenant}\0{item_id}", info)
+                resolved[item_id] = info
+        return resolved
+
+    # --- items -------------------------------------------------------------------------------
+    def process_items(self, records: Sequence[Record]) -> BatchOutcome:
+        """Catalog records: store text, attributes and a vector; ``deleted`` removes the item."""
+        outcome = BatchOutcome()
+        latest: dict[tuple[str, str], ItemRecord] = {}
+        for record in records:
+            parsed = parse_item(record.value or b"")
+            if isinstance(parsed, Rejection):
+                outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
+            else:
+                latest[(parsed.tenant, parsed.item_id)] = parsed  # last write in the batch wins
+        by_tenant: dict[str, list[ItemRecord]] = defaultdict(list)
+        for (tenant, _), item in latest.items():
+            by_tenant[tenant].append(item)
+        for tenant, tenant_items in by_tenant.items():
+            deleted = [i.item_id for i in tenant_items if i.deleted]
+            if deleted:
+                self.store.delete_items(tenant, deleted)
+            live = [i for i in tenant_items if not i.deleted]
+            with_text = [i for i in live if i.text]
+            vectors = self.encode([i.text or "" for i in with_text]) if with_text else []
+            vector_of = {i.item_id: v for i, v in zip(with_text, vectors)}
+            infos = {i.item_id: ItemInfo(vector=vector_of.get(i.item_id), attributes=dict(i.attributes), text=i.text)
+                     for i in live}  # fmt: skip
+            if infos:
+                self.store.put_items(tenant, infos)
+            outcome.items_embedded += len(with_text)
+            for item_id in [*deleted, *infos]:
+                self.items.discard(f"{tenant}\0{item_id}")
+            outcome.applied += len(live) + len(deleted)
+        return outcome

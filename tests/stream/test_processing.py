@@ -1,0 +1,99 @@
+"""The processing stage against a real Redis: dead letters, exactly-once effect, equality with a clean replay."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from features.store import RedisStore
+from features.synthetic import SyntheticSpec, generate
+from stream.processing import BatchProcessor
+from tests.stream.replay import NOW_MS, assert_matches_replay, records_for, valid_events
+
+
+@pytest.fixture
+def processor(redis_client, config, consumer_encoder) -> BatchProcessor:
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    return BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS)
+
+
+def synthetic_lines(users: int = 25, seed: int = 3) -> list[bytes]:
+    data = generate(SyntheticSpec(users=users, events_per_user=30, seed=seed))
+    return [json.dumps(e).encode() for e in data.events]
+
+
+BAD = {
+    b"{not json": "invalid_json",
+    b"": "empty",
+    b"\x00\xff\x13garbage": "invalid_json",
+    json.dumps({"event_id": "b1", "user_id": 7, "type": "view", "timestamp": 1, "item_id": "i"}).encode(): "wrong_type",
+    json.dumps({"event_id": "b2", "user_id": "u", "type": "warp", "timestamp": 1, "item_id": "i"}).encode(): "unknown_type",
+    json.dumps({"event_id": "b3", "user_id": "u" * 300, "type": "view", "timestamp": 1, "item_id": "i"}).encode(): "too_long",
+    json.dumps({"event_id": "b4", "user_id": "u", "type": "view", "timestamp": NOW_MS + 10 * 86_400_000,
+                "item_id": "i"}).encode(): "future_timestamp",  # fmt: skip
+}
+
+
+def test_bad_records_become_dead_letters_and_good_neighbours_are_applied(processor):
+    good = synthetic_lines(users=5)
+    lines = []
+    for n, raw in enumerate(good):
+        lines.append(raw)
+        if n % 15 == 0:
+            lines.extend(BAD)
+    outcome = processor.process_events(records_for(lines, "events"))
+    reasons = sorted(d.reason for d in outcome.dead_letters)
+    assert reasons == sorted(list(BAD.values()) * len(range(0, len(good), 15)))
+    for letter in outcome.dead_letters:
+        assert letter.record.value in BAD and BAD[letter.record.value] == letter.reason and letter.detail
+    events = valid_events(good)
+    assert outcome.applied + outcome.duplicates == len(events)
+    assert outcome.applied == len({(e.tenant, e.user_id, e.event_id) for e in events})
+    assert_matches_replay(processor.store, events, processor.encode)
+
+
+def test_replaying_any_batches_again_changes_nothing(processor, redis_client, config):
+    lines = synthetic_lines()
+    records = records_for(lines, "events")
+    rnd = random.Random(7)
+    position = 0
+    while position < len(records):  # random batch sizes, and after each batch a re-delivery of a random span
+        size = rnd.randint(1, 120)
+        processor.process_events(records[position : position + size])
+        start = rnd.randint(0, position + size)
+        again = processor.process_events(records[start : position + size])
+        assert again.applied == 0
+        position += size
+    assert_matches_replay(processor.store, valid_events(lines), processor.encode)
+
+
+def test_first_seen_items_are_embedded_once_and_catalog_attributes_kept(processor):
+    processor.store.put_items("default", {"running-000": __import__("features.state", fromlist=["ItemInfo"]).ItemInfo(
+        vector=None, attributes={"category": "running"}, text="Catalog text")})  # fmt: skip
+    lines = [json.dumps({"event_id": f"e{n}", "user_id": f"u{n % 3}", "type": "click", "timestamp": NOW_MS - 1000 + n,
+                         "item_id": "running-000", "item_text": "Fast running shoes"}).encode() for n in range(6)]  # fmt: skip
+    first = processor.process_events(records_for(lines[:3], "events"))
+    second = processor.process_events(records_for(lines[3:], "events")[:0] + [
+        r.__class__(r.topic, r.partition, r.offset + 100, r.key, r.value) for r in records_for(lines[3:], "events")])  # fmt: skip
+    assert (first.items_embedded, second.items_embedded) == (1, 0)
+    stored = processor.store.get_items("default", ["running-000"])["running-000"]
+    assert stored.attributes == {"category": "running"} and stored.text == "Catalog text" and stored.vector is not None
+    user = processor.store.load_user("default", "u0")
+    assert user.attribute_preferences(NOW_MS)["category=running"] > 0
+
+
+def test_item_records_are_stored_deleted_and_dead_lettered(processor):
+    from stream.processing import Record
+
+    records = [
+        Record("items", 0, 0, None, b'{"item_id": "a", "text": "Jazz vinyl", "attributes": {"genre": "jazz"}}'),
+        Record("items", 0, 1, None, b'{"item_id": "b", "text": "Tent"}'),
+        Record("items", 0, 2, None, b'{"item_id": 5}'),
+        Record("items", 0, 3, None, b'{"item_id": "b", "deleted": true}'),
+    ]
+    outcome = processor.process_items(records)
+    assert [d.reason for d in outcome.dead_letters] == ["wrong_type"]
+    items = processor.store.get_items("default", ["a", "b"])
+    assert set(items) == {"a"} and items["a"].attributes == {"genre": "jazz"} and items["a"].vector is not None
