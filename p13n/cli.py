@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--no-validate", action="store_true", help="send lines untouched (invalid ones go to the DLQ)")
     produce.set_defaults(handler=_produce)
 
+    # consume ---------------------------------------------------------------------------
+    consume = sub.add_parser("consume", help="run a consumer-group member folding events into Redis")
+    consume.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (0 = none)")
+    consume.set_defaults(handler=_consume)
+
     # eval ------------------------------------------------------------------------------
     evaluate = sub.add_parser("eval", help="offline replay: HR@10 / NDCG@10 of every scorer variant")
     evaluate.add_argument("events", type=Path, metavar="EVENTS.jsonl")
@@ -259,6 +264,44 @@ def _produce(args: argparse.Namespace) -> int:
     print(f"sent {report.sent} records to {topic} in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
           f"{len(report.rejected)} rejected")  # fmt: skip
     return 1 if report.rejected else 0
+
+
+# --- consume ------------------------------------------------------------------------------------
+def _consume(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import signal
+    import threading
+
+    from p13n.connections import check_kafka, check_redis
+    from stream.consumer import run_consumer
+
+    cfg = _load(args)
+    check_redis(cfg.redis)
+    check_kafka(cfg.kafka)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        grace = cfg.consumer.shutdown_grace_s
+
+        def give_up() -> None:
+            print(f"p13n: consumer did not stop within {grace:g}s; exiting without committing", file=sys.stderr)
+            os._exit(1)
+
+        timer = threading.Timer(grace, give_up)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = run_consumer(cfg, stop=stop, metrics_port=args.metrics_port)
+    print(f"consumer stopped: {stats.batches} batches, {stats.applied} events applied, "
+          f"{stats.dead_letters} dead letters")  # fmt: skip
+    return 0
 
 
 # --- eval / synth -------------------------------------------------------------------------------

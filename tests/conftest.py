@@ -42,12 +42,17 @@ def test_id() -> str:
 
 
 @pytest.fixture
-def config(servers: dict[str, str], test_id: str) -> Config:
-    """Configuration pointing at the session's servers, with a private prefix and private topics."""
+def config(servers: dict[str, str], test_id: str, request: pytest.FixtureRequest) -> Config:
+    """Configuration pointing at the session's servers, with a private prefix and private topics.
+
+    A test marked ``@pytest.mark.config(section={...})`` gets those settings on top."""
+    marker = request.node.get_closest_marker("config")
+    extra = marker.kwargs if marker else {}
     return Config.from_sources(
         env={},
         use_dev_stack=False,
         overrides={
+            **extra,
             "redis": {"url": servers["redis"], "prefix": f"t{test_id}"},
             "kafka": {
                 "bootstrap": servers["kafka"],
