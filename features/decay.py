@@ -61,6 +61,18 @@ class DecayedSum:
         self.weights = np.zeros(taus_arr.size, dtype=np.float64)
         self.t_ref: float | None = None
 
+    @classmethod
+    def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: np.ndarray, t_ref: float | None) -> DecayedSum:
+        """Rebuild a state from its parts without re-validating ``taus`` (already validated once)."""
+        state = cls.__new__(cls)
+        state.taus, state.sums, state.weights, state.t_ref = taus, sums, weights, t_ref
+        return state
+
+    @classmethod
+    def zeros(cls, taus: np.ndarray, dim: int) -> DecayedSum:
+        """An empty state over already-validated ``taus`` (float64 array)."""
+        return cls.restore(taus, np.zeros((taus.size, dim)), np.zeros(taus.size), None)
+
     @property
     def dim(self) -> int:
         return int(self.sums.shape[1])
@@ -80,14 +92,35 @@ class DecayedSum:
         if ts.size == 0:
             return
         t_new = float(ts.max())
-        if self.t_ref is not None and self.t_ref > t_new:
-            t_new = self.t_ref
-        if self.t_ref is not None and t_new > self.t_ref:
-            carry = decay_factors(self.taus, t_new - self.t_ref)
-            self.sums *= carry[:, None]
-            self.weights *= carry
-        factors = decay_factors(self.taus, t_new - ts) * ws[None, :]  # (H, n)
+        t_ref = self.t_ref
+        if t_ref is not None:
+            if t_ref > t_new:
+                t_new = t_ref
+            elif t_new > t_ref:
+                carry = np.exp((t_ref - t_new) / self.taus)
+                self.sums *= carry[:, None]
+                self.weights *= carry
+        factors = np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new)) * ws  # (H, n)
         self.sums += factors @ xs
+        self.weights += factors.sum(axis=1)
+        self.t_ref = t_new
+
+    def update_one_hot(self, ts: np.ndarray, indices: np.ndarray) -> None:
+        """Like :meth:`update_many` with weight 1 and one-hot vectors ``e[indices]`` (e.g. hour of day)."""
+        if ts.size == 0:
+            return
+        t_new = float(ts.max())
+        t_ref = self.t_ref
+        if t_ref is not None:
+            if t_ref > t_new:
+                t_new = t_ref
+            elif t_new > t_ref:
+                carry = np.exp((t_ref - t_new) / self.taus)
+                self.sums *= carry[:, None]
+                self.weights *= carry
+        factors = np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new))  # (H, n)
+        for h in range(self.taus.size):
+            np.add.at(self.sums[h], indices, factors[h])
         self.weights += factors.sum(axis=1)
         self.t_ref = t_new
 

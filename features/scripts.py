@@ -31,7 +31,9 @@ return {1, version}
 #: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
 #: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] number of popularity triples P,
-#: then P triples (item, time s, weight), then triples (index of a co-visit key in KEYS, delta, member).
+#: then P triples (item, time s, weight), then N = number of co-visited items, their N names
+#: (item k's zset is KEYS[3 + k]), then triples (item index a, item index b, delta): a and b each
+#: gain delta in the other's zset.
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
@@ -65,14 +67,17 @@ for _ = 1, n_pop do
   redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
   i = i + 3
 end
-local touched = {}
+local n_items = tonumber(ARGV[i])
+local names_at = i
+i = i + 1 + n_items
 while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i])]
-  redis.call('ZINCRBY', key, ARGV[i + 1], ARGV[i + 2])
-  touched[key] = true
+  local a, b, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+  redis.call('ZINCRBY', KEYS[3 + a], delta, ARGV[names_at + b])
+  redis.call('ZINCRBY', KEYS[3 + b], delta, ARGV[names_at + a])
   i = i + 3
 end
-for key in pairs(touched) do
+for k = 1, n_items do
+  local key = KEYS[3 + k]
   local size = redis.call('ZCARD', key)
   if size > trim_after then
     redis.call('ZREMRANGEBYRANK', key, 0, size - top_m - 1)

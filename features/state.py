@@ -67,10 +67,16 @@ class StateSpec:
     max_attribute_values: int
     covisit_window: int
 
+    @property
+    def long_taus(self) -> np.ndarray:
+        """The longest horizon alone, as the 1-element array single-horizon signals use."""
+        return self.taus[[int(self.taus.argmax())]]
+
     @classmethod
     def from_config(cls, config: StateConfig, dim: int) -> StateSpec:
         names = tuple(config.horizons)
         taus = np.array([config.horizons[n] for n in names], dtype=np.float64)
+        DecayedSum(taus, dim)  # validates taus and dim once
         return cls(
             horizon_names=names,
             taus=taus,
@@ -122,15 +128,15 @@ class ItemInfo:
         return keys
 
 
-@dataclass(frozen=True, order=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
+    """One remembered interaction; tuples order by (time, item, type) — the event-time order."""
+
     ts_ms: int
     item_id: str
     type: str
 
 
-@dataclass(frozen=True)
-class Preference:
+class Preference(NamedTuple):
     """A standing preference, kept verbatim."""
 
     text: str
@@ -197,10 +203,10 @@ class UserState:
 
     def __init__(self, spec: StateSpec) -> None:
         self.spec = spec
-        self.positive = DecayedSum(spec.taus, spec.dim)
-        self.negative = DecayedSum([spec.long_tau], spec.dim)
-        self.text = DecayedSum([spec.long_tau], spec.dim)
-        self.clock = DecayedSum([spec.long_tau], 24)
+        self.positive = DecayedSum.zeros(spec.taus, spec.dim)
+        self.negative = DecayedSum.zeros(spec.long_taus, spec.dim)
+        self.text = DecayedSum.zeros(spec.long_taus, spec.dim)
+        self.clock = DecayedSum.zeros(spec.long_taus, 24)
         self.attributes = SparseDecayedSum(spec.long_tau, spec.max_attribute_values)
         self.type_counts = SparseDecayedSum(spec.long_tau, 16)
         self.preferences: list[Preference] = []
@@ -267,10 +273,9 @@ class UserState:
         for target, ts, ws, xs in ((self.positive, pos_t, pos_w, pos_x), (self.negative, neg_t, neg_w, neg_x),
                                    (self.text, txt_t, txt_w, txt_x)):  # fmt: skip
             if ts:
-                target.update_many(np.array(ts), np.array(ws), np.vstack(xs).astype(np.float64, copy=False))
+                target.update_many(np.array(ts), np.array(ws), np.array(xs, dtype=np.float64))
         hours = np.array([(e.ts_ms // 3_600_000) % 24 for e in events])
-        ts_all = np.array([e.ts_ms / 1000.0 for e in events])
-        self.clock.update_many(ts_all, np.ones(len(events)), np.eye(24)[hours])
+        self.clock.update_one_hot(np.array([e.ts_ms / 1000.0 for e in events]), hours)
 
     def _fold_scalars(self, events: list[Event], items: Mapping[str, ItemInfo], result: FoldResult) -> None:
         spec = self.spec

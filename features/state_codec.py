@@ -73,15 +73,12 @@ def _pack(state: DecayedSum, dtype: str) -> _Decayed:
                     t_ref=state.t_ref, dtype=dtype)  # fmt: skip
 
 
-def _unpack(packed: _Decayed, taus, dim: int) -> DecayedSum:
-    state = DecayedSum(taus, dim)
+def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
     sums = np.frombuffer(packed.sums, dtype=f"<{packed.dtype}").astype(np.float64)
-    if sums.size != state.sums.size or len(packed.weights) != state.weights.size:
+    if sums.size != taus.size * dim or len(packed.weights) != taus.size:
         raise StateFormatError("stored state has a different shape than the configured horizons/dimension")
-    state.sums = sums.reshape(state.sums.shape)
-    state.weights = np.asarray(packed.weights, dtype=np.float64)
-    state.t_ref = packed.t_ref
-    return state
+    return DecayedSum.restore(taus, sums.reshape(taus.size, dim), np.array(packed.weights, dtype=np.float64),
+                              packed.t_ref)  # fmt: skip
 
 
 def _pack_sparse(state: SparseDecayedSum) -> _Sparse:
@@ -124,18 +121,20 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
         raise StateFormatError(f"stored user state is not readable: {exc}") from exc
     if record.format != FORMAT:
         raise StateFormatError(f"stored user state has format {record.format}, this version reads {FORMAT}")
-    if record.dim != spec.dim or not np.allclose(record.taus, spec.taus):
+    if record.dim != spec.dim or record.taus != spec.taus.tolist():
         raise StateFormatError(f"stored user state was written with dim={record.dim}, horizons={record.taus}; "
                                f"configured dim={spec.dim}, horizons={spec.taus.tolist()}")  # fmt: skip
-    user = UserState(spec)
+    user = UserState.__new__(UserState)
+    user.spec = spec
     user.positive = _unpack(record.positive, spec.taus, spec.dim)
-    user.negative = _unpack(record.negative, [spec.long_tau], spec.dim)
-    user.text = _unpack(record.text, [spec.long_tau], spec.dim)
-    user.clock = _unpack(record.clock, [spec.long_tau], 24)
+    long_taus = spec.long_taus
+    user.negative = _unpack(record.negative, long_taus, spec.dim)
+    user.text = _unpack(record.text, long_taus, spec.dim)
+    user.clock = _unpack(record.clock, long_taus, 24)
     user.attributes = _unpack_sparse(record.attributes, spec.long_tau, spec.max_attribute_values)
     user.type_counts = _unpack_sparse(record.type_counts, spec.long_tau, 16)
-    user.preferences = [Preference(text=t, ts_ms=ts, event_id=e) for t, ts, e in record.preferences]
-    user.history = [HistoryEntry(ts, item, typ) for ts, item, typ in record.history]
+    user.preferences = [Preference._make(p) for p in record.preferences]
+    user.history = [HistoryEntry._make(h) for h in record.history]
     user.recent_ids = np.frombuffer(record.recent_ids, dtype="<u8").tolist()
     user.offsets = dict(record.offsets)
     user.events_applied = record.events_applied

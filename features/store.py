@@ -10,6 +10,8 @@ whose anchors are only known once the user's history has been read).
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +42,10 @@ class UserWrite:
     offset: int
 
 
+def _sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
 class _ItemMeta(msgspec.Struct, array_like=True):
     text: str | None
     attributes: dict[str, str | int | float | bool | list[str]]
@@ -60,8 +66,10 @@ class RedisStore:
         self.dim = dim
         self.vector_dtype = np.dtype(config.state.vector_dtype).newbyteorder("<")
         self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
-        self._apply_user = client.register_script(APPLY_USER)
-        self._apply_globals = client.register_script(APPLY_GLOBALS)
+        # Scripts are called by SHA with plain EVALSHA (redis-py's Script objects in a pipeline ask
+        # SCRIPT EXISTS on every execute); on NOSCRIPT (a restarted or flushed Redis) they are
+        # loaded and the pipeline re-run, which is safe because both scripts are idempotent.
+        self._scripts = {APPLY_USER: _sha1(APPLY_USER), APPLY_GLOBALS: _sha1(APPLY_GLOBALS)}
 
     # --- users -------------------------------------------------------------------------------
     def read_users(self, users: Sequence[tuple[str, str]]) -> list[tuple[int, UserState | None]]:
@@ -80,16 +88,31 @@ class RedisStore:
     def load_user(self, tenant: str, user_id: str) -> UserState | None:
         return self.read_users([(tenant, user_id)])[0][1]
 
+    def _run_scripts(self, calls: Sequence[tuple[str, list, list]]) -> list:
+        """EVALSHA each (script, keys, args) in one pipeline; loads the scripts on NOSCRIPT and retries."""
+        import redis
+
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.execute_command("EVALSHA", self._scripts[script], len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self._scripts:
+                    self.client.script_load(script)
+        raise AssertionError("unreachable")
+
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
         """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""
-        pipe = self.client.pipeline(transaction=False)
-        for w in writes:
-            self._apply_user(
-                keys=[self.keys.user(w.tenant, w.user_id)],
-                args=[str(w.expected_version), encode_state(w.state), self.ttl_ms, w.partition, w.offset],
-                client=pipe,
-            )
-        return [int(result[0]) for result in pipe.execute()]
+        calls = [
+            (APPLY_USER, [self.keys.user(w.tenant, w.user_id)],
+             [w.expected_version, encode_state(w.state), self.ttl_ms, w.partition, w.offset])
+            for w in writes
+        ]  # fmt: skip
+        return [int(result[0]) for result in self._run_scripts(calls)]
 
     def delete_user(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user (there is one); True if the user existed.
@@ -106,32 +129,43 @@ class RedisStore:
         offset: int,
         popularity: Iterable[tuple],
         covisits: Iterable[tuple],
-        client=None,
     ) -> bool:
         """Add a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
-        deltas, once per (tenant, partition, offset)."""
+        deltas, once per (tenant, partition, offset).
+
+        Deltas are aggregated first — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
+        is exactly what the forward-decay script would add event by event, and per unordered pair the sum of
+        its deltas — so the script does one update per item and two per pair, whatever the batch size."""
         cfg = self.config.state
-        pop_args: list = []
-        count = 0
+        tau = cfg.popularity_tau_s
+        per_item: dict[str, list[tuple[float, float]]] = {}
         for item_id, ts_ms, weight, *_ in popularity:
-            pop_args += [item_id, repr(ts_ms / 1000.0), repr(float(weight))]
-            count += 1
-        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant)]
-        key_index: dict[str, int] = {}
-        pair_args: list = []
+            per_item.setdefault(item_id, []).append((ts_ms / 1000.0, float(weight)))
+        pop_args: list = []
+        for item_id, obs in per_item.items():
+            t_max = max(t for t, _ in obs)
+            pop_args += [item_id, repr(t_max), repr(sum(w * math.exp((t - t_max) / tau) for t, w in obs))]
+        pairs: dict[tuple[str, str], float] = {}
         for pair in covisits:
             a, b = pair[0], pair[1]
-            delta = float(pair[2]) if len(pair) > 2 else 1.0
             if a == b:
                 continue
-            for x, y in ((a, b), (b, a)):
-                if x not in key_index:
-                    keys.append(self.keys.covisit(tenant, x))
-                    key_index[x] = len(keys)  # Lua is 1-based
-                pair_args += [key_index[x], repr(delta), y]
-        args = [partition, offset, cfg.popularity_tau_s, RESCALE_EXPONENT, cfg.covisit_top_m,
-                trim_after(cfg.covisit_top_m), count, *pop_args, *pair_args]  # fmt: skip
-        return bool(self._apply_globals(keys=keys, args=args, client=client))
+            key = (a, b) if a < b else (b, a)
+            pairs[key] = pairs.get(key, 0.0) + (float(pair[2]) if len(pair) > 2 else 1.0)
+        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant)]
+        names: dict[str, int] = {}
+        pair_args: list = []
+        for (a, b), delta in pairs.items():
+            if delta == 0:
+                continue
+            for item in (a, b):
+                if item not in names:
+                    names[item] = len(names) + 1
+            pair_args += [names[a], names[b], repr(delta)]
+        keys += [self.keys.covisit(tenant, item) for item in names]
+        args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),
+                len(per_item), *pop_args, len(names), *names, *pair_args]  # fmt: skip
+        return bool(self._run_scripts([(APPLY_GLOBALS, keys, args)])[0])
 
     def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Last offset whose global deltas are applied, per (tenant, partition); -1 if none."""

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
     features.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
     features.set_defaults(handler=_bench_features)
+    ingest = bench_sub.add_parser("ingest", help="processing-stage throughput, broker ceiling, end-to-end freshness")
+    ingest.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+    ingest.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
+    ingest.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ingest.set_defaults(handler=_bench_ingest)
     return parser
 
 
@@ -364,6 +369,27 @@ def _bench_features(args: argparse.Namespace) -> int:
     console.print(features_markdown({**result, "machine": machine_info()}))
     if not args.no_results_md:
         update_results("features", features_markdown({**result, "machine": machine_info()}))
+    console.print(f"\nresult: {path}")
+    return 0
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from benchmarks.common import machine_info, write_result
+    from benchmarks.ingest import ingest_markdown, run_ingest
+    from benchmarks.report import update_results
+    from p13n.connections import check_kafka, check_redis, redis_client
+
+    cfg = _load(args)
+    check_redis(cfg.redis)
+    check_kafka(cfg.kafka)
+    console = _console()
+    with console.status("running ingestion benchmarks (processing stage, broker ceiling, end to end)…"):
+        result = run_ingest(cfg, redis_client(cfg.redis), quick=args.quick)
+    path = write_result("ingest", result, args.out)
+    text = ingest_markdown({**result, "machine": machine_info()})
+    console.print(text)
+    if not args.no_results_md:
+        update_results("ingest", text)
     console.print(f"\nresult: {path}")
     return 0
 

@@ -137,6 +137,9 @@ class ConsumerConfig(_Section):
     backoff_max_ms: Annotated[float, Meta(gt=0), _doc("Cap of the retry delay (exponential, with jitter).")] = 5000.0
     item_cache_size: Annotated[int, Meta(ge=0), _doc("Items kept in the in-process cache.")] = 100_000
     item_cache_ttl_s: Annotated[float, Meta(ge=0), _doc("How long a cached item is trusted.")] = 60.0
+    user_cache_size: Annotated[
+        int, Meta(ge=0), _doc("User states kept in process between batches (~15 KB each); writes stay version-checked.")
+    ] = 20_000
 
 
 class StateConfig(_Section):

@@ -51,6 +51,13 @@ class ItemCache(Generic[V]):
         while len(self._data) > self.max_items:
             self._data.popitem(last=False)
 
+    def pop(self, key: str) -> V | None:
+        """Take the entry out (None if absent or expired)."""
+        value = self.get(key)
+        if value is not None:
+            del self._data[key]
+        return value
+
     def discard(self, key: str) -> None:
         self._data.pop(key, None)
 

@@ -23,7 +23,9 @@ the same final state as if nothing had happened.
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +34,12 @@ import numpy as np
 
 from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
 from features.state import ItemInfo, UserState
-from features.store import ALREADY_APPLIED, CONFLICT, RedisStore, UserWrite
+from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
 from p13n.config import Config
 from p13n.errors import ServiceError
 from stream.item_cache import ItemCache
 
-__all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor"]
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "records_from_lines"]
 
 MAX_CONFLICT_RETRIES = 5
 
@@ -98,6 +100,11 @@ class BatchProcessor:
         self.encode = encode
         self.clock_ms = clock_ms
         self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        # States this process wrote last, with their version: a hit skips the read and the decode. A stale
+        # entry (another process wrote the user since) fails the version check and is re-read. Entries are
+        # taken out while a batch folds them and put back only once Redis applied the write, so a failed
+        # batch can never leave a half-folded state behind.
+        self.users: ItemCache[tuple[int, UserState]] = ItemCache(config.consumer.user_cache_size, float("inf"))
 
     # --- events ------------------------------------------------------------------------------
     def process_events(self, records: Sequence[Record]) -> BatchOutcome:
@@ -132,7 +139,17 @@ class BatchProcessor:
         """One read-fold-write pass over ``groups``; returns the keys whose write conflicted."""
         keys = list(groups)
         with _Stopwatch(outcome, "redis_read"):
-            users = self.store.read_users([(t, u) for t, u, _ in keys])
+            users: list[tuple[int, UserState | None]] = [(0, None)] * len(keys)
+            misses = []
+            for n, (tenant, user_id, _) in enumerate(keys):
+                cached = self.users.pop(f"{tenant}/{user_id}")
+                if cached is not None:
+                    users[n] = cached
+                else:
+                    misses.append(n)
+            if misses:
+                for n, got in zip(misses, self.store.read_users([(keys[n][0], keys[n][1]) for n in misses])):
+                    users[n] = got
             global_offsets = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
         writes: list[tuple[tuple, UserWrite, tuple[int, int, list[float]]]] = []
         deltas: dict[tuple[str, int], tuple[list, list, int]] = {}
@@ -145,6 +162,7 @@ class BatchProcessor:
                 fresh = [(offset, e) for offset, e in batch if offset > applied_offset]
                 if not fresh:
                     outcome.duplicates += len(batch)
+                    self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
                     continue
                 result = state.fold([e for _, e in fresh], items, text_vectors)
                 max_offset = fresh[-1][0]
@@ -166,7 +184,9 @@ class BatchProcessor:
                     self.store.apply_globals(tenant, partition, top, pops, pairs)
             statuses = self.store.write_users([w for _, w, _ in writes]) if writes else []
         conflicted = []
-        for (key, _, (applied, duplicates, freshness)), status in zip(writes, statuses):
+        for (key, write, (applied, duplicates, freshness)), status in zip(writes, statuses):
+            if status == APPLIED:
+                self.users.put(f"{key[0]}/{key[1]}", (write.expected_version + 1, write.state))
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
@@ -243,3 +263,23 @@ class BatchProcessor:
                 self.items.discard(f"{tenant}\0{item_id}")
             outcome.applied += len(live) + len(deleted)
         return outcome
+
+
+def records_from_lines(lines: Sequence[bytes], topic: str, partitions: int = 4) -> list[Record]:
+    """Records as a keyed producer would lay ``lines`` out over ``partitions`` (for tests and benchmarks).
+
+    >>> [(r.partition, r.offset) for r in records_from_lines([b'{"user_id": "a"}', b'{"user_id": "a"}', b"junk"], "t")]
+    [(2, 0), (2, 1), (0, 0)]
+    """
+    next_offset: dict[int, int] = defaultdict(int)
+    out = []
+    for raw in lines:
+        try:
+            obj = json.loads(raw)
+            key = f"{obj.get('tenant', 'default')}/{obj['user_id']}".encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            key = None
+        partition = zlib.crc32(key) % partitions if key else 0
+        out.append(Record(topic, partition, next_offset[partition], key, raw))
+        next_offset[partition] += 1
+    return out

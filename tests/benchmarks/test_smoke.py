@@ -25,3 +25,19 @@ def test_bench_features_quick_writes_sane_json(tmp_path, config):
     assert set(result["targets"]) == {"fold_events_per_s >= 50000", "redis_bytes_per_user <= 8192",
                                       "int8_p50_speedup_vs_torch >= 4"}  # fmt: skip
     assert "Core micro-benchmarks" in proc.stdout
+
+
+def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
+    env = clean_env(P13N_REDIS_URL=config.redis.url, P13N_KAFKA_BOOTSTRAP=config.kafka.bootstrap)
+    proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", "ingest", "--quick", "--out", str(tmp_path),
+                           "--no-results-md"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "ingest.json").read_text())
+    processing = result["processing"]
+    assert processing["events_per_s"] > 0 and processing["applied"] > 0
+    assert result["broker"]["received"] == result["broker"]["records"] > 0
+    e2e = result["end_to_end"]
+    assert e2e["applied"] == e2e["sent"] > 0
+    f = e2e["freshness_ms"]
+    assert 0 <= f["p50"] <= f["p90"] <= f["p99"]
+    assert "Ingestion" in proc.stdout

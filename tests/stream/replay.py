@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -13,25 +11,9 @@ from features.events import Event, Rejection, parse_event
 from features.signals import CoVisitation, Popularity
 from features.state import UserState
 from features.store import RedisStore
-from stream.processing import Record
+from stream.processing import records_from_lines as records_for  # noqa: F401 (re-exported for tests)
 
 NOW_MS = 1_900_000_000_000
-
-
-def records_for(lines: list[bytes], topic: str, partitions: int = 4) -> list[Record]:
-    """Records as a producer keyed by tenant/user would have laid them out over ``partitions``."""
-    next_offset = defaultdict(int)
-    out = []
-    for raw in lines:
-        try:
-            obj = json.loads(raw)
-            key = f"{obj.get('tenant', 'default')}/{obj['user_id']}".encode()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            key = None
-        partition = zlib.crc32(key) % partitions if key else 0
-        out.append(Record(topic, partition, next_offset[partition], key, raw))
-        next_offset[partition] += 1
-    return out
 
 
 def valid_events(lines: list[bytes]) -> list[Event]:
