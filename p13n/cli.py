@@ -178,6 +178,9 @@ def _dev_stack(cfg: Config):
     return DevStack(Path(cfg.dev.state_dir), redis_server=cfg.dev.redis_server, start_timeout_s=cfg.dev.start_timeout_s)
 
 
+DEV_SERVICES = ("redis", "kafka", "consumer")
+
+
 def _topics(cfg: Config) -> dict[str, int]:
     k = cfg.kafka
     return {k.events_topic: k.partitions, k.items_topic: k.partitions, k.dlq_topic: 1}
@@ -187,8 +190,8 @@ def _dev_up(args: argparse.Namespace) -> int:
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
     console = _console()
     stack = _dev_stack(cfg)
-    with console.status("starting the embedded stack…"):
-        running, started = stack.up(topics=_topics(cfg))
+    with console.status("starting the embedded stack (Redis-compatible server, Kafka-compatible broker, consumer)…"):
+        running, started = stack.up(topics=_topics(cfg), services=DEV_SERVICES)
     _print_stack(console, running, started)
     console.print(f"stop it with: [bold]p13n dev down[/bold]   (state in {stack.state_dir.resolve()})")
     return 0
@@ -222,7 +225,8 @@ def _demo(args: argparse.Namespace) -> int:
     from p13n.demo import run_demo
 
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
-    return run_demo(cfg, stack=_dev_stack(cfg), topics=_topics(cfg), users=args.users, console=_console())
+    return run_demo(cfg, stack=_dev_stack(cfg), topics=_topics(cfg), users=args.users, console=_console(),
+                    services=DEV_SERVICES)  # fmt: skip
 
 
 # --- encoder ------------------------------------------------------------------------------------

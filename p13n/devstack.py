@@ -103,14 +103,14 @@ print(proc.pid)
 """
 
 
-def spawn_detached(argv: list[str], *, cwd: Path, log: Path) -> int:
+def spawn_detached(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` in its own session, re-parented to init (so it outlives us and is reaped by
     init, not left a zombie of ours); stdout/stderr append to ``log``. Returns its PID."""
     import sys
 
     try:
         out = subprocess.run([sys.executable, "-c", _LAUNCHER, str(cwd), str(log), *argv],
-                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+                             capture_output=True, text=True, check=True, timeout=30, env=env)  # fmt: skip
     except subprocess.CalledProcessError as exc:
         raise ServiceError(f"could not start {argv[0]}: {exc.stderr.strip().splitlines()[-1:]}") from exc
     return int(out.stdout.strip())
@@ -121,6 +121,17 @@ def _tcp_answers(port: int) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
     except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
         return False
 
 
@@ -208,19 +219,34 @@ class DevStack:
 
     # --- up / down -----------------------------------------------------------------------
     def up(
-        self, *, topics: dict[str, int] | None = None, services: tuple[str, ...] = ("redis", "kafka")
+        self,
+        *,
+        topics: dict[str, int] | None = None,
+        services: tuple[str, ...] = ("redis", "kafka"),
+        env: dict[str, str] | None = None,
     ) -> tuple[dict[str, ServiceRecord], list[str]]:
-        """Start whichever of ``services`` is not running. Returns (running services, names started now)."""
+        """Start whichever of ``services`` is not running. Returns (running services, names started now).
+
+        ``consumer`` (a ``p13n consume`` process) runs against this stack's Redis and Kafka with
+        ``env`` (default: this process's environment) plus the stack's addresses."""
         running = self.status()
         started: list[str] = []
         records = list(running.values())
-        starters = {"redis": self._start_redis, "kafka": self._start_kafka}
         try:
             for name in services:
-                if name not in running:
-                    records.append(starters[name]())
-                    started.append(name)
-                    self._write(records)
+                if name in running:
+                    continue
+                current = {r.name: r for r in records}
+                if name == "consumer" and topics and "kafka" in current:
+                    ensure_topics(current["kafka"].url, topics)  # subscribe to existing topics
+                record = {
+                    "redis": self._start_redis,
+                    "kafka": self._start_kafka,
+                    "consumer": lambda: self._start_consumer(current, env),
+                }[name]()
+                records.append(record)
+                started.append(name)
+                self._write(records)
         except BaseException:
             for rec in records:
                 if rec.name in started:
@@ -279,6 +305,29 @@ class DevStack:
                 "--storage-engine", "memory://tansu/"]  # fmt: skip
         rec = self._spawn("kafka", argv, port, f"127.0.0.1:{port}")
         self._await(rec, lambda: _tcp_answers(port))
+        return rec
+
+    def _start_consumer(self, running: dict[str, ServiceRecord], env: dict[str, str] | None) -> ServiceRecord:
+        import sys
+
+        if "redis" not in running or "kafka" not in running:
+            raise ServiceError("the consumer needs the stack's redis and kafka running")
+        port = free_port()
+        child_env = dict(os.environ if env is None else env)
+        child_env.update({
+            "P13N_REDIS_URL": running["redis"].url,
+            "P13N_KAFKA_BOOTSTRAP": running["kafka"].url,
+            "P13N_KAFKA_SESSION_TIMEOUT_MS": child_env.get("P13N_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+            "P13N_KAFKA_HEARTBEAT_INTERVAL_MS": child_env.get("P13N_KAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
+            "P13N_KAFKA_MAX_POLL_INTERVAL_MS": child_env.get("P13N_KAFKA_MAX_POLL_INTERVAL_MS", "10000"),
+        })  # fmt: skip
+        argv = [sys.executable, "-m", "p13n.cli", "consume", "--metrics-port", str(port)]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.state_dir / "consumer.log"
+        pid = spawn_detached(argv, cwd=self.state_dir, log=log_path, env=child_env)
+        rec = ServiceRecord(name="consumer", pid=pid, port=port, url=f"http://127.0.0.1:{port}/metrics", argv=argv,
+                            log=str(log_path))  # fmt: skip
+        self._await(rec, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"))
         return rec
 
     def _await(self, rec: ServiceRecord, ready: Callable[[], bool]) -> None:

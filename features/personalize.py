@@ -1,0 +1,116 @@
+"""The request-path operations on top of the store: score candidates, build a prompt context.
+
+Serving wraps these with budgets and HTTP; the demo and tests call them directly, so
+"what the API returns" and "what features/ computes" are the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.prompt import PromptContext, build_context
+from features.scorer import Candidates, UserView, rank, score
+from features.state import ItemInfo, UserState
+from features.store import RedisStore
+
+__all__ = ["CandidateIn", "ScoredItem", "ScoreResult", "score_candidates", "candidates_from", "context_for"]
+
+
+@dataclass(frozen=True)
+class CandidateIn:
+    item_id: str
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    features: dict[str, float] | None = None
+
+
+@dataclass
+class ScoreResult:
+    items: list[ScoredItem]
+    known_user: bool
+    user: UserState | None
+
+
+def candidates_from(
+    candidate_ids: Sequence[str],
+    items: Mapping[str, ItemInfo],
+    popularity: np.ndarray,
+    dim: int,
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+) -> Candidates:
+    """Scorer input from stored items; ``text_vectors`` fills in vectors of unknown items sent with text."""
+    vectors = np.zeros((len(candidate_ids), dim), dtype=np.float32)
+    keys: list[list[str]] = []
+    for n, item_id in enumerate(candidate_ids):
+        info = items.get(item_id)
+        if info is not None and info.vector is not None:
+            vectors[n] = info.vector
+        elif text_vectors and item_id in text_vectors:
+            vectors[n] = text_vectors[item_id]
+        keys.append(info.attribute_keys() if info is not None else [])
+    return Candidates(item_ids=list(candidate_ids), vectors=vectors, attribute_keys=keys, popularity=popularity)
+
+
+def score_candidates(
+    store: RedisStore,
+    tenant: str,
+    user_id: str,
+    candidates: Sequence[CandidateIn],
+    *,
+    now_ms: int,
+    weights: Mapping[str, float],
+    k: int | None = None,
+    explain: bool = False,
+    anchors: int = 5,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+    personalized: bool = True,
+) -> ScoreResult:
+    """Rank ``candidates`` for the user (or by non-personalized signals when unknown / not ``personalized``)."""
+    ids = [c.item_id for c in candidates]
+    user, items, popularity = store.read_request(tenant, user_id, ids, now_ms)
+    text_vectors = None
+    unknown_with_text = [c for c in candidates if c.text and (c.item_id not in items or items[c.item_id].vector is None)]
+    if encode is not None and unknown_with_text and user is not None and personalized:
+        text_vectors = dict(zip([c.item_id for c in unknown_with_text], encode([c.text or "" for c in unknown_with_text])))
+    cands = candidates_from(ids, items, popularity, store.dim, text_vectors)
+    view: UserView | None = None
+    if user is not None and personalized:
+        view = user.view(now_ms, anchors)
+        cands.covisit = store.covisit_matrix(tenant, list(view.recent_items), ids)
+    scored = score(view, cands, weights)
+    order = rank(scored.scores, k)
+    out = []
+    for i in order:
+        features = {name: round(float(values[i]), 6) for name, values in scored.features.items()} if explain else None
+        out.append(ScoredItem(ids[i], round(float(scored.scores[i]), 6), features))
+    return ScoreResult(items=out, known_user=user is not None, user=user)
+
+
+def context_for(
+    store: RedisStore,
+    tenant: str,
+    user_id: str,
+    *,
+    now_ms: int,
+    max_tokens: int,
+    count_tokens: Callable[[str], int],
+    query_vector: np.ndarray | None = None,
+    user: UserState | None = None,
+) -> tuple[PromptContext, UserState | None]:
+    """The prompt context for the user (reads the user and their history's items)."""
+    if user is None:
+        user = store.load_user(tenant, user_id)
+    if user is None:
+        return PromptContext(), None
+    history_ids = sorted({h.item_id for h in user.history})
+    items = store.get_items(tenant, history_ids) if history_ids else {}
+    return build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count_tokens,
+                         query_vector=query_vector), user  # fmt: skip
