@@ -19,10 +19,12 @@ Output directory::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -123,8 +125,11 @@ def export_encoder(
         prepared = output / "model.prepared.onnx"
         # Pre-processing (graph fusion + ONNX shape inference) and per-channel weight scales keep
         # MiniLM's int8 cosine to the fp32 reference >= 0.98; per-tensor scales alone gave 0.93.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+        # onnxruntime's quantization tools write scratch files into the working directory
+        with tempfile.TemporaryDirectory(prefix="p13n-quantize-") as scratch, contextlib.chdir(scratch):
+            quant_pre_process(str(fp32_path.resolve()), str(prepared.resolve()), skip_symbolic_shape=True)
+            quantize_dynamic(str(prepared.resolve()), str(int8_path.resolve()), weight_type=QuantType.QInt8,
+                             per_channel=True)  # fmt: skip
         prepared.unlink()
         files["int8"] = int8_path.name
     progress("writing tokenizer and metadata")

@@ -16,7 +16,16 @@ from features.scorer import Candidates, UserView, rank, score
 from features.state import ItemInfo, UserState
 from features.store import RedisStore
 
-__all__ = ["CandidateIn", "ScoredItem", "ScoreResult", "score_candidates", "candidates_from", "context_for"]
+__all__ = [
+    "CandidateIn",
+    "ScoredItem",
+    "ScoreResult",
+    "score_candidates",
+    "rank_candidates",
+    "needs_text_vectors",
+    "candidates_from",
+    "context_for",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,35 @@ def candidates_from(
     return Candidates(item_ids=list(candidate_ids), vectors=vectors, attribute_keys=keys, popularity=popularity)
 
 
+def rank_candidates(
+    ids: Sequence[str],
+    items: Mapping[str, ItemInfo],
+    popularity: np.ndarray,
+    view: UserView | None,
+    covisit: np.ndarray | None,
+    *,
+    dim: int,
+    weights: Mapping[str, float],
+    k: int | None = None,
+    explain: bool = False,
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+) -> list[ScoredItem]:
+    """Score and order candidates from what was read (shared by the sync path and the Serve app)."""
+    cands = candidates_from(ids, items, popularity, dim, text_vectors)
+    cands.covisit = covisit
+    scored = score(view, cands, weights)
+    out = []
+    for i in rank(scored.scores, k):
+        features = {name: round(float(values[i]), 6) for name, values in scored.features.items()} if explain else None
+        out.append(ScoredItem(ids[i], round(float(scored.scores[i]), 6), features))
+    return out
+
+
+def needs_text_vectors(candidates: Sequence[CandidateIn], items: Mapping[str, ItemInfo]) -> list[CandidateIn]:
+    """Candidates p13n has no vector for but that came with text."""
+    return [c for c in candidates if c.text and (c.item_id not in items or items[c.item_id].vector is None)]
+
+
 def score_candidates(
     store: RedisStore,
     tenant: str,
@@ -71,27 +109,19 @@ def score_candidates(
     explain: bool = False,
     anchors: int = 5,
     encode: Callable[[list[str]], np.ndarray] | None = None,
-    personalized: bool = True,
 ) -> ScoreResult:
-    """Rank ``candidates`` for the user (or by non-personalized signals when unknown / not ``personalized``)."""
+    """Rank ``candidates`` for the user (non-personalized signals only when the user is unknown)."""
     ids = [c.item_id for c in candidates]
     user, items, popularity = store.read_request(tenant, user_id, ids, now_ms)
+    view = user.view(now_ms, anchors) if user is not None else None
+    covisit = store.covisit_matrix(tenant, list(view.recent_items), ids) if view is not None else None
     text_vectors = None
-    unknown_with_text = [c for c in candidates if c.text and (c.item_id not in items or items[c.item_id].vector is None)]
-    if encode is not None and unknown_with_text and user is not None and personalized:
-        text_vectors = dict(zip([c.item_id for c in unknown_with_text], encode([c.text or "" for c in unknown_with_text])))
-    cands = candidates_from(ids, items, popularity, store.dim, text_vectors)
-    view: UserView | None = None
-    if user is not None and personalized:
-        view = user.view(now_ms, anchors)
-        cands.covisit = store.covisit_matrix(tenant, list(view.recent_items), ids)
-    scored = score(view, cands, weights)
-    order = rank(scored.scores, k)
-    out = []
-    for i in order:
-        features = {name: round(float(values[i]), 6) for name, values in scored.features.items()} if explain else None
-        out.append(ScoredItem(ids[i], round(float(scored.scores[i]), 6), features))
-    return ScoreResult(items=out, known_user=user is not None, user=user)
+    missing = needs_text_vectors(candidates, items)
+    if encode is not None and missing and view is not None:
+        text_vectors = dict(zip([c.item_id for c in missing], encode([c.text or "" for c in missing])))
+    ranked = rank_candidates(ids, items, popularity, view, covisit, dim=store.dim, weights=weights, k=k,
+                             explain=explain, text_vectors=text_vectors)  # fmt: skip
+    return ScoreResult(items=ranked, known_user=user is not None, user=user)
 
 
 def context_for(

@@ -56,6 +56,7 @@ def token_counter(tokenizer_json: str) -> Callable[[str], int]:
 
     tokenizer = Tokenizer.from_file(tokenizer_json)
     tokenizer.no_truncation()
+    tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 

@@ -198,10 +198,8 @@ class RedisStore:
         if not anchors or not candidates:
             return np.zeros((len(anchors), len(candidates)), dtype=np.float64)
         pipe = self.client.pipeline(transaction=False)
-        for anchor in anchors:
-            pipe.zmscore(self.keys.covisit(tenant, anchor), list(candidates))
-        rows = pipe.execute()
-        return np.array([[c or 0.0 for c in row] for row in rows], dtype=np.float64)
+        self.queue_covisit(pipe, tenant, anchors, candidates)
+        return self.parse_covisit(pipe.execute(), len(anchors), len(candidates))
 
     def covisit_neighbours(self, tenant: str, item_id: str) -> dict[str, float]:
         pairs = self.client.zrevrange(self.keys.covisit(tenant, item_id), 0, -1, withscores=True)
@@ -262,17 +260,42 @@ class RedisStore:
         return {item_id for item_id, present in zip(item_ids, pipe.execute()) if present}
 
     # --- request path ------------------------------------------------------------------------
+    # Each read is a (queue, parse) pair so the async reader of the Serve app runs the very same
+    # commands and decoding on a redis.asyncio pipeline.
+    def queue_request(self, pipe, tenant: str, user_id: str, popular_ids: Sequence[str], item_ids: Sequence[str]) -> None:
+        pipe.hget(self.keys.user(tenant, user_id), "s")
+        self._queue_popularity(pipe, tenant, popular_ids)
+        self._queue_items(pipe, tenant, item_ids)
+
+    def parse_request(
+        self, replies: Sequence, popular_ids: Sequence[str], item_ids: Sequence[str], now_ms: int
+    ) -> tuple[UserState | None, dict[str, ItemInfo], np.ndarray]:
+        blob = replies[0]
+        user = decode_state(blob, self.spec) if blob is not None else None
+        popularity = self._popularity_from(replies[1:3], now_ms)
+        items = self._items_from(replies[3:], item_ids)
+        return user, items, popularity
+
+    def queue_covisit(self, pipe, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> None:
+        for anchor in anchors:
+            pipe.zmscore(self.keys.covisit(tenant, anchor), list(candidates))
+
+    @staticmethod
+    def parse_covisit(rows: Sequence, anchors: int, candidates: int) -> np.ndarray:
+        if not rows:
+            return np.zeros((anchors, candidates), dtype=np.float64)
+        return np.array([[c or 0.0 for c in row] for row in rows], dtype=np.float64)
+
+    def queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
+        self._queue_items(pipe, tenant, item_ids)
+
+    def parse_items(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+        return self._items_from(replies, item_ids)
+
     def read_request(
         self, tenant: str, user_id: str, candidate_ids: Sequence[str], now_ms: int
     ) -> tuple[UserState | None, dict[str, ItemInfo], np.ndarray]:
         """The user's state, the candidates' items and their popularity — one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.user(tenant, user_id), "s")
-        self._queue_popularity(pipe, tenant, candidate_ids)
-        self._queue_items(pipe, tenant, candidate_ids)
-        replies = pipe.execute()
-        blob = replies[0]
-        user = decode_state(blob, self.spec) if blob is not None else None
-        popularity = self._popularity_from(replies[1:3], now_ms)
-        items = self._items_from(replies[3:], candidate_ids)
-        return user, items, popularity
+        self.queue_request(pipe, tenant, user_id, candidate_ids, candidate_ids)
+        return self.parse_request(pipe.execute(), candidate_ids, candidate_ids, now_ms)

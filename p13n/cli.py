@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from p13n.config import Config
-from p13n.errors import P13nError
+from p13n.errors import ConfigError, P13nError
 
 __all__ = ["main", "build_parser"]
 
@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     consume = sub.add_parser("consume", help="run a consumer-group member folding events into Redis")
     consume.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (0 = none)")
     consume.set_defaults(handler=_consume)
+
+    # serve -----------------------------------------------------------------------------
+    serve = sub.add_parser("serve", help="run the Ray Serve app (HTTP API) against the configured Redis")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default: serving.port)")
+    serve.add_argument("--personalizer", choices=["inline", "deployment"], help="override serving.personalizer")
+    serve.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    serve.set_defaults(handler=_serve)
 
     # eval ------------------------------------------------------------------------------
     evaluate = sub.add_parser("eval", help="offline replay: HR@10 / NDCG@10 of every scorer variant")
@@ -310,6 +318,33 @@ def _consume(args: argparse.Namespace) -> int:
     stats = run_consumer(cfg, stop=stop, metrics_port=args.metrics_port)
     print(f"consumer stopped: {stats.batches} batches, {stats.applied} events applied, "
           f"{stats.dead_letters} dead letters")  # fmt: skip
+    return 0
+
+
+# --- serve --------------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from p13n.connections import check_redis
+    from serving.runner import start_serve
+
+    cfg = _load(args)
+    check_redis(cfg.redis)
+    if not (cfg.encoder.directory / "p13n_encoder.json").exists():
+        raise ConfigError(f"encoder.path: no exported encoder at {cfg.encoder.directory} (run `p13n encoder export`)")
+    if not cfg.serving.api_keys:
+        print("p13n: warning: serving.api_keys is empty; every API call will be refused with 401", file=sys.stderr)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    url = start_serve(host=args.host, port=args.port or cfg.serving.port, num_cpus=args.num_cpus,
+                      personalizer=args.personalizer)  # fmt: skip
+    print(f"p13n API ready at {url}  (Ctrl-C or SIGTERM stops it)", flush=True)
+    stop.wait()
+    import ray
+
+    ray.shutdown()
     return 0
 
 

@@ -242,7 +242,14 @@ class ServingConfig(_Section):
     prompt_tokenizer: Annotated[
         str, _doc("tokenizer.json that measures context tokens (empty: the encoder's tokenizer).")
     ] = ""
-    upstream_url: Annotated[str, _doc("OpenAI-compatible upstream of /v1/chat/completions.")] = ""
+    upstream_url: Annotated[str, _doc("OpenAI-compatible upstream base URL of /v1/chat/completions (…/v1).")] = ""
+    upstream_api_key: Annotated[str, _doc("Bearer key p13n sends to the upstream LLM.")] = ""
+    personalizer: Annotated[
+        str,
+        Meta(pattern="^(inline|deployment)$"),
+        _doc("inline: the Ingress replica runs the Personalizer in-process; deployment: a separate deployment "
+             "called through a handle (one hop more; see benchmarks/RESULTS.md)."),
+    ] = "inline"
     port: Annotated[int, Meta(ge=1, le=65535), _doc("HTTP port of `p13n serve`.")] = 8000
 
 

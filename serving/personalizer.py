@@ -1,0 +1,229 @@
+"""The Personalizer: score and rewrite under a latency budget, on redis.asyncio.
+
+It runs the same reads (:class:`~features.store.RedisStore` queue/parse pairs) and the
+same ranking and prompt code (:mod:`features.personalize`, :mod:`features.prompt`) as
+``features/`` called directly, so answers are identical for the same state. Every
+stage gets the time that is left; a stage that fails or runs out of time is skipped
+and named in ``degraded``:
+
+* score: ``redis_unavailable`` → candidates in the given order, score 0;
+  ``covisit_skipped``; ``candidate_encoding_skipped``;
+* rewrite: ``query_encoding_skipped`` → context by recency; ``redis_unavailable`` →
+  messages unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
+
+from features.personalize import CandidateIn, needs_text_vectors, rank_candidates
+from features.prompt import build_context, query_text, rewrite_messages
+from features.state import ItemInfo
+from features.store import RedisStore
+from p13n.config import Config
+from serving.budget import Deadline, StageTimeout, within
+from stream.item_cache import ItemCache
+
+__all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS"]
+
+REDIS_ERRORS = (redis.RedisError, OSError, StageTimeout)
+#: A dependency (Redis, the Encoder deployment) failed or ran out of time: skip the stage, say so.
+DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.TimeoutError)
+log = logging.getLogger("p13n.serving")
+Encode = Callable[[str], Awaitable[np.ndarray]]
+
+
+class Personalizer:
+    """Request-path logic; ``encode`` is an async text -> vector function (the Encoder deployment)."""
+
+    def __init__(self, config: Config, encode: Encode, count_tokens: Callable[[str], int], dim: int) -> None:
+        self.config = config
+        self.encode = encode
+        self.count_tokens = count_tokens
+        self.client = aioredis.Redis.from_url(
+            config.redis.url,
+            socket_timeout=config.redis.timeout_ms / 1000,
+            socket_connect_timeout=min(1.0, config.redis.timeout_ms / 1000),
+            max_connections=config.redis.max_connections,
+        )
+        self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
+        self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.text_vectors: ItemCache[np.ndarray] = ItemCache(10_000, float("inf"))  # candidate texts seen before
+
+    # --- reads ---------------------------------------------------------------------------------
+    async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
+        cached: dict[str, ItemInfo] = {}
+        fetch: list[str] = []
+        for item_id in ids:
+            info = self.items.get(f"{tenant}\0{item_id}")
+            if info is None:
+                fetch.append(item_id)
+            else:
+                cached[item_id] = info
+        pipe = self.client.pipeline(transaction=False)
+        self.store.queue_request(pipe, tenant, user_id, ids, fetch)
+        user, fetched, popularity = self.store.parse_request(await pipe.execute(), ids, fetch, now_ms)
+        for item_id, info in fetched.items():
+            self.items.put(f"{tenant}\0{item_id}", info)
+        return user, {**cached, **fetched}, popularity
+
+    async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+        if not anchors or not ids:
+            return np.zeros((len(anchors), len(ids)))
+        pipe = self.client.pipeline(transaction=False)
+        self.store.queue_covisit(pipe, tenant, anchors, ids)
+        return self.store.parse_covisit(await pipe.execute(), len(anchors), len(ids))
+
+    async def _user_and_history(self, tenant: str, user_id: str):
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.store.keys.user(tenant, user_id), "s")
+        blob = (await pipe.execute())[0]
+        if blob is None:
+            return None, {}
+        from features.state_codec import decode_state
+
+        user = decode_state(blob, self.store.spec)
+        ids = sorted({h.item_id for h in user.history})
+        pipe = self.client.pipeline(transaction=False)
+        self.store.queue_items(pipe, tenant, ids)
+        return user, self.store.parse_items(await pipe.execute(), ids)
+
+    # --- score ---------------------------------------------------------------------------------
+    async def score(self, tenant: str, user_id: str, candidates: Sequence[CandidateIn], *, k: int | None,
+                    explain: bool, budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
+        deadline = Deadline(budget_ms)
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        ids = [c.item_id for c in candidates]
+        try:
+            user, items, popularity = await within(deadline, "redis", self._read(tenant, user_id, ids, now_ms))
+        except REDIS_ERRORS as exc:
+            if not isinstance(exc, StageTimeout):
+                log.warning("redis read failed: %s: %s", type(exc).__name__, exc)
+            deadline.degrade("redis_unavailable")
+            order = ids[:k] if k else ids
+            return {"items": [{"item_id": i, "score": 0.0} for i in order], "degraded": deadline.degraded,
+                    "timings_ms": deadline.finish()}  # fmt: skip
+        view = user.view(now_ms, self.config.scoring.covisit_anchors) if user is not None else None
+        covisit = None
+        text_vectors = None
+        if view is not None:
+            tasks = {"covisit": self._covisit(tenant, list(view.recent_items), ids)}
+            missing = needs_text_vectors(candidates, items)
+            if missing:
+                tasks["encode"] = self._encode_many([c.text or "" for c in missing])
+            results = await self._gather(deadline, tasks)
+            covisit = results.get("covisit")
+            if covisit is None:
+                deadline.degrade("covisit_skipped")
+            if missing:
+                vectors = results.get("encode")
+                if vectors is None:
+                    deadline.degrade("candidate_encoding_skipped")
+                else:
+                    text_vectors = dict(zip([c.item_id for c in missing], vectors))
+        with deadline.stage("score"):
+            ranked = rank_candidates(ids, items, popularity, view, covisit, dim=self.store.dim,
+                                     weights=self.config.scoring.weights, k=k, explain=explain,
+                                     text_vectors=text_vectors)  # fmt: skip
+        out = []
+        for item in ranked:
+            row: dict = {"item_id": item.item_id, "score": item.score}
+            if explain:
+                row["features"] = item.features
+            out.append(row)
+        if user is None:
+            deadline.degrade("unknown_user")
+        return {"items": out, "degraded": deadline.degraded, "timings_ms": deadline.finish()}
+
+    async def _encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        async def one(text: str) -> np.ndarray:
+            cached = self.text_vectors.get(text)
+            if cached is None:
+                cached = await self.encode(text)
+                self.text_vectors.put(text, cached)
+            return cached
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    async def _gather(self, deadline: Deadline, tasks: dict[str, Awaitable]) -> dict:
+        """Run stages concurrently within the deadline; a failed or late stage is simply absent."""
+        names = list(tasks)
+        results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
+        out = {}
+        for name, result in zip(names, results):
+            if isinstance(result, DEPENDENCY_ERRORS):
+                if not isinstance(result, StageTimeout):
+                    log.warning("stage %s failed: %s: %s", name, type(result).__name__, result)
+                continue
+            if isinstance(result, BaseException):
+                raise result  # a bug, not a slow dependency
+            out[name] = result
+        return out
+
+    # --- rewrite -------------------------------------------------------------------------------
+    async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
+                      budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
+        deadline = Deadline(budget_ms)
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        query = query_text(messages)
+        tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id)}
+        if query.strip():
+            tasks["encode"] = self.encode(query)
+        results = await self._gather(deadline, tasks)
+        if "redis" not in results:
+            deadline.degrade("redis_unavailable")
+            return {"messages": messages, "context": {"profile": [], "preferences": [], "history": []},
+                    "degraded": deadline.degraded, "timings_ms": deadline.finish()}  # fmt: skip
+        if query.strip() and "encode" not in results:
+            deadline.degrade("query_encoding_skipped")
+        user, items = results["redis"]
+        with deadline.stage("build"):
+            context = build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
+                                    query_vector=results.get("encode"))  # fmt: skip
+            rewritten = rewrite_messages(messages, context)
+        if user is None:
+            deadline.degrade("unknown_user")
+        return {"messages": rewritten, "context": context.as_json(), "degraded": deadline.degraded,
+                "timings_ms": deadline.finish()}  # fmt: skip
+
+    # --- users ---------------------------------------------------------------------------------
+    async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> dict | None:
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        user, items = await self._user_and_history(tenant, user_id)
+        if user is None:
+            return None
+        clock = user.interest_clock(now_ms)
+        return {
+            "user_id": user_id,
+            "tenant": tenant,
+            "events_applied": user.events_applied,
+            "attributes": {k: round(v, 4) for k, v in user.attribute_preferences(now_ms).items()},
+            "event_counts": {k: round(v, 4) for k, v in user.event_counts(now_ms).items()},
+            "preferences": [{"text": p.text, "ts_ms": p.ts_ms} for p in user.preferences],
+            "history": [{"item_id": h.item_id, "type": h.type, "ts_ms": h.ts_ms,
+                         "text": items[h.item_id].text if h.item_id in items else None} for h in user.history],
+            "interest_clock_utc": [round(float(x), 4) for x in clock],
+            "horizons": {name: {"active": bool(np.any(vec))} for name, vec in user.embeddings(now_ms).items()},
+            "last_applied_offsets": {str(k): v for k, v in user.offsets.items()},
+        }  # fmt: skip
+
+    async def delete(self, tenant: str, user_id: str) -> bool:
+        return bool(await self.client.delete(self.store.keys.user(tenant, user_id)))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), timeout=0.5))
+        except (*REDIS_ERRORS, asyncio.TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,237 @@
+"""The HTTP API of a real Ray Serve instance: every endpoint, auth, limits, budgets, Redis outages."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from features.encoder import Encoder, default_encoder_dir
+from features.personalize import CandidateIn, context_for, score_candidates
+from features.prompt import rewrite_messages
+from p13n.devstack import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def a_user(seeded, tenant: str = "shop") -> str:
+    return sorted(seeded.data[tenant].interests)[0]
+
+
+def catalog(seeded, tenant: str = "shop", n: int = 100) -> list[dict]:
+    return [{"item_id": i["item_id"]} for i in seeded.data[tenant].items[:n]]
+
+
+def test_health_and_readiness(api):
+    assert api.call("GET", "/healthz", key=None)[0] == 200
+    assert api.call("GET", "/readyz", key=None)[0] == 200
+
+
+def test_score_matches_features_called_directly(api, seeded):
+    user = a_user(seeded)
+    candidates = catalog(seeded)
+    status, body, _ = api.call("POST", "/v1/score", {"user_id": user, "candidates": candidates, "k": 20, "explain": True})
+    assert status == 200, body
+    assert body["degraded"] == [] and body["timings_ms"]["total"] > 0 and "redis" in body["timings_ms"]
+    direct = score_candidates(seeded.store, "shop", user, [CandidateIn(c["item_id"]) for c in candidates],
+                              now_ms=int(time.time() * 1000), weights=seeded.config.scoring.weights, k=20,
+                              explain=True, anchors=seeded.config.scoring.covisit_anchors)  # fmt: skip
+    assert [i["item_id"] for i in body["items"]] == [i.item_id for i in direct.items]
+    for got, want in zip(body["items"], direct.items):
+        assert got["score"] == pytest.approx(want.score, abs=1e-5)
+        assert got["features"].keys() == want.features.keys()
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_rewrite_matches_features_called_directly(api, seeded):
+    user = a_user(seeded)
+    question = "Which of my recent items would make a good gift?"
+    status, body, _ = api.call("POST", "/v1/rewrite", {"user_id": user, "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": question}]})  # fmt: skip
+    assert status == 200, body
+    assert body["degraded"] == []
+    encoder = Encoder.from_directory(default_encoder_dir())  # int8, one text: what the Encoder deployment ran
+    context, _ = context_for(seeded.store, "shop", user, now_ms=int(time.time() * 1000), max_tokens=256,
+                             count_tokens=encoder.count_tokens, query_vector=encoder.encode([question])[0])  # fmt: skip
+    want = json.loads(json.dumps(context.as_json()))
+    # identical selection and text; history scores carry a recency term of "now", which moved a few ms
+    assert body["context"]["profile"] == want["profile"] and body["context"]["preferences"] == want["preferences"]
+    assert [(h["item_id"], h["text"]) for h in body["context"]["history"]] == [(h["item_id"], h["text"]) for h in want["history"]]
+    for got, expected in zip(body["context"]["history"], want["history"]):
+        assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
+    assert body["messages"] == rewrite_messages([{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": question}], context)  # fmt: skip
+    assert [m["role"] for m in body["messages"]] == ["system", "system", "user"]
+    assert body["context"]["history"], "a user with history gets history in the context"
+
+
+def test_prompt_form_and_unknown_user(api):
+    status, body, _ = api.call("POST", "/v1/rewrite", {"user_id": "nobody-at-all", "prompt": "hello"})
+    assert status == 200
+    assert body["messages"] == [{"role": "user", "content": "hello"}] and "unknown_user" in body["degraded"]
+    status, body, _ = api.call("POST", "/v1/score", {"user_id": "nobody-at-all", "candidates": [{"item_id": "x"}]})
+    assert status == 200 and body["items"] == [{"item_id": "x", "score": 0.0}] and "unknown_user" in body["degraded"]
+
+
+def test_unknown_candidates_with_text_are_scored_by_their_text(api, seeded):
+    user = a_user(seeded)
+    interest = seeded.data["shop"].interests[user][1]
+    own = next(i for i in seeded.data["shop"].items if i["attributes"]["category"] == interest)
+    status, body, _ = api.call("POST", "/v1/score", {"user_id": user, "explain": True, "candidates": [
+        {"item_id": "brand-new-1", "text": own["text"]}, {"item_id": "brand-new-2", "text": "industrial pipe fittings"}]})  # fmt: skip
+    assert status == 200 and "candidate_encoding_skipped" not in body["degraded"], body
+    by_id = {i["item_id"]: i for i in body["items"]}
+    assert by_id["brand-new-1"]["features"]["sim_long"] > by_id["brand-new-2"]["features"]["sim_long"]
+
+
+@pytest.mark.parametrize(("key", "body_tenant", "status"), [(None, None, 401), ("wrong", None, 401),
+                                                             ("key-shop", "news", 403), ("key-news", "news", 200)])
+def test_auth(api, key, body_tenant, status):
+    body = {"user_id": "u", "candidates": [{"item_id": "a"}]}
+    if body_tenant:
+        body["tenant"] = body_tenant
+    got, answer, _ = api.call("POST", "/v1/score", body, key=key)
+    assert got == status, answer
+    if status != 200:
+        assert answer["error"]
+
+
+def test_a_key_cannot_read_or_delete_another_tenants_user(api, seeded):
+    user = a_user(seeded, "news")
+    status, news_profile, _ = api.call("GET", f"/v1/users/{user}", key="key-news")
+    assert status == 200 and news_profile["tenant"] == "news"
+    status, shop_profile, _ = api.call("GET", f"/v1/users/{user}", key="key-shop")  # same id, the shop's own user
+    assert status == 200 and shop_profile["tenant"] == "shop" and shop_profile["history"] != news_profile["history"]
+    assert api.call("GET", f"/v1/users/{user}?tenant=news", key="key-shop")[0] == 403
+    assert api.call("DELETE", f"/v1/users/{user}?tenant=news", key="key-shop")[0] == 403
+    assert api.call("GET", f"/v1/users/{user}", key="key-news")[0] == 200  # still there
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "raw", "status", "needle"),
+    [
+        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": f"i{n}"} for n in range(301)]}, None, 413, "limit is 300"),
+        ("/v1/rewrite", {"user_id": "u", "prompt": "x" * 5000}, None, 413, "`prompt` is 5000 bytes"),
+        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": 7}]}, None, 422, "$.candidates[0].item_id"),
+        ("/v1/score", {"user_id": "u", "candidates": [], "budget_ms": -1}, None, 422, "$.budget_ms"),
+        ("/v1/score", {"candidates": []}, None, 422, "user_id"),
+        ("/v1/rewrite", {"user_id": "u"}, None, 422, "exactly one of `prompt` or `messages`"),
+        ("/v1/score", None, b"{not json", 400, "not valid JSON"),
+        ("/v1/score", None, b"", 400, "empty"),
+    ],
+)
+def test_limits_and_validation_name_the_problem(api, path, body, raw, status, needle):
+    got, answer, _ = api.call("POST", path, body, raw=raw)
+    assert got == status, answer
+    assert needle in answer["error"]
+
+
+def test_user_profile_and_delete(api, seeded):
+    user = sorted(seeded.data["shop"].interests)[-1]
+    status, profile, _ = api.call("GET", f"/v1/users/{user}")
+    assert status == 200
+    assert profile["user_id"] == user and profile["events_applied"] > 0 and profile["history"]
+    assert any(k.startswith("category=") for k in profile["attributes"])
+    assert api.call("DELETE", f"/v1/users/{user}")[0] == 200
+    assert api.call("GET", f"/v1/users/{user}")[0] == 404
+    assert api.call("DELETE", f"/v1/users/{user}")[0] == 404
+    assert seeded.store.load_user("shop", user) is None
+
+
+def test_tiny_budget_is_answered_in_time_and_degraded(api, seeded):
+    user = a_user(seeded)
+    for budget in (0.5, 1.0):
+        status, body, elapsed = api.call("POST", "/v1/rewrite", {"user_id": user, "prompt": "gift ideas?", "budget_ms": budget})
+        assert status == 200
+        assert body["degraded"], body
+        assert body["timings_ms"]["total"] <= budget + 5
+        status, body, elapsed = api.call("POST", "/v1/score", {"user_id": user, "candidates": catalog(seeded),
+                                                               "budget_ms": budget})  # fmt: skip
+        assert status == 200 and len(body["items"]) == 100
+        assert body["degraded"], body
+        assert body["timings_ms"]["total"] <= budget + 5
+
+
+def test_events_endpoint_validates_and_produces(api, seeded):
+    from kafka import KafkaConsumer
+
+    now = int(time.time() * 1000)
+    events = [
+        {"event_id": "http-1", "user_id": "web-user", "type": "click", "item_id": "running-001", "timestamp": now},
+        {"event_id": "http-2", "user_id": "web-user", "type": "teleport", "item_id": "x", "timestamp": now},
+        {"event_id": "http-3", "user_id": "web-user", "type": "view", "item_id": "running-002", "timestamp": now,
+         "tenant": "news"},
+        {"event_id": "http-4", "user_id": "web-user", "type": "view", "item_id": "running-003", "timestamp": now},
+    ]  # fmt: skip
+    status, body, _ = api.call("POST", "/v1/events", {"events": events})
+    assert status == 202
+    assert body["accepted"] == 2
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [(1, "unknown_type"), (2, "forbidden")]
+    consumer = KafkaConsumer(seeded.config.kafka.events_topic, bootstrap_servers=seeded.config.kafka.bootstrap,
+                             group_id=None, auto_offset_reset="earliest")  # fmt: skip
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < 2 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                got.extend(json.loads(r.value) for r in records if r.key == b"shop/web-user")
+    finally:
+        consumer.close()
+    assert sorted(e["event_id"] for e in got) == ["http-1", "http-4"]
+    assert all(e["tenant"] == "shop" for e in got)
+
+
+def test_chat_completions_proxy_personalizes_and_returns_upstream_answer(api, seeded, fake_llm):
+    user = a_user(seeded)
+    status, body, _ = api.call("POST", "/v1/chat/completions", {"model": "m", "user": user,
+                                                                "messages": [{"role": "user", "content": "Suggest a gift"}]})  # fmt: skip
+    assert status == 200
+    assert body["choices"][0]["message"]["content"] == "echo: 2 messages"  # the upstream's answer, unchanged
+    sent = fake_llm.requests[-1]
+    assert sent["messages"][0]["role"] == "system" and "<user_context>" in sent["messages"][0]["content"]
+    assert sent["messages"][1] == {"role": "user", "content": "Suggest a gift"}
+    assert fake_llm.headers[-1]["Authorization"] == "Bearer upstream-secret"
+
+
+def test_chat_completions_streams(api, seeded, fake_llm):
+    user = a_user(seeded)
+    request = urllib.request.Request(api.url + "/v1/chat/completions", method="POST", headers={
+        "authorization": "Bearer key-shop", "content-type": "application/json"},
+        data=json.dumps({"model": "m", "user": user, "stream": True,
+                         "messages": [{"role": "user", "content": "hi"}]}).encode())  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    events = [line[len("data: "):] for line in raw.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"]["content"] for e in events[:-1])
+    assert text.strip() == "echo: 2 messages"
+
+
+def test_redis_down_answers_degraded_then_recovers(api, seeded, serving_redis):
+    user = a_user(seeded, "news")
+    request = {"user_id": user, "candidates": catalog(seeded, "news", 30), "budget_ms": 50}
+    serving_redis.kill()
+    try:
+        for _ in range(3):
+            status, body, elapsed = api.call("POST", "/v1/score", request, key="key-news")
+            assert status == 200
+            assert "redis_unavailable" in body["degraded"]
+            assert [i["item_id"] for i in body["items"]] == [c["item_id"] for c in request["candidates"]]
+            status, body, _ = api.call("POST", "/v1/rewrite", {"user_id": user, "prompt": "hi", "budget_ms": 50},
+                                       key="key-news")  # fmt: skip
+            assert status == 200 and "redis_unavailable" in body["degraded"]
+            assert body["messages"] == [{"role": "user", "content": "hi"}]
+        assert api.call("GET", "/readyz", key=None)[0] == 503
+    finally:
+        serving_redis.start()
+
+    def recovered() -> bool:
+        status, body, _ = api.call("POST", "/v1/score", request, key="key-news")
+        return status == 200 and body["degraded"] == []
+
+    wait_until(recovered, timeout=30, what="serving to recover after Redis returned", interval=0.2)
+    assert api.call("GET", "/readyz", key=None)[0] == 200
