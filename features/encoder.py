@@ -23,12 +23,20 @@ import numpy as np
 from p13n.config import EncoderConfig
 from p13n.errors import ConfigError
 
-__all__ = ["Encoder", "length_buckets", "default_encoder_dir"]
+__all__ = ["Encoder", "length_buckets", "default_encoder_dir", "encoder_dimension"]
 
 
 def default_encoder_dir() -> Path:
     """Where ``p13n encoder export`` writes by default."""
     return EncoderConfig().directory
+
+
+def encoder_dimension(directory: Path) -> int:
+    """Vector size of an exported encoder, from its metadata (no model is loaded)."""
+    try:
+        return int(json.loads((Path(directory).expanduser() / "p13n_encoder.json").read_text())["dimension"])
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no exported encoder at {directory}: run `p13n encoder export`") from exc
 
 
 def length_buckets(lengths: Sequence[int], max_length: int, min_bucket: int = 8) -> dict[int, list[int]]:

@@ -73,6 +73,7 @@ class SyntheticSpec:
     out_of_order_fraction: float = 0.05
     duplicate_fraction: float = 0.02
     tenant: str = "default"
+    user_prefix: str = "user-"
 
 
 @dataclass
@@ -102,7 +103,7 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
     span_ms = int(spec.days * 86_400_000)
     counter = 0
     for u in range(spec.users):
-        user_id = f"user-{u:05d}"
+        user_id = f"{spec.user_prefix}{u:05d}"
         first, second = rng.choice(len(categories), size=2, replace=False)
         interest = (categories[first], categories[second])
         data.interests[user_id] = interest

@@ -186,7 +186,7 @@ def _dev_stack(cfg: Config):
     return DevStack(Path(cfg.dev.state_dir), redis_server=cfg.dev.redis_server, start_timeout_s=cfg.dev.start_timeout_s)
 
 
-DEV_SERVICES = ("redis", "kafka", "consumer")
+DEV_SERVICES = ("redis", "kafka", "consumer", "serve")
 
 
 def _topics(cfg: Config) -> dict[str, int]:
@@ -198,7 +198,7 @@ def _dev_up(args: argparse.Namespace) -> int:
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
     console = _console()
     stack = _dev_stack(cfg)
-    with console.status("starting the embedded stack (Redis-compatible server, Kafka-compatible broker, consumer)…"):
+    with console.status("starting the embedded stack (Redis-compatible server, Kafka broker, consumer, Serve app)…"):
         running, started = stack.up(topics=_topics(cfg), services=DEV_SERVICES)
     _print_stack(console, running, started)
     console.print(f"stop it with: [bold]p13n dev down[/bold]   (state in {stack.state_dir.resolve()})")

@@ -1,8 +1,8 @@
 """``p13n demo``: the embedded stack end to end.
 
-Start Redis-compatible server + Kafka-compatible broker + consumer, publish a synthetic catalog and
-event stream, wait for the consumer to fold it, then show two contrasting users: their profile,
-their top-scored items and a prompt rewritten for them.
+Start Redis-compatible server + Kafka-compatible broker + consumer + Serve app, publish a synthetic
+catalog and event stream, wait for the consumer to fold it, then show — through the HTTP API — two
+contrasting users' top-scored items and a prompt rewritten for them, and a latency table.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from p13n.devstack import DevStack, wait_until
 __all__ = ["run_demo"]
 
 QUESTION = "Can you suggest a gift I would enjoy this weekend?"
+DEMO_TENANT = "demo"
+DEMO_KEY = "p13n-demo-key"  # bound to tenant "demo" in the dev stack (p13n.devstack.DEV_API_KEYS)
 
 
 def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int, console, services) -> int:
-    from features.encoder import Encoder
+    from features.encoder import encoder_dimension
     from features.store import RedisStore
     from features.synthetic import SyntheticSpec, generate
     from p13n.connections import redis_client
@@ -34,8 +36,10 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
                                          "kafka": {"bootstrap": running["kafka"].url}})  # fmt: skip
 
     run = int(time.time()) % 100_000
-    tenant = f"demo{run}"  # a fresh tenant per run: runs on a long-lived stack do not mix
-    data = generate(SyntheticSpec(users=users, events_per_user=40, seed=run % 1000, tenant=tenant))
+    tenant = DEMO_TENANT  # users are named per run, so runs on a long-lived stack do not mix
+    data = generate(SyntheticSpec(users=users, events_per_user=40, seed=run % 1000, tenant=tenant,
+                                  user_prefix=f"r{run}-user-", start_ms=int(time.time() * 1000) - 30 * 86_400_000,
+                                  days=30.0))  # fmt: skip
     demo_dir = stack.state_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(demo_dir / "events.jsonl", data.events)
@@ -54,8 +58,7 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
         producer.close()
     console.print(f"published {len(items)} items and {report.sent:,} events ({report.rate:,.0f} events/s)")
 
-    encoder = Encoder.from_config(cfg.encoder)
-    store = RedisStore(redis_client(cfg.redis), cfg, dim=encoder.dimension)
+    store = RedisStore(redis_client(cfg.redis), cfg, dim=encoder_dimension(cfg.encoder.directory))
     users_in_demo = sorted({(tenant, e["user_id"]) for e in data.events})
     expected = len({e["event_id"] for e in data.events})
     started_at = time.monotonic()
@@ -70,11 +73,13 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     console.print(f"the consumer folded {expected:,} events in {time.monotonic() - started_at:.1f}s "
                   f"(log: {running['consumer'].log})")  # fmt: skip
 
-    now_ms = max(e["timestamp"] for e in data.events)
-    for user_id in _contrasting_users(data):
-        _show_user(console, store, encoder, cfg, data, tenant, user_id, now_ms)
-    console.print(f"\nevery user's profile: [bold]redis-cli -u {running['redis'].url} --no-raw hgetall "
-                  f"'{cfg.redis.prefix}:{{{tenant}/<user_id>}}'[/bold]  (binary state; the HTTP API shows it as JSON)")  # fmt: skip
+    api = Client(running["serve"].url, DEMO_KEY)
+    shown = _contrasting_users(data)
+    for user_id in shown:
+        _show_user(console, api, cfg, data, user_id)
+    _latency_table(console, api, data, shown)
+    console.print(f"\nany user's profile as JSON: [bold]curl -H 'Authorization: Bearer {DEMO_KEY}' "
+                  f"{running['serve'].url}/v1/users/{shown[0]}[/bold]")  # fmt: skip
     console.print("the embedded stack is still running; stop it with: [bold]p13n dev down[/bold]  (or: make down)")
     return 0
 
@@ -89,36 +94,84 @@ def _contrasting_users(data) -> list[str]:
     return [first, second]
 
 
-def _show_user(console, store, encoder, cfg: Config, data, tenant: str, user_id: str, now_ms: int) -> None:
+class Client:
+    """A tiny JSON client of the p13n API (stdlib only)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url, self.key = url, key
+
+    def post(self, path: str, body: dict) -> dict:
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"authorization": f"Bearer {self.key}",
+                                                  "content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
 
-    from features.personalize import CandidateIn, context_for, score_candidates
-    from features.prompt import rewrite_messages
-
     before, after = data.interests[user_id]
-    console.rule(f"[bold]{tenant}/{user_id}[/bold] — interest drifted from {before} to {after}")
-    candidates = [CandidateIn(item["item_id"]) for item in data.items]
-    result = score_candidates(store, tenant, user_id, candidates, now_ms=now_ms, weights=cfg.scoring.weights,
-                              k=5, explain=True, anchors=cfg.scoring.covisit_anchors)  # fmt: skip
+    console.rule(f"[bold]{user_id}[/bold] — interest drifted from {before} to {after}")
+    candidates = [{"item_id": item["item_id"]} for item in data.items]
+    scored = api.post("/v1/score", {"user_id": user_id, "candidates": candidates, "k": 5, "explain": True})
     text = {i["item_id"]: i["text"] for i in data.items}
-    table = Table(title=f"top 5 of {len(candidates)} catalog items")
-    for column in ("item", "text", "score", "why (largest features)"):
+    table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items ({scored['timings_ms']['total']:.1f} ms)")
+    for column in ("item", "text", "score", "why (largest weighted features)"):
         table.add_column(column)
-    for scored in result.items:
-        top = sorted((scored.features or {}).items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
-        table.add_row(scored.item_id, text.get(scored.item_id, ""), f"{scored.score:.3f}",
+    for item in scored["items"]:
+        top = sorted(item["features"].items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
+        table.add_row(item["item_id"], text.get(item["item_id"], ""), f"{item['score']:.3f}",
                       ", ".join(f"{k}={v:.2f}" for k, v in top))  # fmt: skip
     console.print(table, soft_wrap=False)
-    query = encoder.encode([QUESTION])[0]
-    context, _ = context_for(store, tenant, user_id, now_ms=now_ms, max_tokens=cfg.serving.max_context_tokens,
-                             count_tokens=encoder.count_tokens, query_vector=query)  # fmt: skip
     messages = [{"role": "system", "content": "You are a helpful shopping assistant."}, {"role": "user", "content": QUESTION}]
-    rewritten = rewrite_messages(messages, context)
+    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": messages})
     console.print(Panel(Text(json.dumps(messages, indent=1)), title="prompt before"), soft_wrap=False)
-    console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten)),
-                        title=f"prompt after ({context.tokens} context tokens)"), soft_wrap=False)  # fmt: skip
+    console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])),
+                        title=f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"),
+                  soft_wrap=False)  # fmt: skip
+
+
+def _latency_table(console, api: Client, data, users: list[str], rate: float = 40.0, seconds: float = 3.0) -> None:
+    """A short open-loop burst per endpoint: requests leave on schedule, whether or not earlier ones returned."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from rich.table import Table
+
+    candidates = [{"item_id": item["item_id"]} for item in data.items[:100]]
+    bodies = {
+        "/v1/score": lambda n: {"user_id": users[n % len(users)], "candidates": candidates, "k": 10},
+        "/v1/rewrite": lambda n: {"user_id": users[n % len(users)], "prompt": f"{QUESTION} (#{n})"},
+    }
+    table = Table(title=f"latency over a {seconds:g}s burst at {rate:g} requests/s per endpoint (client side, ms)")
+    for column in ("endpoint", "requests", "p50", "p99", "max", "degraded"):
+        table.add_column(column, justify="right" if column != "endpoint" else "left")
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for path, body in bodies.items():
+            start = time.perf_counter()
+            futures = []
+            for n in range(int(rate * seconds)):
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(pool.submit(_timed, api, path, body(n)))
+            results = [f.result() for f in futures]
+            ms = np.array([r[0] for r in results])
+            degraded = sum(1 for r in results if r[1])
+            table.add_row(path, str(len(ms)), f"{np.percentile(ms, 50):.1f}", f"{np.percentile(ms, 99):.1f}",
+                          f"{ms.max():.1f}", str(degraded))  # fmt: skip
+    console.print(table, soft_wrap=False)
+
+
+def _timed(api: Client, path: str, body: dict) -> tuple[float, bool]:
+    started = time.perf_counter()
+    answer = api.post(path, body)
+    return (time.perf_counter() - started) * 1000, bool(answer.get("degraded"))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -15,6 +15,7 @@ as stopped, so ``down`` never signals a stranger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,8 @@ from p13n.errors import ConfigError, ServiceError
 __all__ = ["ServiceRecord", "DevStack", "running_endpoints", "free_port", "wait_until"]
 
 STACK_FILE = "stack.json"
+#: API keys of the dev stack's Serve app unless P13N_SERVING_API_KEYS says otherwise.
+DEV_API_KEYS = {"p13n-dev-key": "default", "p13n-demo-key": "demo"}
 
 
 @dataclass
@@ -243,6 +246,7 @@ class DevStack:
                     "redis": self._start_redis,
                     "kafka": self._start_kafka,
                     "consumer": lambda: self._start_consumer(current, env),
+                    "serve": lambda: self._start_serve(current, env),
                 }[name]()
                 records.append(record)
                 started.append(name)
@@ -259,12 +263,21 @@ class DevStack:
         return status, started
 
     def down(self) -> list[str]:
-        """Stop every recorded process; returns the names that were running."""
+        """Stop every recorded process, then whatever they started that still runs in the state
+        directory (Ray's raylet, GCS and workers outlive the `p13n serve` process by a few seconds);
+        returns the names that were running."""
         stopped = []
         for rec in reversed(self.records()):
             if rec.is_alive():
                 _stop_process(rec)
                 stopped.append(rec.name)
+        if self.state_dir.exists():
+            try:
+                wait_until(lambda: not list(iter_processes_of(self.state_dir)), timeout=20, what="stack processes to exit")
+            except ServiceError:
+                for pid in iter_processes_of(self.state_dir):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         if self.stack_file.exists():
             self.stack_file.unlink()
         return stopped
@@ -307,12 +320,9 @@ class DevStack:
         self._await(rec, lambda: _tcp_answers(port))
         return rec
 
-    def _start_consumer(self, running: dict[str, ServiceRecord], env: dict[str, str] | None) -> ServiceRecord:
-        import sys
-
+    def _child_env(self, running: dict[str, ServiceRecord], env: dict[str, str] | None) -> dict[str, str]:
         if "redis" not in running or "kafka" not in running:
-            raise ServiceError("the consumer needs the stack's redis and kafka running")
-        port = free_port()
+            raise ServiceError("the consumer and the API need the stack's redis and kafka running")
         child_env = dict(os.environ if env is None else env)
         child_env.update({
             "P13N_REDIS_URL": running["redis"].url,
@@ -320,7 +330,27 @@ class DevStack:
             "P13N_KAFKA_SESSION_TIMEOUT_MS": child_env.get("P13N_KAFKA_SESSION_TIMEOUT_MS", "6000"),
             "P13N_KAFKA_HEARTBEAT_INTERVAL_MS": child_env.get("P13N_KAFKA_HEARTBEAT_INTERVAL_MS", "1000"),
             "P13N_KAFKA_MAX_POLL_INTERVAL_MS": child_env.get("P13N_KAFKA_MAX_POLL_INTERVAL_MS", "10000"),
+            "P13N_SERVING_API_KEYS": child_env.get("P13N_SERVING_API_KEYS", json.dumps(DEV_API_KEYS)),
         })  # fmt: skip
+        return child_env
+
+    def _start_serve(self, running: dict[str, ServiceRecord], env: dict[str, str] | None) -> ServiceRecord:
+        import sys
+
+        port = free_port()
+        argv = [sys.executable, "-m", "p13n.cli", "serve", "--port", str(port)]
+        log_path = self.state_dir / "serve.log"
+        pid = spawn_detached(argv, cwd=self.state_dir, log=log_path, env=self._child_env(running, env))
+        rec = ServiceRecord(name="serve", pid=pid, port=port, url=f"http://127.0.0.1:{port}", argv=argv,
+                            log=str(log_path))  # fmt: skip
+        self._await(rec, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=max(self.start_timeout_s, 180))
+        return rec
+
+    def _start_consumer(self, running: dict[str, ServiceRecord], env: dict[str, str] | None) -> ServiceRecord:
+        import sys
+
+        port = free_port()
+        child_env = self._child_env(running, env)
         argv = [sys.executable, "-m", "p13n.cli", "consume", "--metrics-port", str(port)]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.state_dir / "consumer.log"
@@ -330,7 +360,7 @@ class DevStack:
         self._await(rec, lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"))
         return rec
 
-    def _await(self, rec: ServiceRecord, ready: Callable[[], bool]) -> None:
+    def _await(self, rec: ServiceRecord, ready: Callable[[], bool], timeout_s: float | None = None) -> None:
         def check() -> bool:
             if not rec.is_alive():
                 tail = _tail(Path(rec.log))
@@ -338,7 +368,7 @@ class DevStack:
             return ready()
 
         try:
-            wait_until(check, timeout=self.start_timeout_s, what=f"{rec.name} on port {rec.port}")
+            wait_until(check, timeout=timeout_s or self.start_timeout_s, what=f"{rec.name} on port {rec.port}")
         except ServiceError:
             _stop_process(rec)
             raise
@@ -353,20 +383,43 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 def _stop_process(rec: ServiceRecord, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace_s``; return once the process is gone."""
+    """SIGTERM the process group, SIGKILL it after ``grace_s``; return once the process and everything
+    it started in its session (each service is a session leader, e.g. Ray's raylet, GCS and workers
+    under `p13n serve`) are gone."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(rec.pid, sig)
         except ProcessLookupError:
-            return
+            break
         except PermissionError as exc:
             raise ServiceError(f"not allowed to stop {rec.name} (pid {rec.pid})") from exc
         try:
             wait_until(lambda: _gone(rec), timeout=wait, what=f"{rec.name} (pid {rec.pid}) to stop")
-            return
+            break
         except ServiceError:
             if sig == signal.SIGKILL:
                 raise
+    try:
+        wait_until(lambda: not session_members(rec.pid), timeout=grace_s, what=f"the rest of {rec.name}'s session")
+    except ServiceError:
+        for pid in session_members(rec.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live, non-zombie processes of session ``sid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
 
 
 def _gone(rec: ServiceRecord) -> bool:
@@ -405,13 +458,16 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
 
 
 def iter_processes_of(state_dir: Path) -> Iterator[int]:
-    """PIDs of live processes whose working directory is ``state_dir`` (for leak checks in tests)."""
+    """PIDs of live (non-zombie) processes whose working directory is ``state_dir``."""
     target = state_dir.resolve()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if Path(os.readlink(entry / "cwd")).resolve() == target:
-                yield int(entry.name)
+            if Path(os.readlink(entry / "cwd")).resolve() != target:
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                continue
         except (FileNotFoundError, PermissionError, ProcessLookupError):
             continue
+        yield int(entry.name)

@@ -78,12 +78,12 @@ def test_dev_up_twice_starts_one_stack_and_down_leaves_nothing(tmp_path):
     first = run(["dev", "up"], env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     records = {r.name: r for r in DevStack(state).records()}
-    assert set(records) == {"redis", "kafka", "consumer"}
+    assert set(records) == {"redis", "kafka", "consumer", "serve"}
     assert all(r.is_alive() for r in records.values())
 
     second = run(["dev", "up"], env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("already running") == 3
+    assert second.stdout.count("already running") == 4
     assert {r.name: r.pid for r in DevStack(state).records()} == {n: r.pid for n, r in records.items()}
     brokers = [pid for pid in iter_processes_of(state) if "tansu" in os.readlink(f"/proc/{pid}/exe")]
     assert len(brokers) == 1
@@ -93,7 +93,7 @@ def test_dev_up_twice_starts_one_stack_and_down_leaves_nothing(tmp_path):
 
     down = run(["dev", "down"], env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert "stopped: consumer, kafka, redis" in down.stdout
+    assert "stopped: serve, consumer, kafka, redis" in down.stdout
     assert not any(r.is_alive() for r in records.values())
     assert list(iter_processes_of(state)) == []
     assert run(["dev", "status"], env, cwd=tmp_path).returncode == 3
@@ -151,7 +151,8 @@ def test_demo_runs_end_to_end_and_says_how_to_stop(tmp_path):
         assert out.count("top 5 of") == 2 and out.count("prompt after") == 2
         assert "<user_context>" in out
         assert "stop it with: p13n dev down" in out
-        assert set(DevStack(state).status()) == {"redis", "kafka", "consumer"}  # left running, as promised
+        assert "latency" in out and "/v1/score" in out and "/v1/rewrite" in out
+        assert set(DevStack(state).status()) == {"redis", "kafka", "consumer", "serve"}  # left running, as promised
     finally:
         run(["dev", "down"], env, cwd=tmp_path)
     assert list(iter_processes_of(state)) == []
