@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
     ingest.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
     ingest.set_defaults(handler=_bench_ingest)
+    load = bench_sub.add_parser("load", help="open-loop latency of /v1/score and /v1/rewrite on a running stack")
+    load.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+    load.add_argument("--url", help="base URL of the API (default: the running dev stack's)")
+    load.add_argument("--key", default="p13n-demo-key", help="API key (default: the dev stack's demo key)")
+    load.add_argument("--users", type=_positive_int, default=200, help="synthetic users to seed first (200)")
+    load.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
+    load.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    load.set_defaults(handler=_bench_load)
     return parser
 
 
@@ -429,6 +437,33 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     console.print(text)
     if not args.no_results_md:
         update_results("ingest", text)
+    console.print(f"\nresult: {path}")
+    return 0
+
+
+def _bench_load(args: argparse.Namespace) -> int:
+    from benchmarks.common import machine_info, write_result
+    from benchmarks.load import LoadTarget, load_markdown, plot_load, run_load, seed_users
+    from benchmarks.report import RESULTS_MD, update_results
+    from p13n.devstack import running_endpoints
+
+    cfg = _load(args)
+    url = args.url or running_endpoints(Path(cfg.dev.state_dir)).get("serve")
+    if not url:
+        raise ConfigError("no API to load: start the stack with `p13n dev up` or pass --url")
+    console = _console()
+    with console.status("seeding users through Kafka and the consumer…"):
+        users, items = seed_users(cfg, users=args.users)
+    with console.status("load test…") as status:
+        result = run_load(LoadTarget(url, args.key, users, items), quick=args.quick,
+                          progress=lambda text: status.update(f"load test: {text}…"))  # fmt: skip
+    result["quick"] = args.quick
+    path = write_result("load", result, args.out)
+    images = plot_load(result, (args.out or RESULTS_MD.parent) / "plots")
+    text = load_markdown({**result, "machine": machine_info()}, images)
+    console.print(text)
+    if not args.no_results_md:
+        update_results("load", text)
     console.print(f"\nresult: {path}")
     return 0
 

@@ -101,13 +101,21 @@ class Client:
         self.url, self.key = url, key
 
     def post(self, path: str, body: dict) -> dict:
+        import urllib.error
         import urllib.request
+
+        from p13n.errors import ServiceError
 
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
                                          headers={"authorization": f"Bearer {self.key}",
                                                   "content-type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ServiceError(f"POST {self.url}{path} answered {exc.code}: {exc.read()[:300].decode(errors='replace')}") from exc
+        except OSError as exc:
+            raise ServiceError(f"POST {self.url}{path} failed: {exc}") from exc
 
 
 def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:

@@ -50,7 +50,9 @@ def start_serve(*, host: str = "127.0.0.1", port: int = 8000, config_path: Path 
     if personalizer:
         args["personalizer"] = personalizer
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,
+        # "local": start our own Ray; without it ray.init() joins whatever cluster already runs on the
+        # machine (e.g. another p13n serve) and serve.run would replace that cluster's app.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", num_cpus=num_cpus, include_dashboard=False,
                  log_to_driver=False, runtime_env={"env_vars": {k: v for k, v in os.environ.items()
                                                                  if k.startswith(("P13N_", "HF_", "RAY_SERVE_"))}})  # fmt: skip
     serve.start(http_options={"host": host, "port": port})

@@ -125,8 +125,10 @@ class Api:
             return status, {"raw": payload.decode(errors="replace")}, elapsed_ms
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
+    """Module-scoped: gone before other modules start their own Serve (two Ray+HAProxy instances side by
+    side answered requests of one with the other's configuration — HAProxy binds with SO_REUSEPORT)."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = clean_env(
