@@ -21,7 +21,8 @@ from serving.metrics import ServingMetrics
 __all__ = ["EncoderDeployment"]
 
 
-@serve.deployment(name="Encoder", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="Encoder", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0},
+                  logging_config={"enable_access_log": False, "log_level": "WARNING"})
 class EncoderDeployment:
     def __init__(self) -> None:
         config = load_config()

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from features.events import Rejection, parse_event
-from features.personalize import CandidateIn
 from p13n.config import Config
 from serving.metrics import ServingMetrics
 from serving.schemas import MAX_BODY_BYTES, ApiError, RewriteRequest, ScoreRequest, decode_body
@@ -107,7 +106,7 @@ class Api:
             return _error(tenant)
         budget = req.budget_ms or serving.score_budget_ms
         started = time.perf_counter()
-        candidates = [CandidateIn(c.item_id, c.text) for c in req.candidates]
+        candidates = req.candidates  # CandidateBody has the item_id/text that CandidateIn has
         try:
             answer = await asyncio.wait_for(
                 self.personalizer.score(tenant, req.user_id, candidates, k=req.k, explain=req.explain, budget_ms=budget),

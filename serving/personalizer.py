@@ -15,6 +15,7 @@ and named in ``degraded``:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,16 +40,19 @@ REDIS_ERRORS = (redis.RedisError, OSError, StageTimeout)
 #: A dependency (Redis, the Encoder deployment) failed or ran out of time: skip the stage, say so.
 DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.TimeoutError)
 log = logging.getLogger("p13n.serving")
-Encode = Callable[[str], Awaitable[np.ndarray]]
+COVISIT_TTL_S = 5.0  # co-visitation counts move slowly; a few seconds of staleness saves a round trip
+Encode = Callable[[str, float], Awaitable[np.ndarray]]  # (text, milliseconds left) -> vector
 
 
 class Personalizer:
-    """Request-path logic; ``encode`` is an async text -> vector function (the Encoder deployment)."""
+    """Request-path logic; ``encode(text, remaining_ms)`` is the async query encoder (local batcher or the
+    Encoder deployment); it may refuse at once when it could not finish in time."""
 
     def __init__(self, config: Config, encode: Encode, count_tokens: Callable[[str], int], dim: int) -> None:
         self.config = config
         self.encode = encode
-        self.count_tokens = count_tokens
+        # prompt lines repeat across requests (the header, section titles, popular items): count each once
+        self.count_tokens = functools.lru_cache(maxsize=100_000)(count_tokens)
         self.client = aioredis.Redis.from_url(
             config.redis.url,
             socket_timeout=config.redis.timeout_ms / 1000,
@@ -58,6 +62,7 @@ class Personalizer:
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
         self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         self.text_vectors: ItemCache[np.ndarray] = ItemCache(10_000, float("inf"))  # candidate texts seen before
+        self.covisit_rows: ItemCache[dict[str, float]] = ItemCache(50_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -77,11 +82,27 @@ class Personalizer:
         return user, {**cached, **fetched}, popularity
 
     async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+        """Co-visitation counts; each anchor's (top-M bounded) row is cached for a few seconds, so hot
+        anchors cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
-        pipe = self.client.pipeline(transaction=False)
-        self.store.queue_covisit(pipe, tenant, anchors, ids)
-        return self.store.parse_covisit(await pipe.execute(), len(anchors), len(ids))
+        rows: dict[str, dict[str, float]] = {}
+        missing = []
+        for anchor in anchors:
+            row = self.covisit_rows.get(f"{tenant}\0{anchor}")
+            if row is None:
+                missing.append(anchor)
+            else:
+                rows[anchor] = row
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for anchor in missing:
+                pipe.zrange(self.store.keys.covisit(tenant, anchor), 0, -1, withscores=True)
+            for anchor, pairs in zip(missing, await pipe.execute()):
+                row = {member.decode(): float(score) for member, score in pairs}
+                self.covisit_rows.put(f"{tenant}\0{anchor}", row)
+                rows[anchor] = row
+        return np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
 
     async def _user_and_history(self, tenant: str, user_id: str):
         pipe = self.client.pipeline(transaction=False)
@@ -119,7 +140,7 @@ class Personalizer:
             tasks = {"covisit": self._covisit(tenant, list(view.recent_items), ids)}
             missing = needs_text_vectors(candidates, items)
             if missing:
-                tasks["encode"] = self._encode_many([c.text or "" for c in missing])
+                tasks["encode"] = self._encode_many([c.text or "" for c in missing], deadline.remaining_ms() - 1)
             results = await self._gather(deadline, tasks)
             covisit = results.get("covisit")
             if covisit is None:
@@ -144,11 +165,11 @@ class Personalizer:
             deadline.degrade("unknown_user")
         return {"items": out, "degraded": deadline.degraded, "timings_ms": deadline.finish()}
 
-    async def _encode_many(self, texts: list[str]) -> list[np.ndarray]:
+    async def _encode_many(self, texts: list[str], remaining_ms: float) -> list[np.ndarray]:
         async def one(text: str) -> np.ndarray:
             cached = self.text_vectors.get(text)
             if cached is None:
-                cached = await self.encode(text)
+                cached = await self.encode(text, remaining_ms)
                 self.text_vectors.put(text, cached)
             return cached
 
@@ -177,7 +198,7 @@ class Personalizer:
         query = query_text(messages)
         tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id)}
         if query.strip():
-            tasks["encode"] = self.encode(query)
+            tasks["encode"] = self.encode(query, deadline.remaining_ms() - 1)
         results = await self._gather(deadline, tasks)
         if "redis" not in results:
             deadline.degrade("redis_unavailable")

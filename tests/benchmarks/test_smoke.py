@@ -41,3 +41,27 @@ def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
     f = e2e["freshness_ms"]
     assert 0 <= f["p50"] <= f["p90"] <= f["p99"]
     assert "Ingestion" in proc.stdout
+
+
+def test_bench_load_quick_against_a_dev_stack(tmp_path):
+    state = tmp_path / "state"
+    env = clean_env(P13N_DEV_STATE_DIR=str(state))
+    up = subprocess.run([sys.executable, "-m", "p13n.cli", "dev", "up"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", "load", "--quick", "--users", "20", "--out",
+                               str(tmp_path / "out"), "--no-results-md"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        subprocess.run([sys.executable, "-m", "p13n.cli", "dev", "down"], cwd=REPO, env=env, capture_output=True, timeout=120)
+    result = json.loads((tmp_path / "out" / "load.json").read_text())
+    for section in ("score", "rewrite", "floor"):
+        for row in result[section].values():
+            lat = row["latency_ms"]
+            assert row["ok"] > 0 and row["achieved_rate"] > 0
+            assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert 0 <= result["budget"]["measured"]["within_budget_plus_5ms"] <= 1
+    assert (tmp_path / "out" / "plots" / "load_latency_vs_rate.png").stat().st_size > 1000
+    assert len(result["targets"]) == 3
