@@ -87,10 +87,8 @@ class DecayedSum:
         self.update_many(np.array([t], dtype=np.float64), np.array([w], dtype=np.float64),
                          np.asarray(x, dtype=np.float64).reshape(1, -1))  # fmt: skip
 
-    def update_many(self, ts: np.ndarray, ws: np.ndarray, xs: np.ndarray) -> None:
-        """Fold n events at once: ``ts`` (n,), ``ws`` (n,), ``xs`` (n, dim). Same result as n updates."""
-        if ts.size == 0:
-            return
+    def _advance(self, ts: np.ndarray) -> np.ndarray:
+        """Move ``t_ref`` to the newest time seen and return each event's decay factors (H, n)."""
         t_new = float(ts.max())
         t_ref = self.t_ref
         if t_ref is not None:
@@ -100,29 +98,25 @@ class DecayedSum:
                 carry = np.exp((t_ref - t_new) / self.taus)
                 self.sums *= carry[:, None]
                 self.weights *= carry
-        factors = np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new)) * ws  # (H, n)
+        self.t_ref = t_new
+        return np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new))
+
+    def update_many(self, ts: np.ndarray, ws: np.ndarray, xs: np.ndarray) -> None:
+        """Fold n events at once: ``ts`` (n,), ``ws`` (n,), ``xs`` (n, dim). Same result as n updates."""
+        if ts.size == 0:
+            return
+        factors = self._advance(ts) * ws  # (H, n)
         self.sums += factors @ xs
         self.weights += factors.sum(axis=1)
-        self.t_ref = t_new
 
     def update_one_hot(self, ts: np.ndarray, indices: np.ndarray) -> None:
         """Like :meth:`update_many` with weight 1 and one-hot vectors ``e[indices]`` (e.g. hour of day)."""
         if ts.size == 0:
             return
-        t_new = float(ts.max())
-        t_ref = self.t_ref
-        if t_ref is not None:
-            if t_ref > t_new:
-                t_new = t_ref
-            elif t_new > t_ref:
-                carry = np.exp((t_ref - t_new) / self.taus)
-                self.sums *= carry[:, None]
-                self.weights *= carry
-        factors = np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new))  # (H, n)
+        factors = self._advance(ts)
         for h in range(self.taus.size):
             np.add.at(self.sums[h], indices, factors[h])
         self.weights += factors.sum(axis=1)
-        self.t_ref = t_new
 
     def read(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (H, dim), weights (H,)) decayed to ``now``; zeros if empty.

@@ -401,44 +401,40 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 # --- bench --------------------------------------------------------------------------------------
-def _bench_features(args: argparse.Namespace) -> int:
+def _run_bench(args: argparse.Namespace, name: str, what: str, run, markdown, needs_kafka: bool = False) -> int:
+    """Run one benchmark, write its JSON, print its RESULTS.md section and (unless told not to) store it."""
     from benchmarks.common import machine_info, write_result
-    from benchmarks.micro import features_markdown, run_features
-    from benchmarks.report import update_results
-    from p13n.connections import check_redis, redis_client
-
-    cfg = _load(args)
-    check_redis(cfg.redis)
-    console = _console()
-    with console.status("running core micro-benchmarks (fold, Redis bytes, encoders)…"):
-        result = run_features(cfg, redis_client(cfg.redis), quick=args.quick)
-    path = write_result("features", result, args.out)
-    console.print(features_markdown({**result, "machine": machine_info()}))
-    if not args.no_results_md:
-        update_results("features", features_markdown({**result, "machine": machine_info()}))
-    console.print(f"\nresult: {path}")
-    return 0
-
-
-def _bench_ingest(args: argparse.Namespace) -> int:
-    from benchmarks.common import machine_info, write_result
-    from benchmarks.ingest import ingest_markdown, run_ingest
     from benchmarks.report import update_results
     from p13n.connections import check_kafka, check_redis, redis_client
 
     cfg = _load(args)
     check_redis(cfg.redis)
-    check_kafka(cfg.kafka)
+    if needs_kafka:
+        check_kafka(cfg.kafka)
     console = _console()
-    with console.status("running ingestion benchmarks (processing stage, broker ceiling, end to end)…"):
-        result = run_ingest(cfg, redis_client(cfg.redis), quick=args.quick)
-    path = write_result("ingest", result, args.out)
-    text = ingest_markdown({**result, "machine": machine_info()})
+    with console.status(f"running {what}…"):
+        result = run(cfg, redis_client(cfg.redis), quick=args.quick)
+    path = write_result(name, result, args.out)
+    text = markdown({**result, "machine": machine_info()})
     console.print(text)
     if not args.no_results_md:
-        update_results("ingest", text)
+        update_results(name, text)
     console.print(f"\nresult: {path}")
     return 0
+
+
+def _bench_features(args: argparse.Namespace) -> int:
+    from benchmarks.micro import features_markdown, run_features
+
+    return _run_bench(args, "features", "core micro-benchmarks (fold, Redis bytes, encoders)", run_features,
+                      features_markdown)  # fmt: skip
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from benchmarks.ingest import ingest_markdown, run_ingest
+
+    return _run_bench(args, "ingest", "ingestion benchmarks (processing stage, broker ceiling, end to end)",
+                      run_ingest, ingest_markdown, needs_kafka=True)  # fmt: skip
 
 
 def _bench_load(args: argparse.Namespace) -> int:

@@ -173,17 +173,24 @@ class Api:
             return _error(ApiError(404, f"no user {user_id!r} in tenant {tenant!r}"))
         return _json(profile)
 
-    async def _events(self, request: Request) -> Response:
+    async def _authorized_json(self, request: Request) -> tuple[str, Any] | ApiError:
+        """(tenant, parsed JSON body) of a request whose body is free-form JSON."""
         body = await self._body(request)
         if isinstance(body, ApiError):
-            return _error(body)
+            return body
         tenant = self._tenant(request, None)
         if isinstance(tenant, ApiError):
-            return _error(tenant)
+            return tenant
         try:
-            parsed = json.loads(body)
+            return tenant, json.loads(body)
         except ValueError as exc:
-            return _error(ApiError(400, f"request body is not valid JSON: {exc}"))
+            return ApiError(400, f"request body is not valid JSON: {exc}")
+
+    async def _events(self, request: Request) -> Response:
+        got = await self._authorized_json(request)
+        if isinstance(got, ApiError):
+            return _error(got)
+        tenant, parsed = got
         raw_events = parsed.get("events") if isinstance(parsed, dict) and "events" in parsed else parsed
         raw_events = raw_events if isinstance(raw_events, list) else [raw_events]
         now_ms = int(time.time() * 1000)
@@ -228,16 +235,10 @@ class Api:
         serving = self.config.serving
         if not serving.upstream_url:
             return _error(ApiError(503, "no upstream LLM configured (serving.upstream_url)"))
-        body = await self._body(request)
-        if isinstance(body, ApiError):
-            return _error(body)
-        tenant = self._tenant(request, None)
-        if isinstance(tenant, ApiError):
-            return _error(tenant)
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            return _error(ApiError(400, f"request body is not valid JSON: {exc}"))
+        got = await self._authorized_json(request)
+        if isinstance(got, ApiError):
+            return _error(got)
+        tenant, payload = got
         if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list) or not payload["messages"]:
             return _error(ApiError(422, "`messages` must be a non-empty list"))
         degraded: list[str] = []
