@@ -178,6 +178,21 @@ def plot_load(result: dict, directory: Path) -> list[Path]:
     paths.append(directory / "load_latency_vs_rate.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for section, rate, color in (("score", "200", "tab:blue"), ("rewrite", "100", "tab:orange"), ("floor", "200", "tab:gray")):
+        row = result[section].get(rate)
+        if not row:
+            continue
+        edges, counts = row["histogram"]["edges_ms"], row["histogram"]["counts"]
+        ax.stairs(counts, edges, color=color, label=f"{section} at {rate}/s", fill=False, lw=1.5)
+    ax.set(xscale="log", xlabel="latency (ms, from scheduled send)", ylabel="requests", title="latency histogram")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(directory / "load_latency_histogram.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
     return paths
 
 

@@ -57,6 +57,7 @@ class RunResult:
             "degraded_ratio": round(self.degraded / self.ok, 4) if self.ok else None,
             "send_lag_ms": percentiles(self.send_lag_ms, (50, 99)) if self.send_lag_ms else {},
             "generator_cpu_share": round(self.generator_cpu, 3),
+            "histogram": _histogram(self.latency_ms),
         }
         if self.budget_ms is not None and self.latency_ms:
             limit = self.budget_ms + 5
@@ -65,6 +66,13 @@ class RunResult:
             out["within_budget_plus_5ms"] = round(float(np.mean(arr <= limit)), 5)
             out["budget_misses"] = int(np.sum(arr > limit))
         return out
+
+
+def _histogram(samples_ms: list[float]) -> dict:
+    """Counts on log-spaced bins from 0.5 ms to 10 s (for the latency histogram plot)."""
+    edges = np.geomspace(0.5, 10_000, 41)
+    counts, _ = np.histogram(np.clip(samples_ms, edges[0], edges[-1]), bins=edges)
+    return {"edges_ms": [round(float(e), 3) for e in edges], "counts": counts.tolist()}
 
 
 async def run_open_loop(

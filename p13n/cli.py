@@ -138,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
     load.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
     load.set_defaults(handler=_bench_load)
+    encoder_b = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched")
+    quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
+    quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
+    quality.add_argument("--items", type=Path, help="catalog of the --events log")
+    everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
+    for sub_parser in (encoder_b, quality, everything):
+        sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
+        sub_parser.add_argument("--out", type=Path, help="directory of the JSON results (default benchmarks/out)")
+        sub_parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    encoder_b.set_defaults(handler=_bench_encoder)
+    quality.set_defaults(handler=_bench_quality)
+    everything.add_argument("--key", default="p13n-demo-key", help="API key for the load test")
+    everything.add_argument("--users", type=_positive_int, default=200, help="synthetic users of the load test")
+    everything.add_argument("--url", help=argparse.SUPPRESS)
+    everything.set_defaults(handler=_bench_all)
     return parser
 
 
@@ -416,7 +431,7 @@ def _run_bench(args: argparse.Namespace, name: str, what: str, run, markdown, ne
         result = run(cfg, redis_client(cfg.redis), quick=args.quick)
     path = write_result(name, result, args.out)
     text = markdown({**result, "machine": machine_info()})
-    console.print(text)
+    console.print(text, markup=False)
     if not args.no_results_md:
         update_results(name, text)
     console.print(f"\nresult: {path}")
@@ -435,6 +450,49 @@ def _bench_ingest(args: argparse.Namespace) -> int:
 
     return _run_bench(args, "ingest", "ingestion benchmarks (processing stage, broker ceiling, end to end)",
                       run_ingest, ingest_markdown, needs_kafka=True)  # fmt: skip
+
+
+def _bench_encoder(args: argparse.Namespace) -> int:
+    from benchmarks.encoder_bench import encoder_markdown, run_encoder
+
+    return _run_bench(args, "encoder", "encoder benchmarks (torch vs ONNX, Serve batching)", run_encoder,
+                      encoder_markdown)  # fmt: skip
+
+
+def _bench_quality(args: argparse.Namespace) -> int:
+    from benchmarks.quality import plot_quality, quality_markdown, run_quality
+    from benchmarks.report import RESULTS_MD
+
+    extra = [(events, getattr(args, "items", None)) for events in getattr(args, "events", [])]
+    images: list[Path] = []
+
+    def markdown(result: dict) -> str:
+        images.extend(plot_quality(result, (args.out or RESULTS_MD.parent) / "plots"))
+        return quality_markdown(result, images)
+
+    return _run_bench(args, "quality", "offline replay quality", lambda cfg, client, quick: run_quality(
+        cfg, quick=quick, extra=extra), markdown)  # fmt: skip
+
+
+def _bench_all(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    stack = _dev_stack(cfg)
+    if "serve" not in stack.status():
+        with _console().status("starting the dev stack for the load test…"):
+            stack.up(topics=_topics(cfg), services=DEV_SERVICES)
+    steps = [("features", _bench_features), ("ingest", _bench_ingest), ("encoder", _bench_encoder),
+             ("quality", _bench_quality), ("load", _bench_load)]  # fmt: skip
+    columns = (TextColumn("[bold]bench all[/bold] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=_console()) as progress:
+        task = progress.add_task("", total=len(steps))
+        for name, handler in steps:
+            progress.update(task, description=name)
+            handler(args)
+            progress.advance(task)
+    return 0
 
 
 def _bench_load(args: argparse.Namespace) -> int:
@@ -457,7 +515,7 @@ def _bench_load(args: argparse.Namespace) -> int:
     path = write_result("load", result, args.out)
     images = plot_load(result, (args.out or RESULTS_MD.parent) / "plots")
     text = load_markdown({**result, "machine": machine_info()}, images)
-    console.print(text)
+    console.print(text, markup=False)
     if not args.no_results_md:
         update_results("load", text)
     console.print(f"\nresult: {path}")

@@ -65,3 +65,22 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
     assert 0 <= result["budget"]["measured"]["within_budget_plus_5ms"] <= 1
     assert (tmp_path / "out" / "plots" / "load_latency_vs_rate.png").stat().st_size > 1000
     assert len(result["targets"]) == 3
+
+
+def test_bench_encoder_and_quality_quick(tmp_path):
+    for name in ("encoder", "quality"):
+        proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", name, "--quick", "--out", str(tmp_path),
+                               "--no-results-md"], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    encoder = json.loads((tmp_path / "encoder.json").read_text())
+    for variant in ("fp32", "int8"):
+        assert 0.9 < encoder["parity"][variant]["min"] <= encoder["parity"][variant]["mean"] <= 1.0001
+    batching = encoder["serve_batching"]
+    assert batching["batched"]["texts_per_s"] > 0 and batching["unbatched"]["texts_per_s"] > 0
+    assert batching["batched"]["latency_ms_p50"] <= batching["batched"]["latency_ms_p99"]
+    quality = json.loads((tmp_path / "quality.json").read_text())
+    variants = quality["datasets"]["synthetic drift"]["variants"]
+    assert set(variants) == {"popularity", "mean", "session", "long", "covisitation", "blend"}
+    assert all(0 <= v["ndcg@10"] <= v["hr@10"] <= 1 for v in variants.values())
+    assert (tmp_path / "plots" / "quality_synthetic_drift.png").exists()
