@@ -112,9 +112,8 @@ def run_encoder(config: Config, client=None, *, quick: bool = False) -> dict:
 
 
 def encoder_markdown(result: dict) -> str:
-    from benchmarks.report import markdown_table
+    from benchmarks.report import machine_line, markdown_table
 
-    machine = result.get("machine", {})
     enc, parity, sb = result["encoders"], result["parity"], result["serve_batching"]
     rows = []
     for name in ("torch", "onnx_fp32", "onnx_int8"):
@@ -127,8 +126,7 @@ def encoder_markdown(result: dict) -> str:
     return "\n".join([
         "## Encoder (`p13n bench encoder`)",
         "",
-        f"Machine: {machine.get('cores')} cores, {machine.get('cpu')}; {machine.get('time')}"
-        + (" — quick run" if result.get("quick") else ""),
+        machine_line(result),
         "",
         markdown_table(["encoder", "1 query p50 ms", "p99 ms", "batch 64 texts/s", "p50 speed-up vs torch",
                         "cosine to torch (min)", "(mean)"], rows),  # fmt: skip

@@ -199,16 +199,14 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
 
 
 def ingest_markdown(result: dict) -> str:
-    from benchmarks.report import markdown_table
+    from benchmarks.report import machine_line, markdown_table
 
     p, b, e = result["processing"], result["broker"], result["end_to_end"]
-    machine = result.get("machine", {})
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in p["stage_seconds"].items())
     return "\n".join([
         "## Ingestion (`p13n bench ingest`)",
         "",
-        f"Machine: {machine.get('cores')} cores, {machine.get('cpu')}; {machine.get('time')}"
-        + (" — quick run" if result.get("quick") else ""),
+        machine_line(result),
         "",
         markdown_table(["stage", "throughput", "notes"], [
             ["processing stage (fetched → Redis acknowledged)", f"**{p['events_per_s']:,} events/s**",

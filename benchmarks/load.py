@@ -197,9 +197,8 @@ def plot_load(result: dict, directory: Path) -> list[Path]:
 
 
 def load_markdown(result: dict, images: list[Path]) -> str:
-    from benchmarks.report import markdown_table
+    from benchmarks.report import machine_line, markdown_table
 
-    machine = result.get("machine", {})
     rows = []
     for section in ("score", "rewrite"):
         for rate, row in result[section].items():
@@ -213,8 +212,7 @@ def load_markdown(result: dict, images: list[Path]) -> str:
     lines = [
         "## Load (`p13n bench load`)",
         "",
-        f"Machine: {machine.get('cores')} cores, {machine.get('cpu')}; {machine.get('time')}"
-        + (" — quick run" if result.get("quick") else "")
+        machine_line(result)
         + f"; {result['seconds_per_step']:g} s per step, open loop (aiohttp), generator on the same machine.",
         "",
         markdown_table(["endpoint", "offered/s", "achieved/s", "p50 ms", "p90", "p99", "p99.9", "max", "errors",

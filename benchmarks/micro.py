@@ -141,9 +141,8 @@ def run_features(config: Config, redis_client, *, quick: bool = False) -> dict:
 
 def features_markdown(result: dict) -> str:
     """The RESULTS.md section of this benchmark."""
-    from benchmarks.report import markdown_table
+    from benchmarks.report import machine_line, markdown_table
 
-    machine = result.get("machine", {})
     enc = result["encoders"]
     rows = [[name, enc[name]["single_query_ms"]["p50"], enc[name]["single_query_ms"]["p99"],
              enc[name]["batch64_texts_per_s"], enc[name].get("speedup_p50_vs_torch", "1 (baseline)")]
@@ -152,8 +151,7 @@ def features_markdown(result: dict) -> str:
     return "\n".join([
         "## Core micro-benchmarks (`p13n bench features`)",
         "",
-        f"Machine: {machine.get('cores')} cores, {machine.get('cpu')}; {machine.get('time')}"
-        + (" — quick run" if result.get("quick") else ""),
+        machine_line(result),
         "",
         f"- fold: **{result['fold']['events_per_s']:,} events/s** on one core (process CPU time), "
         f"{result['fold']['events']:,} synthetic events in per-user batches of {result['fold']['batch_per_user']}, "

@@ -76,11 +76,10 @@ def plot_quality(result: dict, directory: Path) -> list[Path]:
 
 
 def quality_markdown(result: dict, images: list[Path] = ()) -> str:
-    from benchmarks.report import markdown_table
+    from benchmarks.report import machine_line, markdown_table
 
-    machine = result.get("machine", {})
     lines = ["## Quality (`p13n bench quality`)", "",
-             f"Machine: {machine.get('cores')} cores; {machine.get('time')}" + (" — quick run" if result.get("quick") else ""),
+             machine_line(result),
              ""]  # fmt: skip
     for name, data in result["datasets"].items():
         blend = data["variants"]["blend"]["hr@10"]
