@@ -93,20 +93,63 @@ def bench_serve_batching(config: Config, *, clients: int = 32, seconds: float = 
             ray.shutdown()
 
 
+def bench_local_batching(config: Config, *, clients: int = 32, seconds: float = 5.0) -> dict:
+    """texts/s of the in-process micro-batcher the Ingress uses: batches of up to 32 vs batches of 1."""
+    from features.encoder import Encoder
+    from serving.local_encoder import BatchingEncoder
+
+    encoder = Encoder(config.encoder.directory, variant=config.encoder.variant, threads=config.encoder.threads)
+    encoder.encode(["warm-up"])
+
+    async def drive(max_batch: int) -> dict:
+        batcher = BatchingEncoder(encoder, max_batch=max_batch, max_wait_ms=1.0)
+        done = 0
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+
+        async def client(k: int) -> None:
+            nonlocal done
+            n = 0
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                await batcher.encode(f"{QUERIES[(k + n) % len(QUERIES)]} #{k}-{n}")
+                latencies.append((time.perf_counter() - t0) * 1000)
+                done += 1
+                n += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(clients)))
+        elapsed = time.perf_counter() - t0
+        return {"texts_per_s": round(done / elapsed, 1), "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
+                "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2)}  # fmt: skip
+
+    async def both() -> dict:
+        return {"unbatched": await drive(1), "batched": await drive(32)}
+
+    result = asyncio.run(both())
+    result["clients"] = clients
+    result["speedup"] = round(result["batched"]["texts_per_s"] / result["unbatched"]["texts_per_s"], 2)
+    return result
+
+
 def run_encoder(config: Config, client=None, *, quick: bool = False) -> dict:
     encoders = bench_encoders(config, runs=30 if quick else 300, batch_seconds=0.5 if quick else 3.0)
     parity = bench_parity(config, n=40 if quick else 200)
     serve_batching = bench_serve_batching(config, seconds=1.5 if quick else 5.0)
+    local_batching = bench_local_batching(config, seconds=1.5 if quick else 5.0)
     speedup = encoders.get("onnx_int8", {}).get("speedup_p50_vs_torch")
     return {
         "quick": quick,
         "encoders": encoders,
         "parity": parity,
         "serve_batching": serve_batching,
+        "local_batching": local_batching,
         "targets": {
             "int8_p50_speedup_vs_torch >= 4": {"measured": speedup, "met": speedup is not None and speedup >= 4},
-            "dynamic_batching_speedup_at_32_clients >= 2": {"measured": serve_batching["speedup"],
-                                                           "met": serve_batching["speedup"] >= 2},
+            "dynamic_batching_speedup_at_32_clients >= 2 (request path: in-process batcher)": {
+                "measured": local_batching["speedup"], "met": local_batching["speedup"] >= 2},
+            "dynamic_batching_speedup_at_32_clients >= 2 (Encoder deployment via handles)": {
+                "measured": serve_batching["speedup"], "met": serve_batching["speedup"] >= 2},
         },
     }  # fmt: skip
 
@@ -114,7 +157,7 @@ def run_encoder(config: Config, client=None, *, quick: bool = False) -> dict:
 def encoder_markdown(result: dict) -> str:
     from benchmarks.report import machine_line, markdown_table
 
-    enc, parity, sb = result["encoders"], result["parity"], result["serve_batching"]
+    enc, parity, sb, lb = result["encoders"], result["parity"], result["serve_batching"], result["local_batching"]
     rows = []
     for name in ("torch", "onnx_fp32", "onnx_int8"):
         if name not in enc:
@@ -134,7 +177,12 @@ def encoder_markdown(result: dict) -> str:
         f"Serve Encoder deployment, {sb['clients']} concurrent callers through its handle: "
         f"`@serve.batch` **{sb['batched']['texts_per_s']} texts/s** (p99 {sb['batched']['latency_ms_p99']} ms) vs "
         f"one ONNX call per request {sb['unbatched']['texts_per_s']} texts/s (p99 {sb['unbatched']['latency_ms_p99']} ms): "
-        f"**{sb['speedup']}×**.",
+        f"**{sb['speedup']}×**. Both are capped by the caller: one process issues Ray handle calls at only "
+        "~150–250/s here (the same per-hop cost that made the Ingress encode queries itself).",
+        "",
+        f"In-process micro-batcher of the Ingress (the request path), {lb['clients']} concurrent callers: batches of up "
+        f"to 32 **{lb['batched']['texts_per_s']} texts/s** (p99 {lb['batched']['latency_ms_p99']} ms) vs batches of 1 "
+        f"{lb['unbatched']['texts_per_s']} texts/s (p99 {lb['unbatched']['latency_ms_p99']} ms): **{lb['speedup']}×**.",
         "",
         markdown_table(["target", "measured", "status"],
                        [[k, v["measured"], "met" if v["met"] else "NOT met"] for k, v in result["targets"].items()]),
