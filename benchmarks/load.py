@@ -12,7 +12,6 @@ at 100 req/s; with budget_ms=20, ≥ 99.9 % of answers within 25 ms while the en
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -37,31 +36,12 @@ class LoadTarget:
 
 def seed_users(config, *, users: int = 200, tenant: str = "demo", timeout_s: float = 300) -> tuple[list[str], list[str]]:
     """Publish a synthetic stream for ``users`` users to Kafka and wait until the consumer folded it."""
-    from features.encoder import encoder_dimension
-    from features.store import RedisStore
-    from features.synthetic import SyntheticSpec, generate
-    from p13n.connections import redis_client
-    from p13n.devstack import ensure_topics, wait_until
-    from stream.producer import make_producer, produce_lines
+    from p13n.seeding import publish, recent_synthetic, wait_folded
 
     run = int(time.time()) % 100_000
-    data = generate(SyntheticSpec(users=users, events_per_user=40, seed=run % 997, tenant=tenant,
-                                  user_prefix=f"load{run}-", start_ms=int(time.time() * 1000) - 30 * 86_400_000,
-                                  days=30.0))  # fmt: skip
-    k = config.kafka
-    ensure_topics(k.bootstrap, {k.events_topic: k.partitions, k.items_topic: k.partitions, k.dlq_topic: 1})
-    producer = make_producer(k)
-    try:
-        produce_lines(producer, k.items_topic, [(n, json.dumps(i).encode()) for n, i in enumerate(data.items)], validate=False)
-        produce_lines(producer, k.events_topic, [(n, json.dumps(e).encode()) for n, e in enumerate(data.events)])
-    finally:
-        producer.close()
-    store = RedisStore(redis_client(config.redis), config, dim=encoder_dimension(config.encoder.directory))
-    keys = sorted({(tenant, e["user_id"]) for e in data.events})
-    expected = len({e["event_id"] for e in data.events})
-    wait_until(lambda: sum(s.events_applied for _, s in store.read_users(keys) if s is not None) >= expected,
-               timeout=timeout_s, what="the consumer to fold the load-test users", interval=0.5)  # fmt: skip
-    return [u for _, u in keys], [i["item_id"] for i in data.items]
+    data = recent_synthetic(users=users, tenant=tenant, user_prefix=f"load{run}-", seed=run % 997)
+    publish(config, data)
+    return wait_folded(config, data, timeout_s=timeout_s), [i["item_id"] for i in data.items]
 
 
 def _score_body(target: LoadTarget, n_candidates: int = 100):

@@ -235,14 +235,14 @@ class RedisStore:
     def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         """Known items among ``item_ids`` (unknown ones are absent)."""
         pipe = self.client.pipeline(transaction=False)
-        self._queue_items(pipe, tenant, item_ids)
-        return self._items_from(pipe.execute(), item_ids)
+        self.queue_items(pipe, tenant, item_ids)
+        return self.parse_items(pipe.execute(), item_ids)
 
-    def _queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
+    def queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
         for item_id in item_ids:
             pipe.hmget(self.keys.item_shard(tenant, item_id), f"v:{item_id}", f"m:{item_id}")
 
-    def _items_from(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
+    def parse_items(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         found: dict[str, ItemInfo] = {}
         for item_id, (vector, meta) in zip(item_ids, replies):
             if vector is None and meta is None:
@@ -265,7 +265,7 @@ class RedisStore:
     def queue_request(self, pipe, tenant: str, user_id: str, popular_ids: Sequence[str], item_ids: Sequence[str]) -> None:
         pipe.hget(self.keys.user(tenant, user_id), "s")
         self._queue_popularity(pipe, tenant, popular_ids)
-        self._queue_items(pipe, tenant, item_ids)
+        self.queue_items(pipe, tenant, item_ids)
 
     def parse_request(
         self, replies: Sequence, popular_ids: Sequence[str], item_ids: Sequence[str], now_ms: int
@@ -273,7 +273,7 @@ class RedisStore:
         blob = replies[0]
         user = decode_state(blob, self.spec) if blob is not None else None
         popularity = self._popularity_from(replies[1:3], now_ms)
-        items = self._items_from(replies[3:], item_ids)
+        items = self.parse_items(replies[3:], item_ids)
         return user, items, popularity
 
     def queue_covisit(self, pipe, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> None:
@@ -285,12 +285,6 @@ class RedisStore:
         if not rows:
             return np.zeros((anchors, candidates), dtype=np.float64)
         return np.array([[c or 0.0 for c in row] for row in rows], dtype=np.float64)
-
-    def queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
-        self._queue_items(pipe, tenant, item_ids)
-
-    def parse_items(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
-        return self._items_from(replies, item_ids)
 
     def read_request(
         self, tenant: str, user_id: str, candidate_ids: Sequence[str], now_ms: int

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from p13n.config import Config
-from p13n.devstack import DevStack, wait_until
+from p13n.devstack import DevStack
 
 __all__ = ["run_demo"]
 
@@ -22,11 +22,7 @@ DEMO_KEY = "p13n-demo-key"  # bound to tenant "demo" in the dev stack (p13n.devs
 
 
 def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int, console, services) -> int:
-    from features.encoder import encoder_dimension
-    from features.store import RedisStore
-    from features.synthetic import SyntheticSpec, generate
-    from p13n.connections import redis_client
-    from stream.producer import make_producer, produce_lines
+    from p13n.seeding import publish, recent_synthetic, wait_folded
 
     with console.status("starting the embedded stack (Redis-compatible server, Kafka-compatible broker, consumer)…"):
         running, started = stack.up(topics=topics, services=services)
@@ -36,10 +32,8 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
                                          "kafka": {"bootstrap": running["kafka"].url}})  # fmt: skip
 
     run = int(time.time()) % 100_000
-    tenant = DEMO_TENANT  # users are named per run, so runs on a long-lived stack do not mix
-    data = generate(SyntheticSpec(users=users, events_per_user=40, seed=run % 1000, tenant=tenant,
-                                  user_prefix=f"r{run}-user-", start_ms=int(time.time() * 1000) - 30 * 86_400_000,
-                                  days=30.0))  # fmt: skip
+    # users are named per run, so runs on a long-lived stack do not mix
+    data = recent_synthetic(users=users, tenant=DEMO_TENANT, user_prefix=f"r{run}-user-", seed=run % 1000)
     demo_dir = stack.state_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(demo_dir / "events.jsonl", data.events)
@@ -47,31 +41,16 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     console.print(f"generated {len(data.events):,} events of {users} users with drifting interests "
                   f"and {len(data.items)} items -> {demo_dir}")  # fmt: skip
 
-    producer = make_producer(cfg.kafka)
-    try:
-        with console.status("publishing the catalog and the events…"):
-            items = [(n, json.dumps(item).encode()) for n, item in enumerate(data.items, 1)]
-            produce_lines(producer, cfg.kafka.items_topic, items, validate=False)
-            lines = [(n, json.dumps(ev).encode()) for n, ev in enumerate(data.events, 1)]
-            report = produce_lines(producer, cfg.kafka.events_topic, lines)
-    finally:
-        producer.close()
-    console.print(f"published {len(items)} items and {report.sent:,} events ({report.rate:,.0f} events/s)")
+    with console.status("publishing the catalog and the events…"):
+        report = publish(cfg, data)
+    console.print(f"published {len(data.items)} items and {report.sent:,} events ({report.rate:,.0f} events/s)")
 
-    store = RedisStore(redis_client(cfg.redis), cfg, dim=encoder_dimension(cfg.encoder.directory))
-    users_in_demo = sorted({(tenant, e["user_id"]) for e in data.events})
-    expected = len({e["event_id"] for e in data.events})
     started_at = time.monotonic()
     with console.status("the consumer is folding the events into Redis…") as status:
-
-        def folded() -> bool:
-            n = sum(s.events_applied for _, s in store.read_users(users_in_demo) if s is not None)
-            status.update(f"the consumer is folding the events into Redis… {n:,} / {expected:,}")
-            return n >= expected
-
-        wait_until(folded, timeout=180, what="the consumer to fold the demo events", interval=0.25)
-    console.print(f"the consumer folded {expected:,} events in {time.monotonic() - started_at:.1f}s "
-                  f"(log: {running['consumer'].log})")  # fmt: skip
+        wait_folded(cfg, data, on_progress=lambda done, total: status.update(
+            f"the consumer is folding the events into Redis… {done:,} / {total:,}"))  # fmt: skip
+    console.print(f"the consumer folded {len({e['event_id'] for e in data.events}):,} events in "
+                  f"{time.monotonic() - started_at:.1f}s (log: {running['consumer'].log})")  # fmt: skip
 
     api = Client(running["serve"].url, DEMO_KEY)
     shown = _contrasting_users(data)

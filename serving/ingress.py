@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from features.events import Rejection, parse_event
 from p13n.config import Config
 from serving.metrics import ServingMetrics
+from serving.personalizer import given_order
 from serving.schemas import MAX_BODY_BYTES, ApiError, RewriteRequest, ScoreRequest, decode_body
 
 __all__ = ["Api"]
@@ -113,9 +114,7 @@ class Api:
                 timeout=(budget + DEADLINE_GRACE_MS) / 1000,
             )
         except asyncio.TimeoutError:
-            order = [c.item_id for c in req.candidates][: req.k] if req.k else [c.item_id for c in req.candidates]
-            answer = {"items": [{"item_id": i, "score": 0.0} for i in order], "degraded": ["deadline_exceeded"],
-                      "timings_ms": {}}  # fmt: skip
+            answer = given_order([c.item_id for c in req.candidates], req.k, ["deadline_exceeded"], {})
         answer["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
         self._observe("score", 200, answer, budget)
         return _json(answer)

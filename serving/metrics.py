@@ -27,6 +27,7 @@ class ServingMetrics:
                                              tag_keys=("endpoint",))  # fmt: skip
         self.redis_errors = metrics.Counter("p13n_redis_errors_total", "Requests whose Redis reads failed",
                                             tag_keys=("endpoint",))  # fmt: skip
+        self._seen = 0  # requests observed, for sampling the stage histograms
         self.encoder_batch_size = metrics.Histogram("p13n_encoder_batch_size", "Texts per encoder batch",
                                                     boundaries=[1, 2, 4, 8, 16, 32, 64])  # fmt: skip
 
@@ -39,7 +40,7 @@ class ServingMetrics:
             self.request_ms.observe(total, tags={"endpoint": endpoint, "status": str(status)})
             if budget_ms is not None and total > budget_ms:
                 self.budget_misses.inc(tags={"endpoint": endpoint})
-        self._seen = getattr(self, "_seen", 0) + 1
+        self._seen += 1
         if self._seen % STAGE_SAMPLE == 0:
             for stage, ms in timings.items():
                 if stage != "total":

@@ -29,12 +29,13 @@ from ray.serve.exceptions import RayServeException
 from features.personalize import CandidateIn, needs_text_vectors, rank_candidates
 from features.prompt import build_context, query_text, rewrite_messages
 from features.state import ItemInfo
+from features.state_codec import decode_state
 from features.store import RedisStore
 from p13n.config import Config
 from serving.budget import Deadline, StageTimeout, within
-from stream.item_cache import ItemCache
+from features.cache import TtlCache
 
-__all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS"]
+__all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS", "given_order"]
 
 REDIS_ERRORS = (redis.RedisError, OSError, StageTimeout)
 #: A dependency (Redis, the Encoder deployment) failed or ran out of time: skip the stage, say so.
@@ -42,6 +43,12 @@ DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.Timeout
 log = logging.getLogger("p13n.serving")
 COVISIT_TTL_S = 5.0  # co-visitation counts move slowly; a few seconds of staleness saves a round trip
 Encode = Callable[[str, float], Awaitable[np.ndarray]]  # (text, milliseconds left) -> vector
+
+
+def given_order(ids: Sequence[str], k: int | None, degraded: list[str], timings_ms: dict) -> dict:
+    """The non-personalized answer of the last rung: candidates in the order given, score 0."""
+    return {"items": [{"item_id": i, "score": 0.0} for i in (ids[:k] if k else ids)], "degraded": degraded,
+            "timings_ms": timings_ms}  # fmt: skip
 
 
 class Personalizer:
@@ -60,9 +67,9 @@ class Personalizer:
             max_connections=config.redis.max_connections,
         )
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
-        self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
-        self.text_vectors: ItemCache[np.ndarray] = ItemCache(10_000, float("inf"))  # candidate texts seen before
-        self.covisit_rows: ItemCache[dict[str, float]] = ItemCache(50_000, COVISIT_TTL_S)
+        self.items: TtlCache[ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.text_vectors: TtlCache[np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
+        self.covisit_rows: TtlCache[dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -110,8 +117,6 @@ class Personalizer:
         blob = (await pipe.execute())[0]
         if blob is None:
             return None, {}
-        from features.state_codec import decode_state
-
         user = decode_state(blob, self.store.spec)
         ids = sorted({h.item_id for h in user.history})
         pipe = self.client.pipeline(transaction=False)
@@ -130,9 +135,7 @@ class Personalizer:
             if not isinstance(exc, StageTimeout):
                 log.warning("redis read failed: %s: %s", type(exc).__name__, exc)
             deadline.degrade("redis_unavailable")
-            order = ids[:k] if k else ids
-            return {"items": [{"item_id": i, "score": 0.0} for i in order], "degraded": deadline.degraded,
-                    "timings_ms": deadline.finish()}  # fmt: skip
+            return given_order(ids, k, deadline.degraded, deadline.finish())
         view = user.view(now_ms, self.config.scoring.covisit_anchors) if user is not None else None
         covisit = None
         text_vectors = None

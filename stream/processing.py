@@ -37,7 +37,7 @@ from features.state import ItemInfo, UserState
 from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
 from p13n.config import Config
 from p13n.errors import ServiceError
-from stream.item_cache import ItemCache
+from features.cache import TtlCache
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "records_from_lines"]
 
@@ -99,12 +99,12 @@ class BatchProcessor:
         self.config = config
         self.encode = encode
         self.clock_ms = clock_ms
-        self.items: ItemCache[ItemInfo] = ItemCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.items: TtlCache[ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         # States this process wrote last, with their version: a hit skips the read and the decode. A stale
         # entry (another process wrote the user since) fails the version check and is re-read. Entries are
         # taken out while a batch folds them and put back only once Redis applied the write, so a failed
         # batch can never leave a half-folded state behind.
-        self.users: ItemCache[tuple[int, UserState]] = ItemCache(config.consumer.user_cache_size, float("inf"))
+        self.users: TtlCache[tuple[int, UserState]] = TtlCache(config.consumer.user_cache_size, float("inf"))
 
     # --- events ------------------------------------------------------------------------------
     def process_events(self, records: Sequence[Record]) -> BatchOutcome:

@@ -26,7 +26,7 @@ import pytest
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
 from p13n.config import Config
-from p13n.devstack import free_port, redis_server_binary, spawn_detached, wait_until
+from p13n.devstack import free_port, redis_argv, redis_server_binary, spawn_detached, wait_until
 from stream.processing import BatchProcessor, records_from_lines
 from tests.conftest import REPO, clean_env
 
@@ -42,8 +42,7 @@ class RedisServer:
         self.pid: int | None = None
 
     def start(self) -> None:
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)]  # fmt: skip
+        argv = redis_argv(redis_server_binary(), self.port, self.directory, durable=True)
         self.pid = spawn_detached(argv, cwd=self.directory, log=self.directory / "redis.log")
         wait_until(self.answers, timeout=30, what="serving redis")
 

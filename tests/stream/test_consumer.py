@@ -214,13 +214,12 @@ def test_two_members_split_partitions_and_equal_one(config, store, consumer_enco
 
 def test_redis_restart_mid_replay_loses_nothing_and_applies_nothing_twice(config, consumer_encoder, tmp_path):
     from p13n.connections import redis_client as make_client
-    from p13n.devstack import redis_server_binary, spawn_detached
+    from p13n.devstack import redis_argv, redis_server_binary, spawn_detached
 
     port = free_port()
     data_dir = tmp_path / "redis"
     data_dir.mkdir()
-    argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--dir", str(data_dir)]  # fmt: skip
+    argv = redis_argv(redis_server_binary(), port, data_dir, durable=True)
 
     def start() -> int:
         pid = spawn_detached(argv, cwd=data_dir, log=data_dir / "redis.log")

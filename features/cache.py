@@ -1,10 +1,11 @@
-"""A bounded, time-limited in-process cache of items (vector, attributes, text).
+"""A bounded, time-limited in-process LRU cache (items, user states, vectors, co-visitation rows).
 
-An item is encoded once and read from Redis once per ``ttl_s``; catalog updates
-from other processes are picked up when the entry expires.
+Used by both edges: the consumer (items, user states) and the Serve app (items, candidate-text
+vectors, co-visitation rows). Entries older than ``ttl_s`` are misses, so changes made by other
+processes are picked up when an entry expires.
 
 >>> now = [0.0]
->>> cache = ItemCache(max_items=2, ttl_s=10, clock=lambda: now[0])
+>>> cache = TtlCache(max_items=2, ttl_s=10, clock=lambda: now[0])
 >>> cache.put("a", "A"); cache.put("b", "B"); cache.put("c", "C")   # "a" is evicted (least recent)
 >>> cache.get("a"), cache.get("c")
 (None, 'C')
@@ -20,12 +21,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["ItemCache"]
+__all__ = ["TtlCache"]
 
 V = TypeVar("V")
 
 
-class ItemCache(Generic[V]):
+class TtlCache(Generic[V]):
     def __init__(self, max_items: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_items = max_items
         self.ttl_s = ttl_s
