@@ -46,7 +46,7 @@ def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
 class DecayedSum:
     """Decayed sums of ``dim``-vectors (and of their weights) over ``len(taus)`` horizons."""
 
-    __slots__ = ("taus", "sums", "weights", "t_ref")
+    __slots__ = ("taus", "sums", "weights", "t_ref", "_rates")
 
     def __init__(self, taus: Sequence[float] | np.ndarray, dim: int) -> None:
         taus_arr = np.asarray(taus, dtype=np.float64)
@@ -60,12 +60,14 @@ class DecayedSum:
         self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
         self.weights = np.zeros(taus_arr.size, dtype=np.float64)
         self.t_ref: float | None = None
+        self._rates = (1.0 / taus_arr).tolist()
 
     @classmethod
     def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: np.ndarray, t_ref: float | None) -> DecayedSum:
         """Rebuild a state from its parts without re-validating ``taus`` (already validated once)."""
         state = cls.__new__(cls)
         state.taus, state.sums, state.weights, state.t_ref = taus, sums, weights, t_ref
+        state._rates = (1.0 / taus).tolist()
         return state
 
     @classmethod
@@ -84,39 +86,56 @@ class DecayedSum:
 
     def update(self, t: float, w: float, x: Sequence[float] | np.ndarray) -> None:
         """Fold one event (time ``t`` s, weight ``w``, vector ``x``)."""
-        self.update_many(np.array([t], dtype=np.float64), np.array([w], dtype=np.float64),
-                         np.asarray(x, dtype=np.float64).reshape(1, -1))  # fmt: skip
+        self.update_many([t], [w], [np.asarray(x, dtype=np.float64)])
 
-    def _advance(self, ts: np.ndarray) -> np.ndarray:
-        """Move ``t_ref`` to the newest time seen and return each event's decay factors (H, n)."""
-        t_new = float(ts.max())
+    # The consumer folds one or two events per user and batch, so the per-event factors are
+    # computed with ``math`` on Python floats (numpy's per-call overhead would dominate); numpy
+    # only touches the (H, dim) sums.
+    def _advance(self, t_new: float) -> float:
+        """Move ``t_ref`` forward to ``t_new`` (decaying what is there); returns the new ``t_ref``."""
         t_ref = self.t_ref
-        if t_ref is not None:
-            if t_ref > t_new:
-                t_new = t_ref
-            elif t_new > t_ref:
-                carry = np.exp((t_ref - t_new) / self.taus)
-                self.sums *= carry[:, None]
-                self.weights *= carry
+        if t_ref is None:
+            self.t_ref = t_new
+            return t_new
+        if t_new <= t_ref:
+            return t_ref
+        carry = [math.exp((t_ref - t_new) * r) for r in self._rates]
+        if len(carry) == 1:
+            self.sums *= carry[0]
+            self.weights *= carry[0]
+        else:
+            column = np.array(carry)
+            self.sums *= column[:, None]
+            self.weights *= column
         self.t_ref = t_new
-        return np.exp(np.multiply.outer(1.0 / self.taus, ts - t_new))
+        return t_new
 
-    def update_many(self, ts: np.ndarray, ws: np.ndarray, xs: np.ndarray) -> None:
-        """Fold n events at once: ``ts`` (n,), ``ws`` (n,), ``xs`` (n, dim). Same result as n updates."""
-        if ts.size == 0:
+    def _factors(self, ts: Sequence[float], ws: Sequence[float]) -> list[list[float]]:
+        """``wᵢ·exp(−(t_ref − tᵢ)/τ)`` per horizon and event, after advancing to the newest ``tᵢ``."""
+        t_ref = self._advance(max(ts))
+        return [[w * math.exp((t - t_ref) * r) for t, w in zip(ts, ws)] for r in self._rates]
+
+    def update_many(self, ts: Sequence[float], ws: Sequence[float], xs: Sequence | np.ndarray) -> None:
+        """Fold n events at once: times ``ts``, weights ``ws``, vectors ``xs`` (n × dim). Same result as n updates."""
+        if len(ts) == 0:
             return
-        factors = self._advance(ts) * ws  # (H, n)
-        self.sums += factors @ xs
-        self.weights += factors.sum(axis=1)
+        factors = self._factors([float(t) for t in ts], [float(w) for w in ws])
+        if len(ts) == 1:
+            self.sums += np.multiply.outer([row[0] for row in factors], np.asarray(xs[0], dtype=np.float64))
+        else:
+            self.sums += np.array(factors) @ np.asarray(xs, dtype=np.float64)
+        self.weights += [math.fsum(row) for row in factors]
 
-    def update_one_hot(self, ts: np.ndarray, indices: np.ndarray) -> None:
+    def update_one_hot(self, ts: Sequence[float], indices: Sequence[int]) -> None:
         """Like :meth:`update_many` with weight 1 and one-hot vectors ``e[indices]`` (e.g. hour of day)."""
-        if ts.size == 0:
+        if len(ts) == 0:
             return
-        factors = self._advance(ts)
-        for h in range(self.taus.size):
-            np.add.at(self.sums[h], indices, factors[h])
-        self.weights += factors.sum(axis=1)
+        factors = self._factors([float(t) for t in ts], [1.0] * len(ts))
+        sums = self.sums
+        for h, row in enumerate(factors):
+            for index, f in zip(indices, row):
+                sums[h, index] += f
+        self.weights += [math.fsum(row) for row in factors]
 
     def read(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (H, dim), weights (H,)) decayed to ``now``; zeros if empty.
@@ -145,18 +164,20 @@ class DecayedSum:
         return merged
 
     def copy(self) -> DecayedSum:
-        clone = DecayedSum(self.taus, self.dim)
-        clone.sums = self.sums.copy()
-        clone.weights = self.weights.copy()
-        clone.t_ref = self.t_ref
-        return clone
+        return DecayedSum.restore(self.taus, self.sums.copy(), self.weights.copy(), self.t_ref)
 
 
 class SparseDecayedSum:
     """Decayed scalar sums keyed by string (attribute values, event types), one time constant.
 
-    Bounded to ``max_keys``: after an update the weakest keys (by magnitude at
-    ``t_ref``) are dropped, which is the one place where order can matter — only
+    ``values`` are the sums at a landmark time ``t_ref`` (forward decay): an observation at
+    ``t`` adds ``amount·exp((t − t_ref)/τ)``, so folding touches only the observed keys.
+    The landmark moves to the newest observation only once that is more than
+    ``τ·RESCALE_AFTER`` ahead (one pass over the values then), which keeps every
+    stored number within a factor ``exp(RESCALE_AFTER)`` of its value at the newest time.
+
+    Bounded to ``max_keys``: after an update the weakest keys (by magnitude, the same
+    order at any time) are dropped, which is the one place where order can matter — only
     for keys that are near zero anyway.
 
     >>> prefs = SparseDecayedSum(tau=3600.0, max_keys=2)
@@ -165,6 +186,8 @@ class SparseDecayedSum:
     >>> {k: round(v, 3) for k, v in prefs.read(now=3600.0).items()}
     {'category=vegan': 1.5, 'category=jazz': 0.736}
     """
+
+    RESCALE_AFTER = 0.125
 
     __slots__ = ("tau", "max_keys", "values", "t_ref")
 
@@ -184,19 +207,18 @@ class SparseDecayedSum:
 
     def add_many(self, observations: list[tuple[float, dict[str, float]]]) -> None:
         """Add several ``(t, amounts)`` observations at once (bounding once, at the end)."""
-        observations = [(t, a) for t, a in observations if a]
         if not observations:
             return
         t_max = max(t for t, _ in observations)
         if self.t_ref is None:
             self.t_ref = t_max
-        elif t_max > self.t_ref:
+        elif t_max - self.t_ref > self.tau * self.RESCALE_AFTER:
             carry = math.exp(-(t_max - self.t_ref) / self.tau)
             self.values = {k: v * carry for k, v in self.values.items()}
             self.t_ref = t_max
         values, t_ref, tau = self.values, self.t_ref, self.tau
         for t, amounts in observations:
-            factor = math.exp(-(t_ref - t) / tau)
+            factor = math.exp((t - t_ref) / tau)
             for key, amount in amounts.items():
                 values[key] = values.get(key, 0.0) + amount * factor
         if len(values) > self.max_keys:
@@ -204,7 +226,7 @@ class SparseDecayedSum:
             self.values = dict(keep)
 
     def read(self, now: float) -> dict[str, float]:
-        """Values decayed to ``now``, strongest first."""
+        """Values decayed to ``now``, strongest first (read before ``t_ref``: the values at ``t_ref``)."""
         if self.t_ref is None:
             return {}
         carry = math.exp(-max(0.0, now - self.t_ref) / self.tau)

@@ -104,7 +104,7 @@ def evaluate(
     for item, i in catalog_index.items():
         if items[item].vector is not None:
             vectors[i] = items[item].vector
-    attribute_keys = [items[item].attribute_keys() for item in catalog]
+    attribute_keys = [items[item].attribute_keys for item in catalog]
     variants = _variants(config)
     stats = {name: VariantStats() for name in variants}
 

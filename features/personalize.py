@@ -64,7 +64,7 @@ def candidates_from(
             vectors[n] = info.vector
         elif text_vectors and item_id in text_vectors:
             vectors[n] = text_vectors[item_id]
-        keys.append(info.attribute_keys() if info is not None else [])
+        keys.append(info.attribute_keys if info is not None else [])
     return Candidates(item_ids=list(candidate_ids), vectors=vectors, attribute_keys=keys, popularity=popularity)
 
 

@@ -92,7 +92,7 @@ def _profile_lines(user: UserState, items: Mapping[str, ItemInfo], now_ms: int, 
     for entry in user.history:
         info = items.get(entry.item_id)
         if info is not None and entry.type not in NEGATIVE_TYPES:
-            for key in info.attribute_keys():
+            for key in info.attribute_keys:
                 last_seen[key] = max(last_seen.get(key, 0), entry.ts_ms)
     lines = []
     for key, value in list(prefs.items())[:limit]:

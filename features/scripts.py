@@ -30,10 +30,11 @@ return {1, version}
 
 #: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
-#: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] number of popularity triples P,
-#: then P triples (item, time s, weight), then N = number of co-visited items, their N names
-#: (item k's zset is KEYS[3 + k]), then triples (item index a, item index b, delta): a and b each
-#: gain delta in the other's zset.
+#: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] a msgpack array of three flat arrays:
+#: popularity triples (item, time s, weight); the N co-visited item names (item k's zset is
+#: KEYS[3 + k]); triples (item index a, item index b, delta): a and b each gain delta in the other's
+#: zset. One packed argument instead of thousands keeps both the client's packing and the
+#: server's argument parsing cheap (``cmsgpack`` is built into Redis and Valkey).
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
@@ -44,11 +45,11 @@ local tau = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local top_m = tonumber(ARGV[5])
 local trim_after = tonumber(ARGV[6])
-local n_pop = tonumber(ARGV[7])
+local packed = cmsgpack.unpack(ARGV[7])
+local pops, names, pairs = packed[1], packed[2], packed[3]
 local landmark = tonumber(redis.call('HGET', KEYS[2], 'landmark') or '')
-local i = 8
-for _ = 1, n_pop do
-  local item, t, w = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+for i = 1, #pops, 3 do
+  local item, t, w = pops[i], pops[i + 1], pops[i + 2]
   if not landmark then
     landmark = t
     redis.call('HSET', KEYS[2], 'landmark', string.format('%.17g', t))
@@ -65,18 +66,13 @@ for _ = 1, n_pop do
     exponent = 0
   end
   redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
-  i = i + 3
 end
-local n_items = tonumber(ARGV[i])
-local names_at = i
-i = i + 1 + n_items
-while i <= #ARGV do
-  local a, b, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
-  redis.call('ZINCRBY', KEYS[3 + a], delta, ARGV[names_at + b])
-  redis.call('ZINCRBY', KEYS[3 + b], delta, ARGV[names_at + a])
-  i = i + 3
+for i = 1, #pairs, 3 do
+  local a, b, delta = pairs[i], pairs[i + 1], pairs[i + 2]
+  redis.call('ZINCRBY', KEYS[3 + a], delta, names[b])
+  redis.call('ZINCRBY', KEYS[3 + b], delta, names[a])
 end
-for k = 1, n_items do
+for k = 1, #names do
   local key = KEYS[3 + k]
   local size = redis.call('ZCARD', key)
   if size > trim_after then

@@ -22,6 +22,7 @@ weakest or oldest entries).
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,15 +118,16 @@ class ItemInfo:
     attributes: Mapping[str, object] = field(default_factory=dict)
     text: str | None = None
 
-    def attribute_keys(self) -> list[str]:
-        """``name=value`` keys of the categorical attributes (numbers are not preferences)."""
-        keys = []
+    @functools.cached_property
+    def attribute_keys(self) -> tuple[str, ...]:
+        """``name=value`` keys of the categorical attributes (numbers are not preferences), computed once."""
+        keys: list[str] = []
         for name, value in self.attributes.items():
             if isinstance(value, str):
                 keys.append(f"{name}={value}")
             elif isinstance(value, list):
                 keys.extend(f"{name}={v}" for v in value if isinstance(v, str))
-        return keys
+        return tuple(keys)
 
 
 class HistoryEntry(NamedTuple):
@@ -270,17 +272,19 @@ class UserState:
                 pos_t.append(t), pos_w.append(w), pos_x.append(info.vector)
             elif w < 0:
                 neg_t.append(t), neg_w.append(-w), neg_x.append(info.vector)
-        for target, ts, ws, xs in ((self.positive, pos_t, pos_w, pos_x), (self.negative, neg_t, neg_w, neg_x),
-                                   (self.text, txt_t, txt_w, txt_x)):  # fmt: skip
-            if ts:
-                target.update_many(np.array(ts), np.array(ws), np.array(xs, dtype=np.float64))
-        hours = np.array([(e.ts_ms // 3_600_000) % 24 for e in events])
-        self.clock.update_one_hot(np.array([e.ts_ms / 1000.0 for e in events]), hours)
+        if pos_t:
+            self.positive.update_many(pos_t, pos_w, pos_x)
+        if neg_t:
+            self.negative.update_many(neg_t, neg_w, neg_x)
+        if txt_t:
+            self.text.update_many(txt_t, txt_w, txt_x)
+        self.clock.update_one_hot([e.ts_ms / 1000.0 for e in events], [(e.ts_ms // 3_600_000) % 24 for e in events])
 
     def _fold_scalars(self, events: list[Event], items: Mapping[str, ItemInfo], result: FoldResult) -> None:
         spec = self.spec
         counts: list[tuple[float, dict[str, float]]] = []
         attributes: list[tuple[float, dict[str, float]]] = []
+        positives = [h for h in self.history if h.type not in NEGATIVE_TYPES]  # kept in step with history
         for event in events:  # sorted by time
             t = event.ts_ms / 1000.0
             counts.append((t, {event.type: 1.0}))
@@ -291,16 +295,19 @@ class UserState:
             w = spec.signed_weight(event)
             info = items.get(event.item_id)
             if info is not None and info.attributes:
-                attributes.append((t, dict.fromkeys(info.attribute_keys(), w)))
+                attributes.append((t, dict.fromkeys(info.attribute_keys, w)))
             entry = HistoryEntry(event.ts_ms, event.item_id, event.type)
             if w > 0:
                 result.popularity.append(PopularityDelta(event.item_id, event.ts_ms, w, event.event_id))
-                self._collect_covisits(entry, event.event_id, result.covisits)
-            self._add_history(entry)
+                self._collect_covisits(entry, positives, event.event_id, result.covisits)
+            self._add_history(entry, positives if event.type not in NEGATIVE_TYPES else None)
+            if positives and positives[0] < self.history[0]:  # the bound dropped the oldest entries
+                del positives[: bisect.bisect_left(positives, self.history[0])]
         self.type_counts.add_many(counts)
         self.attributes.add_many(attributes)
 
-    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitDelta]) -> None:
+    def _collect_covisits(self, entry: HistoryEntry, positives: list[HistoryEntry], event_id: str,
+                          out: list[CovisitDelta]) -> None:  # fmt: skip
         """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
 
         Two positive items are neighbours when at most ``covisit_window`` positive items
@@ -308,9 +315,9 @@ class UserState:
         ``window`` items before and after it, and removes each pair that it now pushes
         more than ``window`` apart — so the counts depend on which events were seen, not
         on the order they arrived in (up to items already evicted from the bounded history).
+        ``positives`` are the positive entries of the history, in order.
         """
         window = self.spec.covisit_window
-        positives = [h for h in self.history if h.type not in NEGATIVE_TYPES]
         if len(self.history) >= self.spec.history_size and self.history and entry < self.history[0]:
             return  # older than everything we still remember: its neighbours are gone
         p = bisect.bisect_right(positives, entry)
@@ -328,12 +335,16 @@ class UserState:
             if k >= 0 and positives[k].item_id != later.item_id:
                 out.append(CovisitDelta(positives[k].item_id, later.item_id, -1.0, event_id))
 
-    def _add_history(self, entry: HistoryEntry) -> None:
+    def _add_history(self, entry: HistoryEntry, positives: list[HistoryEntry] | None) -> None:
+        """Insert ``entry`` in time order (and into ``positives`` when given), keeping the newest entries."""
+        for ordered in (self.history, positives):
+            if ordered is None:
+                continue
+            if not ordered or entry >= ordered[-1]:
+                ordered.append(entry)
+            else:
+                bisect.insort(ordered, entry)
         history = self.history
-        if not history or entry >= history[-1]:
-            history.append(entry)
-        else:
-            bisect.insort(history, entry)
         if len(history) > self.spec.history_size:
             del history[: len(history) - self.spec.history_size]
 

@@ -57,8 +57,8 @@ class _Record(msgspec.Struct, array_like=True):
     clock: _Decayed
     attributes: _Sparse
     type_counts: _Sparse
-    preferences: list[tuple[str, int, str]]
-    history: list[tuple[int, str, str]]
+    preferences: list[Preference]
+    history: list[HistoryEntry]
     recent_ids: bytes
     offsets: dict[int, int]
     events_applied: int
@@ -104,8 +104,8 @@ def encode_state(user: UserState) -> bytes:
         clock=_pack(user.clock, "f4"),
         attributes=_pack_sparse(user.attributes),
         type_counts=_pack_sparse(user.type_counts),
-        preferences=[(p.text, p.ts_ms, p.event_id) for p in user.preferences],
-        history=[(h.ts_ms, h.item_id, h.type) for h in user.history],
+        preferences=user.preferences,
+        history=user.history,
         recent_ids=np.asarray(user.recent_ids, dtype="<u8").tobytes(),
         offsets=user.offsets,
         events_applied=user.events_applied,
@@ -133,8 +133,8 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     user.clock = _unpack(record.clock, long_taus, 24)
     user.attributes = _unpack_sparse(record.attributes, spec.long_tau, spec.max_attribute_values)
     user.type_counts = _unpack_sparse(record.type_counts, spec.long_tau, 16)
-    user.preferences = [Preference._make(p) for p in record.preferences]
-    user.history = [HistoryEntry._make(h) for h in record.history]
+    user.preferences = record.preferences
+    user.history = record.history
     user.recent_ids = np.frombuffer(record.recent_ids, dtype="<u8").tolist()
     user.offsets = dict(record.offsets)
     user.events_applied = record.events_applied

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from features.deferred import DeferredPipeline
 from features.keys import KeyLayout
 from features.scripts import APPLY_GLOBALS, APPLY_USER
 from features.signals import RESCALE_EXPONENT, trim_after
@@ -25,7 +26,7 @@ from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
 from p13n.config import Config
 
-__all__ = ["RedisStore", "UserWrite", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
+__all__ = ["RedisStore", "WriteBatch", "UserWrite", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
 
 APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
 
@@ -67,8 +68,7 @@ class RedisStore:
         self.vector_dtype = np.dtype(config.state.vector_dtype).newbyteorder("<")
         self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
         # Scripts are called by SHA with plain EVALSHA (redis-py's Script objects in a pipeline ask
-        # SCRIPT EXISTS on every execute); on NOSCRIPT (a restarted or flushed Redis) they are
-        # loaded and the pipeline re-run, which is safe because both scripts are idempotent.
+        # SCRIPT EXISTS on every execute); NOSCRIPT is handled by WriteBatch.finish.
         self._scripts = {APPLY_USER: _sha1(APPLY_USER), APPLY_GLOBALS: _sha1(APPLY_GLOBALS)}
 
     # --- users -------------------------------------------------------------------------------
@@ -88,31 +88,23 @@ class RedisStore:
     def load_user(self, tenant: str, user_id: str) -> UserState | None:
         return self.read_users([(tenant, user_id)])[0][1]
 
-    def _run_scripts(self, calls: Sequence[tuple[str, list, list]]) -> list:
-        """EVALSHA each (script, keys, args) in one pipeline; loads the scripts on NOSCRIPT and retries."""
-        import redis
+    def begin_writes(self) -> WriteBatch:
+        """A batch of script calls, each sent as soon as it is added and acknowledged together."""
+        return WriteBatch(self)
 
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args in calls:
-                pipe.execute_command("EVALSHA", self._scripts[script], len(keys), *keys, *args)
-            try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in self._scripts:
-                    self.client.script_load(script)
-        raise AssertionError("unreachable")
+    def _run_scripts(self, calls: Sequence[tuple[str, list, list]]) -> list:
+        """EVALSHA each (script, keys, args) in one round trip; loads the scripts on NOSCRIPT and retries."""
+        batch = self.begin_writes()
+        batch.send(calls)
+        return batch.finish()
+
+    def _user_call(self, w: UserWrite) -> tuple[str, list, list]:
+        return (APPLY_USER, [self.keys.user(w.tenant, w.user_id)],
+                [w.expected_version, encode_state(w.state), self.ttl_ms, w.partition, w.offset])  # fmt: skip
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
         """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""
-        calls = [
-            (APPLY_USER, [self.keys.user(w.tenant, w.user_id)],
-             [w.expected_version, encode_state(w.state), self.ttl_ms, w.partition, w.offset])
-            for w in writes
-        ]  # fmt: skip
-        return [int(result[0]) for result in self._run_scripts(calls)]
+        return [int(result[0]) for result in self._run_scripts([self._user_call(w) for w in writes])]
 
     def delete_user(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user (there is one); True if the user existed.
@@ -130,7 +122,19 @@ class RedisStore:
         popularity: Iterable[tuple],
         covisits: Iterable[tuple],
     ) -> bool:
-        """Add a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
+        """Add a batch's popularity and co-visitation deltas once per (tenant, partition, offset);
+        True if applied, False if this offset was applied before (see :meth:`globals_call`)."""
+        return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, covisits)])[0])
+
+    def globals_call(
+        self,
+        tenant: str,
+        partition: int,
+        offset: int,
+        popularity: Iterable[tuple],
+        covisits: Iterable[tuple],
+    ) -> tuple[str, list, list]:
+        """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
         deltas, once per (tenant, partition, offset).
 
         Deltas are aggregated first — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
@@ -144,7 +148,7 @@ class RedisStore:
         pop_args: list = []
         for item_id, obs in per_item.items():
             t_max = max(t for t, _ in obs)
-            pop_args += [item_id, repr(t_max), repr(sum(w * math.exp((t - t_max) / tau) for t, w in obs))]
+            pop_args += [item_id, t_max, math.fsum(w * math.exp((t - t_max) / tau) for t, w in obs)]
         pairs: dict[tuple[str, str], float] = {}
         for pair in covisits:
             a, b = pair[0], pair[1]
@@ -152,7 +156,6 @@ class RedisStore:
                 continue
             key = (a, b) if a < b else (b, a)
             pairs[key] = pairs.get(key, 0.0) + (float(pair[2]) if len(pair) > 2 else 1.0)
-        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant)]
         names: dict[str, int] = {}
         pair_args: list = []
         for (a, b), delta in pairs.items():
@@ -161,11 +164,12 @@ class RedisStore:
             for item in (a, b):
                 if item not in names:
                     names[item] = len(names) + 1
-            pair_args += [names[a], names[b], repr(delta)]
-        keys += [self.keys.covisit(tenant, item) for item in names]
+            pair_args += [names[a], names[b], delta]
+        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
+                *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
         args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),
-                len(per_item), *pop_args, len(names), *names, *pair_args]  # fmt: skip
-        return bool(self._run_scripts([(APPLY_GLOBALS, keys, args)])[0])
+                _meta_encoder.encode([pop_args, list(names), pair_args])]  # fmt: skip
+        return (APPLY_GLOBALS, keys, args)
 
     def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Last offset whose global deltas are applied, per (tenant, partition); -1 if none."""
@@ -293,3 +297,61 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         self.queue_request(pipe, tenant, user_id, candidate_ids, candidate_ids)
         return self.parse_request(pipe.execute(), candidate_ids, candidate_ids, now_ms)
+
+
+class WriteBatch:
+    """Script calls sent as soon as they are added (:class:`~features.deferred.DeferredPipeline`)
+    and acknowledged together by :meth:`finish`; Redis applies them in the order they were added.
+
+    On NOSCRIPT (a restarted or flushed Redis) the scripts are loaded and the calls that
+    failed re-run in order — safe because both scripts are idempotent."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._pipe = DeferredPipeline(store.client)
+        self._calls: list[tuple[str, list, list]] = []
+
+    def send(self, calls: Iterable[tuple[str, list, list]]) -> range:
+        """Send ``calls``; returns their positions in :meth:`finish`'s result."""
+        start = len(self._calls)
+        sha = self._store._scripts
+        commands = []
+        for script, keys, args in calls:
+            self._calls.append((script, keys, args))
+            commands.append(("EVALSHA", sha[script], len(keys), *keys, *args))
+        self._pipe.send(commands)
+        return range(start, len(self._calls))
+
+    def add_globals(self, tenant: str, partition: int, offset: int, popularity: Iterable[tuple],
+                    covisits: Iterable[tuple]) -> int:  # fmt: skip
+        """Send a partition's global deltas; returns the position of its result (1 applied, 0 seen before)."""
+        return self.send([self._store.globals_call(tenant, partition, offset, popularity, covisits)])[0]
+
+    def add_users(self, writes: Sequence[UserWrite]) -> range:
+        """Encode and send user writes; their results are ``[status, version]`` (see ``APPLY_USER``)."""
+        return self.send([self._store._user_call(w) for w in writes])
+
+    def finish(self) -> list:
+        """Every call's result, in order; raises the first error other than NOSCRIPT."""
+        import redis
+
+        replies = self._pipe.replies()
+        missing = [n for n, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:
+            for script in self._store._scripts:
+                self._store.client.script_load(script)
+            retry = DeferredPipeline(self._store.client)
+            sha = self._store._scripts
+            retry.send([("EVALSHA", sha[s], len(k), *k, *a) for s, k, a in (self._calls[n] for n in missing)])
+            for n, reply in zip(missing, retry.replies()):
+                replies[n] = reply
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
+    def __enter__(self) -> WriteBatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pipe.__exit__(*exc)

@@ -12,10 +12,13 @@ Exactly-once effect (DESIGN.md §4), per batch:
 3. users and the per-(tenant, partition) global offsets are read in one round trip;
 4. each user's events at or below the user's applied offset, or with an
    ``event_id`` seen before, are skipped; the rest is folded in event time;
-5. global deltas (popularity, co-visitation) of events above the global offset are
-   applied first, atomically with the new global offset;
-6. users are written with the atomic script (version check + offset check); a
-   user changed concurrently (a zombie consumer) is re-read and folded again.
+5. per partition, its global deltas (popularity, co-visitation) of events above the
+   global offset are sent first, applied atomically with the new global offset;
+6. then the partition's users, each with the atomic script (version check + offset
+   check). Writes are sent without waiting and acknowledged together at the end of
+   the batch, so Redis works on one partition while the next one folds; one
+   connection keeps them in order. A user changed concurrently (a zombie consumer)
+   is re-read and folded again.
 
 A crash between any two steps leaves Redis such that replaying the batch gives
 the same final state as if nothing had happened.
@@ -29,6 +32,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,6 +75,14 @@ class BatchOutcome:
     conflicts: int = 0
     freshness_s: list[float] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+class _WriteStats(NamedTuple):
+    """What a user's write will count once Redis acknowledged it."""
+
+    applied: int
+    duplicates: int
+    freshness_s: list[float]
 
 
 class _Stopwatch:
@@ -136,66 +148,98 @@ class BatchProcessor:
         raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")
 
     def _apply(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int) -> list:
-        """One read-fold-write pass over ``groups``; returns the keys whose write conflicted."""
+        """One read-fold-write pass over ``groups``; returns the keys whose write conflicted.
+
+        Partition by partition: fold its users, then send its global deltas followed by its
+        user writes without waiting, so Redis executes one partition's writes while the next
+        one folds; all replies are read at the end (:class:`~features.store.WriteBatch`)."""
         keys = list(groups)
         with _Stopwatch(outcome, "redis_read"):
-            users: list[tuple[int, UserState | None]] = [(0, None)] * len(keys)
-            misses = []
-            for n, (tenant, user_id, _) in enumerate(keys):
-                cached = self.users.pop(f"{tenant}/{user_id}")
-                if cached is not None:
-                    users[n] = cached
-                else:
-                    misses.append(n)
-            if misses:
-                for n, got in zip(misses, self.store.read_users([(keys[n][0], keys[n][1]) for n in misses])):
-                    users[n] = got
+            users = self._read_users(keys)
             global_offsets = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
-        writes: list[tuple[tuple, UserWrite, tuple[int, int, list[float]]]] = []
-        deltas: dict[tuple[str, int], tuple[list, list, int]] = {}
-        with _Stopwatch(outcome, "fold"):
-            for key, (version, state) in zip(keys, users):
-                tenant, user_id, partition = key
-                state = state or UserState.new(self.store.spec)
-                applied_offset = state.offsets.get(partition, -1)
-                batch = sorted(groups[key], key=lambda pair: pair[0])
-                fresh = [(offset, e) for offset, e in batch if offset > applied_offset]
-                if not fresh:
-                    outcome.duplicates += len(batch)
-                    self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
-                    continue
-                result = state.fold([e for _, e in fresh], items, text_vectors)
-                max_offset = fresh[-1][0]
-                state.mark_offset(partition, max_offset)
-                stats = (result.applied, len(batch) - len(fresh) + result.duplicates,
-                         [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
-                writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
-                offset_of: dict[str, int] = {}
-                for offset, e in fresh:
-                    offset_of.setdefault(e.event_id, offset)
+        members: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for n, (tenant, _, partition) in enumerate(keys):
+            members[(tenant, partition)].append(n)
+        sent: list[tuple[tuple, UserWrite, _WriteStats, int]] = []
+        with self.store.begin_writes() as batch:
+            for (tenant, partition), indexes in members.items():
                 floor = global_offsets[(tenant, partition)]
-                pops, pairs, top = deltas.get((tenant, partition), ([], [], -1))
-                pops.extend(d for d in result.popularity if offset_of[d.event_id] > floor)
-                pairs.extend(d for d in result.covisits if offset_of[d.event_id] > floor)
-                deltas[(tenant, partition)] = (pops, pairs, max(top, max_offset))
-        with _Stopwatch(outcome, "redis_write"):
-            for (tenant, partition), (pops, pairs, top) in deltas.items():
-                if pops or pairs:
-                    self.store.apply_globals(tenant, partition, top, pops, pairs)
-            statuses = self.store.write_users([w for _, w, _ in writes]) if writes else []
+                writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
+                pops: list = []
+                pairs: list = []
+                with _Stopwatch(outcome, "fold"):
+                    for n in indexes:
+                        folded = self._fold_user(keys[n], users[n], groups[keys[n]], items, text_vectors, now_ms,
+                                                 floor, pops, pairs, outcome)  # fmt: skip
+                        if folded is not None:
+                            writes.append(folded)
+                with _Stopwatch(outcome, "redis_send"):
+                    if pops or pairs:
+                        batch.add_globals(tenant, partition, max(w.offset for _, w, _ in writes), pops, pairs)
+                    positions = batch.add_users([w for _, w, _ in writes])
+                sent.extend((key, write, stats, at) for (key, write, stats), at in zip(writes, positions))
+            with _Stopwatch(outcome, "redis_wait"):
+                replies = batch.finish()
         conflicted = []
-        for (key, write, (applied, duplicates, freshness)), status in zip(writes, statuses):
+        for key, write, stats, at in sent:
+            status = int(replies[at][0])
             if status == APPLIED:
                 self.users.put(f"{key[0]}/{key[1]}", (write.expected_version + 1, write.state))
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
-                outcome.duplicates += applied + duplicates
+                outcome.duplicates += stats.applied + stats.duplicates
             else:
-                outcome.applied += applied
-                outcome.duplicates += duplicates
-                outcome.freshness_s.extend(freshness)
+                outcome.applied += stats.applied
+                outcome.duplicates += stats.duplicates
+                outcome.freshness_s.extend(stats.freshness_s)
         return conflicted
+
+    def _read_users(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[int, UserState | None]]:
+        """(version, state) per key: from this process's cache (taken out while folded), else from Redis."""
+        users: list[tuple[int, UserState | None]] = [(0, None)] * len(keys)
+        misses = []
+        for n, (tenant, user_id, _) in enumerate(keys):
+            cached = self.users.pop(f"{tenant}/{user_id}")
+            if cached is not None:
+                users[n] = cached
+            else:
+                misses.append(n)
+        if misses:
+            for n, got in zip(misses, self.store.read_users([(keys[n][0], keys[n][1]) for n in misses])):
+                users[n] = got
+        return users
+
+    def _fold_user(self, key, read: tuple[int, UserState | None], batch: list[tuple[int, Event]], items,
+                   text_vectors, now_ms: int, floor: int, pops: list, pairs: list,
+                   outcome: BatchOutcome) -> tuple[tuple, UserWrite, _WriteStats] | None:  # fmt: skip
+        """Fold one user's events above its applied offset; global deltas of events above the
+        partition's global ``floor`` go to ``pops``/``pairs``. None when nothing is new."""
+        tenant, user_id, partition = key
+        version, state = read
+        state = state or UserState.new(self.store.spec)
+        applied_offset = state.offsets.get(partition, -1)
+        batch = sorted(batch, key=lambda pair: pair[0])
+        fresh = [(offset, e) for offset, e in batch if offset > applied_offset]
+        if not fresh:
+            outcome.duplicates += len(batch)
+            self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
+            return None
+        result = state.fold([e for _, e in fresh], items, text_vectors)
+        max_offset = fresh[-1][0]
+        state.mark_offset(partition, max_offset)
+        stats = _WriteStats(result.applied, len(batch) - len(fresh) + result.duplicates,
+                            [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
+        if fresh[0][0] > floor:  # the usual case: every event is above the floor
+            pops.extend(result.popularity)
+            pairs.extend(result.covisits)
+        else:
+            offset_of: dict[str, int] = {}
+            for offset, e in fresh:
+                offset_of.setdefault(e.event_id, offset)
+            pops.extend(d for d in result.popularity if offset_of[d.event_id] > floor)
+            pairs.extend(d for d in result.covisits if offset_of[d.event_id] > floor)
+        return key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats
 
     def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
         """ItemInfo of every item the events name, embedding first-seen items that carry text."""

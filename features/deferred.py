@@ -1,0 +1,106 @@
+"""Commands written to Redis now, their replies read later.
+
+redis-py's pipeline sends and then waits, in one call. The consumer wants to hand
+one partition's writes to Redis and fold the next partition while Redis executes
+them, so :class:`DeferredPipeline` writes each group of commands to the socket as
+soon as it is ready and reads every reply at the end. All commands travel on one
+connection, so Redis applies them in the order they were sent — the order the
+exactly-once protocol relies on (a partition's global deltas before its users).
+
+With a Redis Cluster client, whose commands go to several nodes, the commands are
+queued on a cluster pipeline and executed when the replies are asked for: the
+same results, without the overlap.
+
+>>> import redis
+>>> pipe = DeferredPipeline(redis.Redis(port=1))  # nothing is sent before the first command
+>>> pipe.replies()
+[]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+try:  # hiredis packs a command in C; redis-py's own packer is the fallback
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _pack_command = None
+
+__all__ = ["DeferredPipeline"]
+
+
+class DeferredPipeline:
+    """Send now, read later. Use as a context manager, or call :meth:`replies` exactly once."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self._cluster_pipe = None if hasattr(client, "connection_pool") else client.pipeline(transaction=False)
+        self._conn = None
+        self._count = 0
+
+    def send(self, commands: Iterable[Sequence]) -> None:
+        """Write ``commands`` (tuples of arguments: bytes, str or int) to Redis without waiting."""
+        if self._cluster_pipe is not None:
+            for command in commands:
+                self._cluster_pipe.execute_command(*command)
+                self._count += 1
+            return
+        first = self._conn is None
+        if first:
+            self._conn = self._client.connection_pool.get_connection()
+        commands = [tuple(c) for c in commands]
+        if not commands:
+            return
+        try:
+            if _pack_command is not None:
+                packed = [b"".join([_pack_command(c) for c in commands])]
+            else:
+                packed = self._conn.pack_commands(commands)
+            self._conn.send_packed_command(packed, check_health=first)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._count += len(commands)
+
+    def replies(self) -> list:
+        """Every sent command's reply, in order; a command that failed gives its ``ResponseError``.
+
+        Connection errors and timeouts are raised (the connection is dropped, never reused
+        with replies still unread)."""
+        import redis
+
+        if self._cluster_pipe is not None:
+            try:
+                return self._cluster_pipe.execute(raise_on_error=False) if self._count else []
+            finally:
+                self._cluster_pipe.reset()
+        if self._conn is None:
+            return []
+        out: list = []
+        try:
+            for _ in range(self._count):
+                try:
+                    out.append(self._conn.read_response())
+                except redis.ResponseError as exc:
+                    out.append(exc)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._release(broken=False)
+        return out
+
+    def _release(self, *, broken: bool) -> None:
+        conn, self._conn, self._count = self._conn, None, 0
+        if conn is None:
+            return
+        if broken:
+            conn.disconnect()
+        self._client.connection_pool.release(conn)
+
+    def __enter__(self) -> DeferredPipeline:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Leaving early (an exception, or replies never read) must not hand a connection with
+        # unread replies back to the pool.
+        self._release(broken=self._count > 0)
