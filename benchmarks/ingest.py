@@ -190,7 +190,10 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
 
 
 def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
-    processing = bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
+    from stream.consumer import folding_gc
+
+    with folding_gc():  # as `p13n consume` runs
+        processing = bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
     broker = bench_broker_ceiling(config, records=2000 if quick else 20000)
     e2e = bench_end_to_end(config, client, rate=200 if quick else 1000, seconds=2 if quick else 10)
     target = processing["events_per_s"] >= 20_000

@@ -58,22 +58,22 @@ class DecayedSum:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.taus = taus_arr
         self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
-        self.weights = np.zeros(taus_arr.size, dtype=np.float64)
+        self.weights: list[float] = [0.0] * taus_arr.size  # per horizon; Python floats, cheaper than numpy at this size
         self.t_ref: float | None = None
         self._rates = (1.0 / taus_arr).tolist()
 
     @classmethod
-    def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: np.ndarray, t_ref: float | None) -> DecayedSum:
+    def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: Sequence[float], t_ref: float | None) -> DecayedSum:
         """Rebuild a state from its parts without re-validating ``taus`` (already validated once)."""
         state = cls.__new__(cls)
-        state.taus, state.sums, state.weights, state.t_ref = taus, sums, weights, t_ref
+        state.taus, state.sums, state.weights, state.t_ref = taus, sums, [float(w) for w in weights], t_ref
         state._rates = (1.0 / taus).tolist()
         return state
 
     @classmethod
     def zeros(cls, taus: np.ndarray, dim: int) -> DecayedSum:
         """An empty state over already-validated ``taus`` (float64 array)."""
-        return cls.restore(taus, np.zeros((taus.size, dim)), np.zeros(taus.size), None)
+        return cls.restore(taus, np.zeros((taus.size, dim)), [0.0] * taus.size, None)
 
     @property
     def dim(self) -> int:
@@ -102,11 +102,9 @@ class DecayedSum:
         carry = [math.exp((t_ref - t_new) * r) for r in self._rates]
         if len(carry) == 1:
             self.sums *= carry[0]
-            self.weights *= carry[0]
         else:
-            column = np.array(carry)
-            self.sums *= column[:, None]
-            self.weights *= column
+            self.sums *= np.array(carry)[:, None]
+        self.weights = [w * c for w, c in zip(self.weights, carry)]
         self.t_ref = t_new
         return t_new
 
@@ -124,7 +122,7 @@ class DecayedSum:
             self.sums += np.multiply.outer([row[0] for row in factors], np.asarray(xs[0], dtype=np.float64))
         else:
             self.sums += np.array(factors) @ np.asarray(xs, dtype=np.float64)
-        self.weights += [math.fsum(row) for row in factors]
+        self.weights = [w + math.fsum(row) for w, row in zip(self.weights, factors)]
 
     def update_one_hot(self, ts: Sequence[float], indices: Sequence[int]) -> None:
         """Like :meth:`update_many` with weight 1 and one-hot vectors ``e[indices]`` (e.g. hour of day)."""
@@ -135,7 +133,7 @@ class DecayedSum:
         for h, row in enumerate(factors):
             for index, f in zip(indices, row):
                 sums[h, index] += f
-        self.weights += [math.fsum(row) for row in factors]
+        self.weights = [w + math.fsum(row) for w, row in zip(self.weights, factors)]
 
     def read(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (H, dim), weights (H,)) decayed to ``now``; zeros if empty.
@@ -143,9 +141,9 @@ class DecayedSum:
         Reading before ``t_ref`` (a clock behind the newest event) does not amplify: factor 1.
         """
         if self.t_ref is None:
-            return np.zeros_like(self.sums), np.zeros_like(self.weights)
+            return np.zeros_like(self.sums), np.zeros(len(self.weights))
         carry = decay_factors(self.taus, max(0.0, now - self.t_ref))
-        return self.sums * carry[:, None], self.weights * carry
+        return self.sums * carry[:, None], np.array(self.weights) * carry
 
     def merge(self, other: DecayedSum) -> DecayedSum:
         """A new state equal to folding both event sets into one (same taus and dim required)."""
@@ -160,11 +158,11 @@ class DecayedSum:
             if part.t_ref is not None:
                 carry = decay_factors(self.taus, merged.t_ref - part.t_ref)
                 merged.sums += part.sums * carry[:, None]
-                merged.weights += part.weights * carry
+                merged.weights = [m + w * c for m, w, c in zip(merged.weights, part.weights, carry.tolist())]
         return merged
 
     def copy(self) -> DecayedSum:
-        return DecayedSum.restore(self.taus, self.sums.copy(), self.weights.copy(), self.t_ref)
+        return DecayedSum.restore(self.taus, self.sums.copy(), self.weights, self.t_ref)
 
 
 class SparseDecayedSum:

@@ -231,15 +231,19 @@ class UserState:
         """Fold a batch of this user's events (any order). Events whose ``event_id`` was
         already applied are skipped. ``text_vectors`` maps message/preference text to its embedding."""
         result = FoldResult()
-        seen = set(self.recent_ids)
+        recent = self.recent_ids
+        # A few events (the consumer's usual case) are checked against the list itself; building
+        # a set of the remembered ids only pays off for longer batches.
+        seen: set[int] | None = set(recent) if len(events) > 8 else None
         fresh: list[Event] = []
         for event in events:
             h = event_id_hash(event.event_id)
-            if h in seen:
+            if h in (recent if seen is None else seen):
                 result.duplicates += 1
                 continue
-            seen.add(h)
-            self.recent_ids.append(h)
+            if seen is not None:
+                seen.add(h)
+            recent.append(h)
             fresh.append(event)
         if len(self.recent_ids) > self.spec.recent_event_ids:
             del self.recent_ids[: len(self.recent_ids) - self.spec.recent_event_ids]

@@ -69,15 +69,19 @@ _decoder = msgspec.msgpack.Decoder(_Record)
 
 
 def _pack(state: DecayedSum, dtype: str) -> _Decayed:
-    return _Decayed(sums=state.sums.astype(f"<{dtype}").tobytes(), weights=state.weights.tolist(),
+    if state.t_ref is None:  # never updated (e.g. no negative signal yet): no bytes for its zeros
+        return _Decayed(sums=b"", weights=[], t_ref=None, dtype=dtype)
+    return _Decayed(sums=state.sums.astype(f"<{dtype}").tobytes(), weights=state.weights,
                     t_ref=state.t_ref, dtype=dtype)  # fmt: skip
 
 
 def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
+    if packed.t_ref is None:
+        return DecayedSum.zeros(taus, dim)
     sums = np.frombuffer(packed.sums, dtype=f"<{packed.dtype}").astype(np.float64)
     if sums.size != taus.size * dim or len(packed.weights) != taus.size:
         raise StateFormatError("stored state has a different shape than the configured horizons/dimension")
-    return DecayedSum.restore(taus, sums.reshape(taus.size, dim), np.array(packed.weights, dtype=np.float64),
+    return DecayedSum.restore(taus, sums.reshape(taus.size, dim), packed.weights,
                               packed.t_ref)  # fmt: skip
 
 
