@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DecayedSum", "decay_factors", "SparseDecayedSum"]
+__all__ = ["DecayedSum", "DecayedSumUpdates", "decay_factors", "SparseDecayedSum"]
 
 
 def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
@@ -86,54 +86,19 @@ class DecayedSum:
 
     def update(self, t: float, w: float, x: Sequence[float] | np.ndarray) -> None:
         """Fold one event (time ``t`` s, weight ``w``, vector ``x``)."""
-        self.update_many([t], [w], [np.asarray(x, dtype=np.float64)])
-
-    # The consumer folds one or two events per user and batch, so the per-event factors are
-    # computed with ``math`` on Python floats (numpy's per-call overhead would dominate); numpy
-    # only touches the (H, dim) sums.
-    def _advance(self, t_new: float) -> float:
-        """Move ``t_ref`` forward to ``t_new`` (decaying what is there); returns the new ``t_ref``."""
-        t_ref = self.t_ref
-        if t_ref is None:
-            self.t_ref = t_new
-            return t_new
-        if t_new <= t_ref:
-            return t_ref
-        carry = [math.exp((t_ref - t_new) * r) for r in self._rates]
-        if len(carry) == 1:
-            self.sums *= carry[0]
-        else:
-            self.sums *= np.array(carry)[:, None]
-        self.weights = [w * c for w, c in zip(self.weights, carry)]
-        self.t_ref = t_new
-        return t_new
-
-    def _factors(self, ts: Sequence[float], ws: Sequence[float]) -> list[list[float]]:
-        """``wᵢ·exp(−(t_ref − tᵢ)/τ)`` per horizon and event, after advancing to the newest ``tᵢ``."""
-        t_ref = self._advance(max(ts))
-        return [[w * math.exp((t - t_ref) * r) for t, w in zip(ts, ws)] for r in self._rates]
+        self.update_many([t], [w], [x])
 
     def update_many(self, ts: Sequence[float], ws: Sequence[float], xs: Sequence | np.ndarray) -> None:
         """Fold n events at once: times ``ts``, weights ``ws``, vectors ``xs`` (n × dim). Same result as n updates."""
-        if len(ts) == 0:
-            return
-        factors = self._factors([float(t) for t in ts], [float(w) for w in ws])
-        if len(ts) == 1:
-            self.sums += np.multiply.outer([row[0] for row in factors], np.asarray(xs[0], dtype=np.float64))
-        else:
-            self.sums += np.array(factors) @ np.asarray(xs, dtype=np.float64)
-        self.weights = [w + math.fsum(row) for w, row in zip(self.weights, factors)]
+        updates = DecayedSumUpdates()
+        updates.add(self, ts, ws, xs)
+        updates.apply()
 
     def update_one_hot(self, ts: Sequence[float], indices: Sequence[int]) -> None:
         """Like :meth:`update_many` with weight 1 and one-hot vectors ``e[indices]`` (e.g. hour of day)."""
-        if len(ts) == 0:
-            return
-        factors = self._factors([float(t) for t in ts], [1.0] * len(ts))
-        sums = self.sums
-        for h, row in enumerate(factors):
-            for index, f in zip(indices, row):
-                sums[h, index] += f
-        self.weights = [w + math.fsum(row) for w, row in zip(self.weights, factors)]
+        updates = DecayedSumUpdates()
+        updates.add_one_hot(self, ts, indices)
+        updates.apply()
 
     def read(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(sums (H, dim), weights (H,)) decayed to ``now``; zeros if empty.
@@ -163,6 +128,104 @@ class DecayedSum:
 
     def copy(self) -> DecayedSum:
         return DecayedSum.restore(self.taus, self.sums.copy(), self.weights, self.t_ref)
+
+
+class _Group:
+    """Pending updates of states that share their horizons and dimension."""
+
+    __slots__ = ("rates", "states", "counts", "ts", "ws", "xs")
+
+    def __init__(self, rates: list[float]) -> None:
+        self.rates = rates
+        self.states: list[DecayedSum] = []
+        self.counts: list[int] = []
+        self.ts: list[float] = []
+        self.ws: list[float] = []
+        self.xs: list = []
+
+
+class DecayedSumUpdates:
+    """Updates of many :class:`DecayedSum` states, collected and then applied together.
+
+    The consumer folds one or two events into each of hundreds of users per batch,
+    where numpy's per-call overhead, not arithmetic, is the cost. Collected here, the
+    decay factors of all events and states come from a couple of vectorised
+    ``exp`` calls and each state then takes two in-place operations. The result is the
+    same as updating each state on its own (and :meth:`DecayedSum.update_many` is
+    exactly that: a batch of one).
+
+    >>> a, b = DecayedSum([10.0], 2), DecayedSum([10.0], 2)
+    >>> updates = DecayedSumUpdates()
+    >>> updates.add(a, [0.0, 10.0], [1.0, 1.0], [[1.0, 0.0], [0.0, 1.0]])
+    >>> updates.add(b, [5.0], [2.0], [[1.0, 1.0]])
+    >>> updates.apply()
+    >>> a.read(10.0)[0].round(4).tolist(), b.t_ref
+    ([[0.3679, 1.0]], 5.0)
+    """
+
+    _eyes: dict[int, np.ndarray] = {}
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple, _Group] = {}
+        self._seen: set[int] = set()
+
+    def add(self, state: DecayedSum, ts: Sequence[float], ws: Sequence[float], xs: Sequence | np.ndarray) -> None:
+        """Queue events (times ``ts``, weights ``ws``, vectors ``xs``) for ``state``; each state at most once."""
+        if len(ts) == 0:
+            return
+        if len(ts) != len(ws) or len(ts) != len(xs):
+            raise ValueError(f"ts, ws and xs differ in length ({len(ts)}, {len(ws)}, {len(xs)})")
+        if id(state) in self._seen:
+            raise ValueError("a state can be queued once per apply()")
+        self._seen.add(id(state))
+        key = (tuple(state._rates), state.sums.shape[1])
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(state._rates)
+        group.states.append(state)
+        group.counts.append(len(ts))
+        group.ts.extend(ts)
+        group.ws.extend(ws)
+        group.xs.extend(xs)
+
+    def add_one_hot(self, state: DecayedSum, ts: Sequence[float], indices: Sequence[int]) -> None:
+        """Queue weight-1 events whose vectors are one-hot at ``indices`` (e.g. hour of day)."""
+        dim = state.sums.shape[1]
+        eye = self._eyes.get(dim)
+        if eye is None:
+            eye = self._eyes[dim] = np.eye(dim)
+        self.add(state, ts, [1.0] * len(ts), [eye[i] for i in indices])
+
+    def apply(self) -> None:
+        """Fold everything queued into its state; the queue is empty afterwards."""
+        groups, self._groups, self._seen = self._groups, {}, set()
+        for group in groups.values():
+            self._apply_group(group)
+
+    @staticmethod
+    def _apply_group(group: _Group) -> None:
+        states, counts = group.states, group.counts
+        rates = np.array(group.rates)
+        ts = np.array(group.ts, dtype=np.float64)
+        starts = np.cumsum([0, *counts[:-1]])
+        t_old = np.array([-np.inf if s.t_ref is None else s.t_ref for s in states])
+        t_new = np.maximum(t_old, np.maximum.reduceat(ts, starts))
+        owner = np.repeat(np.arange(len(states)), counts)
+        # per event and horizon: w·exp(−(t_ref − t)/τ) at the new t_ref; per state: how far the old part decays
+        factors = np.array(group.ws, dtype=np.float64)[:, None] * np.exp((ts - t_new[owner])[:, None] * rates)
+        carry = np.exp((t_old - t_new)[:, None] * rates)  # 0 for a state that was empty
+        xs = np.array(group.xs, dtype=np.float64)
+        added = factors[:, :, None] * xs[:, None, :]  # (events, H, dim)
+        if len(ts) != len(states):
+            added = np.add.reduceat(added, starts, axis=0)  # (states, H, dim)
+        weights = (np.array([s.weights for s in states]) * carry + np.add.reduceat(factors, starts, axis=0)).tolist()
+        sums = np.stack([s.sums for s in states])  # (states, H, dim): one gather, two vectorised operations
+        sums *= carry[:, :, None]
+        sums += added
+        for n, (state, t_ref) in enumerate(zip(states, t_new.tolist())):
+            np.copyto(state.sums, sums[n])  # copied back: a view would keep the whole batch array alive
+            state.weights = weights[n]
+            state.t_ref = t_ref
 
 
 class SparseDecayedSum:

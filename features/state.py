@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from features.decay import DecayedSum, SparseDecayedSum
+from features.decay import DecayedSum, DecayedSumUpdates, SparseDecayedSum
 from features.events import Event
 from features.scorer import UserView
 from p13n.config import StateConfig
@@ -44,6 +44,7 @@ __all__ = [
     "PopularityDelta",
     "CovisitDelta",
     "UserState",
+    "fold_users",
     "event_id_hash",
 ]
 
@@ -230,6 +231,11 @@ class UserState:
     ) -> FoldResult:
         """Fold a batch of this user's events (any order). Events whose ``event_id`` was
         already applied are skipped. ``text_vectors`` maps message/preference text to its embedding."""
+        return fold_users([(self, events)], items, text_vectors)[0]
+
+    def _fold_into(self, events: Sequence[Event], items: Mapping[str, ItemInfo],
+                   text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> FoldResult:  # fmt: skip
+        """Everything of :meth:`fold` but the vector sums, which are queued on ``vectors``."""
         result = FoldResult()
         recent = self.recent_ids
         # A few events (the consumer's usual case) are checked against the list itself; building
@@ -245,18 +251,19 @@ class UserState:
                 seen.add(h)
             recent.append(h)
             fresh.append(event)
-        if len(self.recent_ids) > self.spec.recent_event_ids:
-            del self.recent_ids[: len(self.recent_ids) - self.spec.recent_event_ids]
+        if len(recent) > self.spec.recent_event_ids:
+            del recent[: len(recent) - self.spec.recent_event_ids]
         if not fresh:
             return result
         fresh.sort(key=lambda e: (e.ts_ms, e.event_id))
-        self._fold_vectors(fresh, items, text_vectors or {})
+        self._queue_vectors(fresh, items, text_vectors, vectors)
         self._fold_scalars(fresh, items, result)
         result.applied = len(fresh)
         self.events_applied += len(fresh)
         return result
 
-    def _fold_vectors(self, events: list[Event], items: Mapping[str, ItemInfo], text_vectors: Mapping[str, np.ndarray]) -> None:
+    def _queue_vectors(self, events: list[Event], items: Mapping[str, ItemInfo],
+                       text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> None:  # fmt: skip
         spec = self.spec
         pos_t, pos_w, pos_x, neg_t, neg_w, neg_x, txt_t, txt_w, txt_x = ([] for _ in range(9))
         for event in events:
@@ -276,19 +283,15 @@ class UserState:
                 pos_t.append(t), pos_w.append(w), pos_x.append(info.vector)
             elif w < 0:
                 neg_t.append(t), neg_w.append(-w), neg_x.append(info.vector)
-        if pos_t:
-            self.positive.update_many(pos_t, pos_w, pos_x)
-        if neg_t:
-            self.negative.update_many(neg_t, neg_w, neg_x)
-        if txt_t:
-            self.text.update_many(txt_t, txt_w, txt_x)
-        self.clock.update_one_hot([e.ts_ms / 1000.0 for e in events], [(e.ts_ms // 3_600_000) % 24 for e in events])
+        vectors.add(self.positive, pos_t, pos_w, pos_x)
+        vectors.add(self.negative, neg_t, neg_w, neg_x)
+        vectors.add(self.text, txt_t, txt_w, txt_x)
+        vectors.add_one_hot(self.clock, [e.ts_ms / 1000.0 for e in events], [(e.ts_ms // 3_600_000) % 24 for e in events])
 
     def _fold_scalars(self, events: list[Event], items: Mapping[str, ItemInfo], result: FoldResult) -> None:
         spec = self.spec
         counts: list[tuple[float, dict[str, float]]] = []
         attributes: list[tuple[float, dict[str, float]]] = []
-        positives = [h for h in self.history if h.type not in NEGATIVE_TYPES]  # kept in step with history
         for event in events:  # sorted by time
             t = event.ts_ms / 1000.0
             counts.append((t, {event.type: 1.0}))
@@ -303,15 +306,12 @@ class UserState:
             entry = HistoryEntry(event.ts_ms, event.item_id, event.type)
             if w > 0:
                 result.popularity.append(PopularityDelta(event.item_id, event.ts_ms, w, event.event_id))
-                self._collect_covisits(entry, positives, event.event_id, result.covisits)
-            self._add_history(entry, positives if event.type not in NEGATIVE_TYPES else None)
-            if positives and positives[0] < self.history[0]:  # the bound dropped the oldest entries
-                del positives[: bisect.bisect_left(positives, self.history[0])]
+                self._collect_covisits(entry, event.event_id, result.covisits)
+            self._add_history(entry)
         self.type_counts.add_many(counts)
         self.attributes.add_many(attributes)
 
-    def _collect_covisits(self, entry: HistoryEntry, positives: list[HistoryEntry], event_id: str,
-                          out: list[CovisitDelta]) -> None:  # fmt: skip
+    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitDelta]) -> None:
         """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
 
         Two positive items are neighbours when at most ``covisit_window`` positive items
@@ -319,14 +319,25 @@ class UserState:
         ``window`` items before and after it, and removes each pair that it now pushes
         more than ``window`` apart — so the counts depend on which events were seen, not
         on the order they arrived in (up to items already evicted from the bounded history).
-        ``positives`` are the positive entries of the history, in order.
         """
         window = self.spec.covisit_window
-        if len(self.history) >= self.spec.history_size and self.history and entry < self.history[0]:
+        history = self.history
+        if len(history) >= self.spec.history_size and history and entry < history[0]:
             return  # older than everything we still remember: its neighbours are gone
-        p = bisect.bisect_right(positives, entry)
-        before = positives[max(0, p - window) : p]
-        after = positives[p : p + window]
+        if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
+            before: list[HistoryEntry] = []
+            for h in reversed(history):
+                if h.type not in NEGATIVE_TYPES:
+                    before.append(h)
+                    if len(before) == window:
+                        break
+            before.reverse()
+            positives, p, after = before, len(before), []
+        else:
+            positives = [h for h in history if h.type not in NEGATIVE_TYPES]
+            p = bisect.bisect_right(positives, entry)
+            before = positives[max(0, p - window) : p]
+            after = positives[p : p + window]
         item = entry.item_id
         for other in before:
             if other.item_id != item:
@@ -339,16 +350,13 @@ class UserState:
             if k >= 0 and positives[k].item_id != later.item_id:
                 out.append(CovisitDelta(positives[k].item_id, later.item_id, -1.0, event_id))
 
-    def _add_history(self, entry: HistoryEntry, positives: list[HistoryEntry] | None) -> None:
-        """Insert ``entry`` in time order (and into ``positives`` when given), keeping the newest entries."""
-        for ordered in (self.history, positives):
-            if ordered is None:
-                continue
-            if not ordered or entry >= ordered[-1]:
-                ordered.append(entry)
-            else:
-                bisect.insort(ordered, entry)
+    def _add_history(self, entry: HistoryEntry) -> None:
+        """Insert ``entry`` in time order, keeping the newest ``history_size`` entries."""
         history = self.history
+        if not history or entry >= history[-1]:
+            history.append(entry)
+        else:
+            bisect.insort(history, entry)
         if len(history) > self.spec.history_size:
             del history[: len(history) - self.spec.history_size]
 
@@ -413,6 +421,20 @@ class UserState:
     @property
     def last_event_ms(self) -> int | None:
         return self.history[-1].ts_ms if self.history else None
+
+
+def fold_users(
+    jobs: Sequence[tuple[UserState, Sequence[Event]]],
+    items: Mapping[str, ItemInfo],
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+) -> list[FoldResult]:
+    """Fold each (user, events) job — the same as ``user.fold(events, …)`` one by one, with the
+    vector sums of all users updated together (:class:`~features.decay.DecayedSumUpdates`).
+    Each user state may appear once."""
+    vectors = DecayedSumUpdates()
+    results = [user._fold_into(events, items, text_vectors or {}, vectors) for user, events in jobs]
+    vectors.apply()
+    return results
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
-from features.state import ItemInfo, UserState
+from features.state import ItemInfo, UserState, fold_users
 from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
 from p13n.config import Config
 from p13n.errors import ServiceError
@@ -164,15 +164,9 @@ class BatchProcessor:
         with self.store.begin_writes() as batch:
             for (tenant, partition), indexes in members.items():
                 floor = global_offsets[(tenant, partition)]
-                writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
-                pops: list = []
-                pairs: list = []
                 with _Stopwatch(outcome, "fold"):
-                    for n in indexes:
-                        folded = self._fold_user(keys[n], users[n], groups[keys[n]], items, text_vectors, now_ms,
-                                                 floor, pops, pairs, outcome)  # fmt: skip
-                        if folded is not None:
-                            writes.append(folded)
+                    writes, pops, pairs = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
+                                                               groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
                 with _Stopwatch(outcome, "redis_send"):
                     if pops or pairs:
                         batch.add_globals(tenant, partition, max(w.offset for _, w, _ in writes), pops, pairs)
@@ -210,36 +204,46 @@ class BatchProcessor:
                 users[n] = got
         return users
 
-    def _fold_user(self, key, read: tuple[int, UserState | None], batch: list[tuple[int, Event]], items,
-                   text_vectors, now_ms: int, floor: int, pops: list, pairs: list,
-                   outcome: BatchOutcome) -> tuple[tuple, UserWrite, _WriteStats] | None:  # fmt: skip
-        """Fold one user's events above its applied offset; global deltas of events above the
-        partition's global ``floor`` go to ``pops``/``pairs``. None when nothing is new."""
-        tenant, user_id, partition = key
-        version, state = read
-        state = state or UserState.new(self.store.spec)
-        applied_offset = state.offsets.get(partition, -1)
-        batch = sorted(batch, key=lambda pair: pair[0])
-        fresh = [(offset, e) for offset, e in batch if offset > applied_offset]
-        if not fresh:
-            outcome.duplicates += len(batch)
-            self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
-            return None
-        result = state.fold([e for _, e in fresh], items, text_vectors)
-        max_offset = fresh[-1][0]
-        state.mark_offset(partition, max_offset)
-        stats = _WriteStats(result.applied, len(batch) - len(fresh) + result.duplicates,
-                            [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
-        if fresh[0][0] > floor:  # the usual case: every event is above the floor
-            pops.extend(result.popularity)
-            pairs.extend(result.covisits)
-        else:
+    def _fold_partition(self, keys: list[tuple], reads: list[tuple[int, UserState | None]], groups, items,
+                        text_vectors, now_ms: int, floor: int,
+                        outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list, list]:  # fmt: skip
+        """Fold each user's events above its applied offset (all users' vectors together).
+
+        Returns the writes and the global deltas (popularity, co-visitation) of the events above
+        the partition's global ``floor``."""
+        jobs: list[tuple[tuple, int, UserState, list[tuple[int, Event]], int]] = []
+        for key, (version, state) in zip(keys, reads):
+            tenant, user_id, partition = key
+            state = state or UserState.new(self.store.spec)
+            batch = groups[key]
+            applied_offset = state.offsets.get(partition, -1)
+            fresh = sorted((pair for pair in batch if pair[0] > applied_offset), key=lambda pair: pair[0])
+            if not fresh:
+                outcome.duplicates += len(batch)
+                self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
+                continue
+            jobs.append((key, version, state, fresh, len(batch)))
+        results = fold_users([(state, [e for _, e in fresh]) for _, _, state, fresh, _ in jobs], items, text_vectors)
+        writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
+        pops: list = []
+        pairs: list = []
+        for (key, version, state, fresh, received), result in zip(jobs, results):
+            tenant, user_id, partition = key
+            max_offset = fresh[-1][0]
+            state.mark_offset(partition, max_offset)
+            stats = _WriteStats(result.applied, received - len(fresh) + result.duplicates,
+                                [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
+            writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
+            if fresh[0][0] > floor:  # the usual case: every event is above the floor
+                pops.extend(result.popularity)
+                pairs.extend(result.covisits)
+                continue
             offset_of: dict[str, int] = {}
             for offset, e in fresh:
                 offset_of.setdefault(e.event_id, offset)
             pops.extend(d for d in result.popularity if offset_of[d.event_id] > floor)
             pairs.extend(d for d in result.covisits if offset_of[d.event_id] > floor)
-        return key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats
+        return writes, pops, pairs
 
     def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
         """ItemInfo of every item the events name, embedding first-seen items that carry text."""

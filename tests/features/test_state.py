@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.events import Event
-from features.state import ItemInfo, StateSpec, UserState
+from features.state import ItemInfo, StateSpec, UserState, fold_users
 from features.state_codec import StateFormatError, decode_state, encode_state
 from p13n.config import StateConfig
 
@@ -158,6 +158,35 @@ def test_embeddings_and_preferences_do_not_depend_on_arrival_order(raw, rnd):
     pa, pb = a.attribute_preferences(now), b.attribute_preferences(now)
     assert pa.keys() == pb.keys() and all(pa[k] == pytest.approx(pb[k], rel=1e-5, abs=1e-9) for k in pa)
     assert a.history == b.history
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(event_strategy, min_size=0, max_size=6, unique_by=lambda e: e[0]), min_size=1, max_size=6),
+       st.integers(0, 3))
+def test_folding_users_together_equals_folding_each_alone(per_user, history_batches):
+    """The consumer folds a partition's users in one call (their vector sums updated together)."""
+    def state_after_history(u: int) -> UserState:
+        user = UserState.new(SPEC)
+        for b in range(history_batches):
+            user.fold([ev(1000 * u + 100 * b + k, "view", f"i{(u + k) % 12}", (b * 5 + k) * HOUR) for k in range(3)], ITEMS)
+        return user
+
+    batches = [[ev(20_000 + 100 * u + n, kind, item, t) for n, t, kind, item in raw] for u, raw in enumerate(per_user)]
+    alone, together = [state_after_history(u) for u in range(len(batches))], [state_after_history(u) for u in range(len(batches))]
+    expected = [user.fold(batch, ITEMS) for user, batch in zip(alone, batches)]
+    got = fold_users(list(zip(together, batches)), ITEMS)
+    for a, b, ra, rb in zip(alone, together, expected, got):
+        assert (ra.applied, ra.popularity, ra.covisits) == (rb.applied, rb.popularity, rb.covisits)
+        assert (a.positive.t_ref, a.clock.t_ref, a.history) == (b.positive.t_ref, b.clock.t_ref, b.history)
+        for part in ("positive", "negative", "text", "clock"):
+            np.testing.assert_allclose(getattr(a, part).sums, getattr(b, part).sums, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(getattr(a, part).weights, getattr(b, part).weights, rtol=1e-12, atol=1e-12)
+
+
+def test_a_user_cannot_be_folded_twice_in_one_call():
+    user = UserState.new(SPEC)
+    with pytest.raises(ValueError, match="once"):
+        fold_users([(user, [ev(1, "view", "i1", HOUR)]), (user, [ev(2, "view", "i2", HOUR)])], ITEMS)
 
 
 def test_state_round_trips_through_its_binary_form():
