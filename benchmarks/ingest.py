@@ -74,6 +74,7 @@ def bench_processing(config: Config, client, *, users: int = 2000, events_per_us
         processor = BatchProcessor(store, cfg, encode)
         records = records_from_lines([json.dumps(e).encode() for e in data.events], cfg.kafka.events_topic)
         records.sort(key=lambda r: (r.offset, r.partition))  # interleave partitions as a fetch would
+        writes = sum(len({(r.key, r.partition) for r in records[i : i + batch]}) for i in range(0, len(records), batch))
         stages: dict[str, float] = defaultdict(float)
         applied = 0
         start = time.perf_counter()
@@ -86,6 +87,7 @@ def bench_processing(config: Config, client, *, users: int = 2000, events_per_us
     finally:
         _cleanup(client, cfg.redis.prefix)
     return {"records": len(records), "applied": applied, "users": users, "batch": batch,
+            "events_per_user_write": round(len(records) / writes, 2),
             "seconds": round(elapsed, 3), "events_per_s": round(len(records) / elapsed),
             "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}}  # fmt: skip
 
@@ -194,10 +196,16 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
 
     with folding_gc():  # as `p13n consume` runs
         processing = bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
+        # How throughput depends on how many of a batch's events share a user (one state write each):
+        # many users with few events each (~1 event per write), and bigger polls of the same stream.
+        sweep = [processing] + ([] if quick else [
+            bench_processing(config, client, users=20_000, events_per_user=3),
+            bench_processing(config, client, users=2000, events_per_user=30, batch=5000),
+        ])
     broker = bench_broker_ceiling(config, records=2000 if quick else 20000)
     e2e = bench_end_to_end(config, client, rate=200 if quick else 1000, seconds=2 if quick else 10)
     target = processing["events_per_s"] >= 20_000
-    return {"quick": quick, "processing": processing, "broker": broker, "end_to_end": e2e,
+    return {"quick": quick, "processing": processing, "processing_sweep": sweep, "broker": broker, "end_to_end": e2e,
             "targets": {"processing_events_per_s >= 20000": {"measured": processing["events_per_s"], "met": target}}}  # fmt: skip
 
 
@@ -221,6 +229,12 @@ def ingest_markdown(result: dict) -> str:
              f"freshness p50 {e['freshness_ms'].get('p50')} ms, p90 {e['freshness_ms'].get('p90')} ms, "
              f"p99 {e['freshness_ms'].get('p99')} ms; producer send lag p99 {e['producer_send_lag_ms'].get('p99')} ms"],
         ]),
+        "",
+        "Processing stage by batch shape (each user in a batch is one atomic state write):",
+        "",
+        markdown_table(["users", "events", "batch", "events per user write", "events/s"],
+                       [[f"{r['users']:,}", f"{r['records']:,}", r["batch"], r["events_per_user_write"],
+                         f"{r['events_per_s']:,}"] for r in result.get("processing_sweep", [p])]),  # fmt: skip
         "",
         markdown_table(["target", "measured", "status"],
                        [[k, v["measured"], "met" if v["met"] else "NOT met"] for k, v in result["targets"].items()]),

@@ -35,6 +35,7 @@ def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
     result = json.loads((tmp_path / "ingest.json").read_text())
     processing = result["processing"]
     assert processing["events_per_s"] > 0 and processing["applied"] > 0
+    assert result["processing_sweep"][0] == processing and processing["events_per_user_write"] >= 1
     assert result["broker"]["received"] == result["broker"]["records"] > 0
     e2e = result["end_to_end"]
     assert e2e["applied"] == e2e["sent"] > 0
