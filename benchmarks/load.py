@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 from benchmarks.loadgen import run_open_loop
@@ -74,10 +75,12 @@ async def _budget_under_saturation(target: LoadTarget, seconds: float, rate: flo
     """budget_ms=20 rewrites at ``rate`` while score requests at ``noise_rate``, each with 16 never-seen
     candidate texts and a 2 s budget, queue more encoding than the encoder can do (16 × rate texts/s)."""
 
+    run = uuid.uuid4().hex[:8]  # never seen by this stack, even when the benchmark runs again
+
     def noise(n: int) -> dict:
-        texts = [f"{QUESTIONS[k % len(QUESTIONS)]} — unseen item {n}-{k} " * 3 for k in range(16)]
+        texts = [f"{QUESTIONS[k % len(QUESTIONS)]} — unseen item {run}-{n}-{k} " * 3 for k in range(16)]
         return {"user_id": target.users[n % len(target.users)], "budget_ms": 2000,
-                "candidates": [{"item_id": f"unseen-{n}-{k}", "text": t} for k, t in enumerate(texts)]}  # fmt: skip
+                "candidates": [{"item_id": f"unseen-{run}-{n}-{k}", "text": t} for k, t in enumerate(texts)]}  # fmt: skip
 
     measured, background = await asyncio.gather(
         run_open_loop(target.url + "/v1/rewrite", _rewrite_body(target, budget_ms=20.0), rate=rate, duration_s=seconds,

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default: serving.port)")
     serve.add_argument("--personalizer", choices=["inline", "deployment"], help="override serving.personalizer")
     serve.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus port of the local Ray node (default: serving.metrics_port)")
     serve.set_defaults(handler=_serve)
 
     # eval ------------------------------------------------------------------------------
@@ -361,9 +362,11 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    metrics_port = cfg.serving.metrics_port if args.metrics_port is None else args.metrics_port
     url = start_serve(host=args.host, port=args.port or cfg.serving.port, num_cpus=args.num_cpus,
-                      personalizer=args.personalizer)  # fmt: skip
-    print(f"p13n API ready at {url}  (Ctrl-C or SIGTERM stops it)", flush=True)
+                      personalizer=args.personalizer, metrics_port=metrics_port)  # fmt: skip
+    metrics = f"; metrics at http://{args.host}:{metrics_port}/metrics" if metrics_port else ""
+    print(f"p13n API ready at {url}{metrics}  (Ctrl-C or SIGTERM stops it)", flush=True)
     stop.wait()
     import ray
 

@@ -252,11 +252,24 @@ class ServingConfig(_Section):
     ] = "inline"
     query_encoder: Annotated[
         str,
-        Meta(pattern="^(local|deployment)$"),
-        _doc("local: the Ingress replica encodes queries in-process (micro-batched); deployment: through the "
-             "Encoder deployment's handle (~13 ms per hop measured on 2 cores)."),
-    ] = "local"
+        Meta(pattern="^(process|local|deployment)$"),
+        _doc("process: the Ingress replica encodes queries (micro-batched) in a child process of its own; local: "
+             "on a thread of the replica (shares its GIL); deployment: through the Encoder deployment's handle "
+             "(~13 ms per hop measured on 2 cores)."),
+    ] = "process"
+    encoder_nice: Annotated[
+        int,
+        Meta(ge=0, le=19),
+        _doc("Nice value added to the query encoder's process or thread, so requests that skip encoding are "
+             "answered first when encoding saturates the CPU (Linux; 0 = same priority)."),
+    ] = 19
     port: Annotated[int, Meta(ge=1, le=65535), _doc("HTTP port of `p13n serve`.")] = 8000
+    metrics_port: Annotated[
+        int,
+        Meta(ge=0, le=65535),
+        _doc("Port where the local Ray node of `p13n serve` exposes every replica's metrics to Prometheus "
+             "(/metrics; 0 = a free port Ray picks)."),
+    ] = 9109
 
 
 class DevConfig(_Section):

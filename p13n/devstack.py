@@ -324,7 +324,8 @@ class DevStack:
         import sys
 
         port = free_port()
-        argv = [sys.executable, "-m", "p13n.cli", "serve", "--port", str(port)]
+        # a free metrics port too: the fixed default (serving.metrics_port) is for deployments
+        argv = [sys.executable, "-m", "p13n.cli", "serve", "--port", str(port), "--metrics-port", str(free_port())]
         log_path = self.state_dir / "serve.log"
         pid = spawn_detached(argv, cwd=self.state_dir, log=log_path, env=self._child_env(running, env))
         rec = ServiceRecord(name="serve", pid=pid, port=port, url=f"http://127.0.0.1:{port}", argv=argv,

@@ -24,21 +24,26 @@ from features.prompt import token_counter
 from p13n.config import Config, load_config
 from serving.encoder_deployment import EncoderDeployment
 from serving.ingress import Api
-from serving.local_encoder import BatchingEncoder
+from serving.local_encoder import BatchingEncoder, EncoderProcess
 from serving.metrics import ServingMetrics
 from serving.personalizer import Personalizer
 
 __all__ = ["build_app", "Ingress", "PersonalizerDeployment", "EncoderDeployment"]
 
 
-def _personalizer(config: Config, encoder: DeploymentHandle) -> Personalizer:
+def _personalizer(config: Config, encoder: DeploymentHandle, metrics: ServingMetrics) -> Personalizer:
     meta = json.loads((config.encoder.directory / METADATA_FILE).read_text())
     tokenizer = config.serving.prompt_tokenizer or str(config.encoder.directory / meta.get("tokenizer", "tokenizer.json"))
-    if config.serving.query_encoder == "local":
+    if config.serving.query_encoder == "process":
+        batcher = BatchingEncoder.in_process(EncoderProcess(config.encoder, nice=config.serving.encoder_nice),
+                                             on_batch=metrics.observe_encoder_batch)
+        encode = batcher.encode
+    elif config.serving.query_encoder == "local":
         local = Encoder(config.encoder.directory, variant=config.encoder.variant, threads=config.encoder.threads,
                         max_length=config.encoder.max_length)  # fmt: skip
         local.encode(["warm-up"])
-        encode = BatchingEncoder(local).encode
+        encode = BatchingEncoder.in_thread(local, nice=config.serving.encoder_nice,
+                                           on_batch=metrics.observe_encoder_batch).encode
     else:
 
         async def encode(text: str, remaining_ms: float):
@@ -58,7 +63,7 @@ class PersonalizerDeployment:
     """The Personalizer as its own deployment (``serving.personalizer = "deployment"``)."""
 
     def __init__(self, encoder: DeploymentHandle) -> None:
-        self.core = _personalizer(load_config(), encoder)
+        self.core = _personalizer(load_config(), encoder, ServingMetrics())
 
     async def score(self, tenant: str, user_id: str, candidates: list[CandidateIn], **kwargs: Any) -> dict:
         return await self.core.score(tenant, user_id, candidates, **kwargs)
@@ -102,8 +107,9 @@ class _Remote:
 class Ingress:
     def __init__(self, encoder: DeploymentHandle, personalizer: DeploymentHandle | None = None) -> None:
         config = load_config()
-        core = _Remote(personalizer) if personalizer is not None else _personalizer(config, encoder)
-        self.api = Api(config, core, ServingMetrics())
+        metrics = ServingMetrics()
+        core = _Remote(personalizer) if personalizer is not None else _personalizer(config, encoder, metrics)
+        self.api = Api(config, core, metrics)
 
     async def __call__(self, request: Request) -> Response:
         return await self.api.handle(request)

@@ -8,32 +8,111 @@ most ``max_wait_ms`` for company) on one worker thread — onnxruntime releases 
 event loop keeps serving meanwhile. A request whose deadline would pass before its batch could
 finish is refused at once (:class:`~serving.budget.StageTimeout`), which is what keeps budgeted
 requests on time while the encoder is saturated.
+
+The worker thread runs at a lower OS priority (``nice``, Linux): when encoding saturates the
+CPU, the event-loop thread — which answers budgeted requests that skipped encoding — still gets
+the core at once instead of waiting for the encoder's time slice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from features.encoder import Encoder
+from p13n.config import EncoderConfig
 from serving.budget import StageTimeout
 
-__all__ = ["BatchingEncoder"]
+__all__ = ["BatchingEncoder", "EncoderProcess", "lower_thread_priority"]
+
+log = logging.getLogger("p13n.serve")
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (Linux: nice is per thread).
+
+    >>> lower_thread_priority(0)  # no-op
+    """
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError as exc:  # e.g. a sandbox without the syscall: run at normal priority
+        log.warning("could not lower the encoder thread's priority: %s", exc)
+
+
+class EncoderProcess:
+    """The query encoder in a child process of its own, at a lower OS priority.
+
+    A thread would share the replica's GIL: when the encoder thread held it while the OS ran
+    something else, the event loop waited too (a lowered priority makes that worse). A child
+    process has its own interpreter, so saturating it never stalls the request path; a batch
+    costs one pickle of texts and vectors each way. Started with ``spawn`` — forking a Ray
+    worker's threads is not safe.
+    """
+
+    def __init__(self, config: EncoderConfig, *, nice: int = 0) -> None:
+        import multiprocessing
+
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                        initargs=(str(config.directory), config.variant, config.threads,
+                                                  config.max_length, nice))  # fmt: skip
+        self.pool.submit(_encode_in_worker, ["warm-up"]).result(timeout=120)  # loaded before the first request
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+
+_worker_encoder: Encoder | None = None
+
+
+def _start_worker(directory: str, variant: str, threads: int, max_length: int, nice: int) -> None:
+    global _worker_encoder
+    lower_thread_priority(nice)
+    _worker_encoder = Encoder(Path(directory), variant=variant, threads=threads, max_length=max_length)
+
+
+def _encode_in_worker(texts: list[str]) -> np.ndarray:
+    assert _worker_encoder is not None, "the encoder process was not initialised"
+    return _worker_encoder.encode(texts)
 
 
 class BatchingEncoder:
-    def __init__(self, encoder: Encoder, *, max_batch: int = 16, max_wait_ms: float = 1.0) -> None:
-        self.encoder = encoder
+    """Micro-batches concurrent ``encode(text)`` calls into calls of ``batch_encode(texts)`` on ``pool``
+    (one worker: a thread, or an :class:`EncoderProcess`'s process)."""
+
+    def __init__(self, batch_encode: Callable[[list[str]], np.ndarray], pool: Executor, *, max_batch: int = 16,
+                 max_wait_ms: float = 1.0, on_batch: Callable[[int], None] = lambda size: None) -> None:  # fmt: skip
+        self.batch_encode = batch_encode
+        self.on_batch = on_batch  # e.g. a batch-size histogram
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p13n-encoder")
+        self.pool = pool
         self.queue: list[tuple[str, asyncio.Future]] = []
         self.batch_ms = 3.0  # running estimate of one batch's duration
         self.busy = False
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+
+    @classmethod
+    def in_thread(cls, encoder: Encoder, *, nice: int = 0, **options) -> BatchingEncoder:
+        """Encode on one worker thread of this process, ``nice`` below the event loop."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p13n-encoder", initializer=lower_thread_priority,
+                                  initargs=(nice,))  # fmt: skip
+        return cls(encoder.encode, pool, **options)
+
+    @classmethod
+    def in_process(cls, process: EncoderProcess, **options) -> BatchingEncoder:
+        return cls(_encode_in_worker, process.pool, **options)
 
     def expected_wait_ms(self) -> float:
         """How long a text queued now would take: the batches ahead of it, plus its own."""
@@ -67,9 +146,10 @@ class BatchingEncoder:
                 if not batch:
                     continue
                 self.busy = True
+                self.on_batch(len(batch))
                 started = loop.time()
                 try:
-                    vectors = await loop.run_in_executor(self.pool, self.encoder.encode, [t for t, _ in batch])
+                    vectors = await loop.run_in_executor(self.pool, self.batch_encode, [t for t, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, not swallowed
                     for _, future in batch:
                         if not future.done():

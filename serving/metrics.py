@@ -31,6 +31,9 @@ class ServingMetrics:
         self.encoder_batch_size = metrics.Histogram("p13n_encoder_batch_size", "Texts per encoder batch",
                                                     boundaries=[1, 2, 4, 8, 16, 32, 64])  # fmt: skip
 
+    def observe_encoder_batch(self, size: int) -> None:
+        self.encoder_batch_size.observe(size)
+
     def observe(self, endpoint: str, status: int, answer: dict | None, budget_ms: float | None) -> None:
         """Request latency, budget misses and degraded reasons always; per-stage latency for one request in
         ``STAGE_SAMPLE`` (recording a Ray metric costs ~25 µs; a request has up to five stages)."""

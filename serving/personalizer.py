@@ -6,10 +6,10 @@ same ranking and prompt code (:mod:`features.personalize`, :mod:`features.prompt
 stage gets the time that is left; a stage that fails or runs out of time is skipped
 and named in ``degraded``:
 
-* score: ``redis_unavailable`` → candidates in the given order, score 0;
-  ``covisit_skipped``; ``candidate_encoding_skipped``;
-* rewrite: ``query_encoding_skipped`` → context by recency; ``redis_unavailable`` →
-  messages unchanged.
+* score: ``redis_timeout`` (the budget ran out first) or ``redis_unavailable`` (an error)
+  → candidates in the given order, score 0; ``covisit_skipped``; ``candidate_encoding_skipped``;
+* rewrite: ``query_encoding_skipped`` → context by recency; ``redis_timeout`` /
+  ``redis_unavailable`` → messages unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.Timeout
 log = logging.getLogger("p13n.serving")
 COVISIT_TTL_S = 5.0  # co-visitation counts move slowly; a few seconds of staleness saves a round trip
 Encode = Callable[[str, float], Awaitable[np.ndarray]]  # (text, milliseconds left) -> vector
+
+
+def _redis_reason(exc: BaseException) -> str:
+    """``redis_timeout`` when the budget ran out first, ``redis_unavailable`` when Redis failed.
+
+    >>> _redis_reason(StageTimeout("redis")), _redis_reason(ConnectionRefusedError())
+    ('redis_timeout', 'redis_unavailable')
+    """
+    return "redis_timeout" if isinstance(exc, StageTimeout) else "redis_unavailable"
 
 
 def given_order(ids: Sequence[str], k: int | None, degraded: list[str], timings_ms: dict) -> dict:
@@ -134,7 +143,7 @@ class Personalizer:
         except REDIS_ERRORS as exc:
             if not isinstance(exc, StageTimeout):
                 log.warning("redis read failed: %s: %s", type(exc).__name__, exc)
-            deadline.degrade("redis_unavailable")
+            deadline.degrade(_redis_reason(exc))
             return given_order(ids, k, deadline.degraded, deadline.finish())
         view = user.view(now_ms, self.config.scoring.covisit_anchors) if user is not None else None
         covisit = None
@@ -144,7 +153,7 @@ class Personalizer:
             missing = needs_text_vectors(candidates, items)
             if missing:
                 tasks["encode"] = self._encode_many([c.text or "" for c in missing], deadline.remaining_ms() - 1)
-            results = await self._gather(deadline, tasks)
+            results, _ = await self._gather(deadline, tasks)
             covisit = results.get("covisit")
             if covisit is None:
                 deadline.degrade("covisit_skipped")
@@ -178,20 +187,23 @@ class Personalizer:
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
-    async def _gather(self, deadline: Deadline, tasks: dict[str, Awaitable]) -> dict:
-        """Run stages concurrently within the deadline; a failed or late stage is simply absent."""
+    async def _gather(self, deadline: Deadline, tasks: dict[str, Awaitable]) -> tuple[dict, dict[str, BaseException]]:
+        """Run stages concurrently within the deadline: (results, failures) — a failed or late stage is
+        absent from the results and named in the failures."""
         names = list(tasks)
         results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
-        out = {}
+        out: dict = {}
+        failed: dict[str, BaseException] = {}
         for name, result in zip(names, results):
             if isinstance(result, DEPENDENCY_ERRORS):
                 if not isinstance(result, StageTimeout):
                     log.warning("stage %s failed: %s: %s", name, type(result).__name__, result)
+                failed[name] = result
                 continue
             if isinstance(result, BaseException):
                 raise result  # a bug, not a slow dependency
             out[name] = result
-        return out
+        return out, failed
 
     # --- rewrite -------------------------------------------------------------------------------
     async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
@@ -202,9 +214,9 @@ class Personalizer:
         tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id)}
         if query.strip():
             tasks["encode"] = self.encode(query, deadline.remaining_ms() - 1)
-        results = await self._gather(deadline, tasks)
+        results, failed = await self._gather(deadline, tasks)
         if "redis" not in results:
-            deadline.degrade("redis_unavailable")
+            deadline.degrade(_redis_reason(failed["redis"]))
             return {"messages": messages, "context": {"profile": [], "preferences": [], "history": []},
                     "degraded": deadline.degraded, "timings_ms": deadline.finish()}  # fmt: skip
         if query.strip() and "encode" not in results:

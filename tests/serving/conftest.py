@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,6 +103,7 @@ class Api:
     url: str
     proc: subprocess.Popen
     log: Path
+    metrics_url: str  # the Ray node's Prometheus endpoint: every replica's metrics
 
     def call(self, method: str, path: str, body=None, key: str | None = "key-shop", raw: bytes | None = None,
              timeout: float = 30) -> tuple[int, dict, float]:  # fmt: skip
@@ -124,12 +126,11 @@ class Api:
             return status, {"raw": payload.decode(errors="replace")}, elapsed_ms
 
 
-@pytest.fixture(scope="module")
-def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
-    """Module-scoped: gone before other modules start their own Serve (two Ray+HAProxy instances side by
-    side answered requests of one with the other's configuration — HAProxy binds with SO_REUSEPORT)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+@contextlib.contextmanager
+def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -> Iterator[Api]:
+    """``p13n serve`` as a subprocess with the test configuration (plus ``env_overrides``), polled for readiness."""
+    port, metrics_port = free_port(), free_port()
+    log = log_dir / "serve.log"
     env = clean_env(
         P13N_REDIS_URL=serving_config.redis.url,
         P13N_REDIS_PREFIX=PREFIX,
@@ -141,11 +142,13 @@ def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
         P13N_SERVING_UPSTREAM_API_KEY="upstream-secret",
         P13N_SERVING_MAX_CANDIDATES="300",
         P13N_SERVING_MAX_PROMPT_BYTES="4000",
+        **env_overrides,
     )
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "p13n.cli", "serve", "--port", str(port), "--num-cpus", "2"],
+        proc = subprocess.Popen([sys.executable, "-m", "p13n.cli", "serve", "--port", str(port), "--num-cpus", "2",
+                                 "--metrics-port", str(metrics_port)],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    service = Api(f"http://127.0.0.1:{port}", proc, log)
+    service = Api(f"http://127.0.0.1:{port}", proc, log, f"http://127.0.0.1:{metrics_port}/metrics")
 
     def healthy() -> bool:
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -164,6 +167,14 @@ def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
+    """Module-scoped: gone before other modules start their own Serve (two Ray+HAProxy instances side by
+    side answered requests of one with the other's configuration — HAProxy binds with SO_REUSEPORT)."""
+    with running_api(serving_config, fake_llm, tmp_path_factory.mktemp("serve")) as service:
+        yield service
 
 
 @dataclass

@@ -147,6 +147,7 @@ def test_tiny_budget_is_answered_in_time_and_degraded(api, seeded):
         status, body, elapsed = api.call("POST", "/v1/rewrite", {"user_id": user, "prompt": "gift ideas?", "budget_ms": budget})
         assert status == 200
         assert body["degraded"], body
+        assert "redis_unavailable" not in body["degraded"], "running out of budget is not a Redis failure"
         assert body["timings_ms"]["total"] <= budget + 5
         status, body, elapsed = api.call("POST", "/v1/score", {"user_id": user, "candidates": catalog(seeded),
                                                                "budget_ms": budget})  # fmt: skip
@@ -235,3 +236,47 @@ def test_redis_down_answers_degraded_then_recovers(api, seeded, serving_redis):
 
     wait_until(recovered, timeout=30, what="serving to recover after Redis returned", interval=0.2)
     assert api.call("GET", "/readyz", key=None)[0] == 200
+
+
+def prometheus_samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format -> {(name, labels): value} (label values without quotes or commas)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        pairs = frozenset(tuple(p.split("=", 1)) for p in labels.rstrip("}").replace('"', "").split(",") if "=" in p)
+        out[(name, pairs)] = float(value)
+    return out
+
+
+def metric_total(samples: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, pairs), v in samples.items() if n == name and want <= pairs)
+
+
+def test_prometheus_scrape_sees_every_replica_metric(api, seeded):
+    """One scrape of the Ray node's endpoint: request latency per endpoint, stages, degraded reasons and
+    encoder batch sizes, as the replicas recorded them."""
+    user = a_user(seeded)
+    for n in range(12):
+        assert api.call("POST", "/v1/score", {"user_id": user, "candidates": catalog(seeded, n=20)})[0] == 200
+        body = {"user_id": user, "prompt": f"something for the weekend {n}?"}
+        assert api.call("POST", "/v1/rewrite", body)[0] == 200
+    tiny = {"user_id": user, "prompt": "quick?", "budget_ms": 0.2}
+    assert "redis_timeout" in api.call("POST", "/v1/rewrite", tiny)[1]["degraded"]
+
+    def scraped() -> dict | None:
+        with urllib.request.urlopen(api.metrics_url, timeout=5) as response:
+            samples = prometheus_samples(response.read().decode())
+        ready = (metric_total(samples, "ray_p13n_request_latency_ms_count", endpoint="rewrite") >= 13
+                 and metric_total(samples, "ray_p13n_degraded_total", reason="redis_timeout") >= 1)  # fmt: skip
+        return samples if ready else None
+
+    wait_until(lambda: scraped() is not None, timeout=90, what="the replicas' metrics in a scrape", interval=1.0)
+    samples = scraped()
+    assert metric_total(samples, "ray_p13n_request_latency_ms_count", endpoint="score", status="200") >= 12
+    assert metric_total(samples, "ray_p13n_request_latency_ms_count", deployment="Ingress") >= 25
+    assert metric_total(samples, "ray_p13n_stage_latency_ms_count") >= 2  # one request in STAGE_SAMPLE=10
+    assert metric_total(samples, "ray_p13n_encoder_batch_size_count") >= 12  # every rewrite query was encoded
