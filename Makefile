@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.p13n-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test down encoder readme clean
+.PHONY: setup demo test down encoder readme k8s clean
 
 setup: $(STAMP) encoder
 
@@ -34,6 +34,11 @@ down:
 
 readme: $(STAMP)
 	$(BIN)/python -m p13n.readme
+
+# copy serving/serve_config.yaml into the RayService (kustomize cannot inline a file), then render both overlays
+k8s: $(STAMP)
+	$(BIN)/python -m p13n.k8s
+	kubectl kustomize k8s/overlays/dev > /dev/null && kubectl kustomize k8s/overlays/prod > /dev/null
 
 clean: down
 	rm -rf $(VENV) .p13n

@@ -374,8 +374,13 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def _parse_env_value(name: str, raw: str) -> Any:
+    """Maps and lists arrive as JSON; everything else as the string it is (msgspec converts it).
+
+    >>> _parse_env_value("P13N_SERVING_API_KEYS", '{"k": "shop"}'), _parse_env_value("P13N_SERVING_UPSTREAM_API_KEY", "")
+    ({'k': 'shop'}, '')
+    """
     stripped = raw.strip()
-    if stripped[:1] in "{[":
+    if stripped and stripped[0] in "{[":
         try:
             return json.loads(stripped)
         except json.JSONDecodeError as exc:
