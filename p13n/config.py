@@ -263,6 +263,12 @@ class ServingConfig(_Section):
         _doc("Nice value added to the query encoder's process or thread, so requests that skip encoding are "
              "answered first when encoding saturates the CPU (Linux; 0 = same priority)."),
     ] = 19
+    encoder_max_queue_ms: Annotated[
+        float,
+        Meta(gt=0),
+        _doc("Most work the request path's query encoder queues; texts that would wait longer are skipped "
+             "(`*_encoding_skipped`) even when their budget would allow it: load is shed instead of piled up."),
+    ] = 250.0
     port: Annotated[int, Meta(ge=1, le=65535), _doc("HTTP port of `p13n serve`.")] = 8000
     metrics_port: Annotated[
         int,

@@ -36,6 +36,7 @@ def _personalizer(config: Config, encoder: DeploymentHandle, metrics: ServingMet
     tokenizer = config.serving.prompt_tokenizer or str(config.encoder.directory / meta.get("tokenizer", "tokenizer.json"))
     if config.serving.query_encoder == "process":
         batcher = BatchingEncoder.in_process(EncoderProcess(config.encoder, nice=config.serving.encoder_nice),
+                                             max_queue_ms=config.serving.encoder_max_queue_ms,
                                              on_batch=metrics.observe_encoder_batch)
         encode = batcher.encode
     elif config.serving.query_encoder == "local":
@@ -43,6 +44,7 @@ def _personalizer(config: Config, encoder: DeploymentHandle, metrics: ServingMet
                         max_length=config.encoder.max_length)  # fmt: skip
         local.encode(["warm-up"])
         encode = BatchingEncoder.in_thread(local, nice=config.serving.encoder_nice,
+                                           max_queue_ms=config.serving.encoder_max_queue_ms,
                                            on_batch=metrics.observe_encoder_batch).encode
     else:
 

@@ -91,8 +91,10 @@ class BatchingEncoder:
     (one worker: a thread, or an :class:`EncoderProcess`'s process)."""
 
     def __init__(self, batch_encode: Callable[[list[str]], np.ndarray], pool: Executor, *, max_batch: int = 16,
-                 max_wait_ms: float = 1.0, on_batch: Callable[[int], None] = lambda size: None) -> None:  # fmt: skip
+                 max_wait_ms: float = 1.0, max_queue_ms: float = float("inf"),
+                 on_batch: Callable[[int], None] = lambda size: None) -> None:  # fmt: skip
         self.batch_encode = batch_encode
+        self.max_queue_ms = max_queue_ms  # never queue more than this much work, whatever the budget
         self.on_batch = on_batch  # e.g. a batch-size histogram
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
@@ -120,7 +122,8 @@ class BatchingEncoder:
         return (batches_ahead + 1) * self.batch_ms + self.max_wait_s * 1000
 
     async def encode(self, text: str, remaining_ms: float | None = None) -> np.ndarray:
-        if remaining_ms is not None and self.expected_wait_ms() > remaining_ms:
+        wait_ms = self.expected_wait_ms()
+        if wait_ms > self.max_queue_ms or (remaining_ms is not None and wait_ms > remaining_ms):
             raise StageTimeout("encode")  # would be late: do not even queue
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
