@@ -34,6 +34,8 @@ __all__ = ["BatchingEncoder", "EncoderProcess", "lower_thread_priority"]
 
 log = logging.getLogger("p13n.serve")
 
+BATCH_OVERHEAD_MS = 0.5  # a batch's fixed cost (hand-off to the worker, session run), measured order
+
 
 def lower_thread_priority(increment: int) -> None:
     """Raise the calling thread's nice value by ``increment`` (Linux: nice is per thread).
@@ -100,8 +102,13 @@ class BatchingEncoder:
         self.max_wait_s = max_wait_ms / 1000
         self.pool = pool
         self.queue: list[tuple[str, asyncio.Future]] = []
-        self.batch_ms = 3.0  # running estimate of one batch's duration
-        self.busy = False
+        # Cost model of a batch: BATCH_OVERHEAD_MS + characters × ms_per_char (running estimate). Counting
+        # characters, not texts: when long texts flood the queue, a short query behind them waits for
+        # their length — a per-batch estimate learnt on short queries admitted it anyway, and it missed
+        # its deadline.
+        self.ms_per_char = 0.03
+        self.queued_chars = 0
+        self.inflight_chars = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
@@ -116,13 +123,14 @@ class BatchingEncoder:
     def in_process(cls, process: EncoderProcess, **options) -> BatchingEncoder:
         return cls(_encode_in_worker, process.pool, **options)
 
-    def expected_wait_ms(self) -> float:
-        """How long a text queued now would take: the batches ahead of it, plus its own."""
-        batches_ahead = len(self.queue) // self.max_batch + (1 if self.busy else 0)
-        return (batches_ahead + 1) * self.batch_ms + self.max_wait_s * 1000
+    def expected_wait_ms(self, chars: int = 0) -> float:
+        """How long a text of ``chars`` characters queued now would take: the work ahead of it, plus its own."""
+        batches = len(self.queue) // self.max_batch + 1 + (1 if self.inflight_chars else 0)
+        work = self.queued_chars + self.inflight_chars + chars
+        return batches * BATCH_OVERHEAD_MS + work * self.ms_per_char + self.max_wait_s * 1000
 
     async def encode(self, text: str, remaining_ms: float | None = None) -> np.ndarray:
-        wait_ms = self.expected_wait_ms()
+        wait_ms = self.expected_wait_ms(len(text))
         if wait_ms > self.max_queue_ms or (remaining_ms is not None and wait_ms > remaining_ms):
             raise StageTimeout("encode")  # would be late: do not even queue
         loop = asyncio.get_running_loop()
@@ -131,6 +139,7 @@ class BatchingEncoder:
             self._worker = loop.create_task(self._run())
         future: asyncio.Future = loop.create_future()
         self.queue.append((text, future))
+        self.queued_chars += len(text)
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
@@ -144,11 +153,14 @@ class BatchingEncoder:
             if len(self.queue) < self.max_batch:
                 await asyncio.sleep(self.max_wait_s)  # let concurrent requests join the batch
             while self.queue:
-                batch = [(t, f) for t, f in self.queue[: self.max_batch] if not f.done()]
+                taken = self.queue[: self.max_batch]
                 del self.queue[: self.max_batch]
+                self.queued_chars -= sum(len(t) for t, _ in taken)
+                batch = [(t, f) for t, f in taken if not f.done()]
                 if not batch:
                     continue
-                self.busy = True
+                chars = sum(len(t) for t, _ in batch)
+                self.inflight_chars = chars
                 self.on_batch(len(batch))
                 started = loop.time()
                 try:
@@ -159,9 +171,10 @@ class BatchingEncoder:
                             future.set_exception(exc)
                     continue
                 finally:
-                    self.busy = False
+                    self.inflight_chars = 0
                 elapsed_ms = (loop.time() - started) * 1000
-                self.batch_ms = 0.8 * self.batch_ms + 0.2 * elapsed_ms
+                per_char = max(0.0, elapsed_ms - BATCH_OVERHEAD_MS) / max(1, chars)
+                self.ms_per_char = 0.8 * self.ms_per_char + 0.2 * per_char
                 for (_, future), vector in zip(batch, vectors):
                     if not future.done():
                         future.set_result(vector)

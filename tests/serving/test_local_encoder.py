@@ -43,6 +43,29 @@ def test_concurrent_texts_share_batches_and_get_their_own_vectors():
     assert len(encoder.batches) < 16 and max(len(b) for b in encoder.batches) <= 8
 
 
+def test_a_short_text_behind_long_ones_is_refused_when_their_length_would_make_it_late():
+    encoder = GatedEncoder()
+    pool = ThreadPoolExecutor(1)
+    batcher = BatchingEncoder(encoder, pool, max_batch=16, max_wait_ms=0.0)
+
+    async def main():
+        flood = [asyncio.ensure_future(batcher.encode("unseen item text " * 30)) for _ in range(16)]
+        await asyncio.sleep(0)
+        wait_for_query = batcher.expected_wait_ms(len("what should I buy?"))
+        with pytest.raises(StageTimeout):
+            await batcher.encode("what should I buy?", remaining_ms=wait_for_query - 1)
+        encoder.gate.set()
+        await asyncio.gather(*flood)
+        return wait_for_query
+
+    try:
+        wait_ms = run(main())
+    finally:
+        encoder.gate.set()
+        pool.shutdown()
+    assert wait_ms > 16 * len("unseen item text " * 30) * 0.01  # the queued characters count, not just one batch
+
+
 def test_work_beyond_the_deadline_or_the_queue_limit_is_refused_at_once():
     encoder = GatedEncoder()  # closed: nothing finishes, the queue only grows
     pool = ThreadPoolExecutor(1)
@@ -56,7 +79,8 @@ def test_work_beyond_the_deadline_or_the_queue_limit_is_refused_at_once():
     async def main():
         first = [await offer(f"t{n}") for n in range(3)]
         tight = await offer("tight", remaining_ms=1.0)  # its budget ends before the queue drains
-        unbounded = [await offer(f"more{n}") for n in range(20)]  # no budget, but the queue is limited
+        long_text = "a long candidate description " * 20  # ~600 characters: several ms of work each
+        unbounded = [await offer(f"{long_text}{n}") for n in range(20)]  # no budget, but the queue is limited
         refused = [t for t in [tight, *unbounded] if t.done()]
         assert all(isinstance(t.exception(), StageTimeout) for t in refused)
         encoder.gate.set()
