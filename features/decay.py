@@ -46,7 +46,7 @@ def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
 class DecayedSum:
     """Decayed sums of ``dim``-vectors (and of their weights) over ``len(taus)`` horizons."""
 
-    __slots__ = ("taus", "sums", "weights", "t_ref", "_rates")
+    __slots__ = ("taus", "sums", "weights", "t_ref")
 
     def __init__(self, taus: Sequence[float] | np.ndarray, dim: int) -> None:
         taus_arr = np.asarray(taus, dtype=np.float64)
@@ -60,14 +60,12 @@ class DecayedSum:
         self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
         self.weights: list[float] = [0.0] * taus_arr.size  # per horizon; Python floats, cheaper than numpy at this size
         self.t_ref: float | None = None
-        self._rates = (1.0 / taus_arr).tolist()
 
     @classmethod
     def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: Sequence[float], t_ref: float | None) -> DecayedSum:
         """Rebuild a state from its parts without re-validating ``taus`` (already validated once)."""
         state = cls.__new__(cls)
         state.taus, state.sums, state.weights, state.t_ref = taus, sums, [float(w) for w in weights], t_ref
-        state._rates = (1.0 / taus).tolist()
         return state
 
     @classmethod
@@ -126,17 +124,14 @@ class DecayedSum:
                 merged.weights = [m + w * c for m, w, c in zip(merged.weights, part.weights, carry.tolist())]
         return merged
 
-    def copy(self) -> DecayedSum:
-        return DecayedSum.restore(self.taus, self.sums.copy(), self.weights, self.t_ref)
-
 
 class _Group:
     """Pending updates of states that share their horizons and dimension."""
 
-    __slots__ = ("rates", "states", "counts", "ts", "ws", "xs")
+    __slots__ = ("taus", "states", "counts", "ts", "ws", "xs")
 
-    def __init__(self, rates: list[float]) -> None:
-        self.rates = rates
+    def __init__(self, taus: np.ndarray) -> None:
+        self.taus = taus
         self.states: list[DecayedSum] = []
         self.counts: list[int] = []
         self.ts: list[float] = []
@@ -178,10 +173,10 @@ class DecayedSumUpdates:
         if id(state) in self._seen:
             raise ValueError("a state can be queued once per apply()")
         self._seen.add(id(state))
-        key = (tuple(state._rates), state.sums.shape[1])
+        key = (state.taus.tobytes(), state.sums.shape[1])
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(state._rates)
+            group = self._groups[key] = _Group(state.taus)
         group.states.append(state)
         group.counts.append(len(ts))
         group.ts.extend(ts)
@@ -205,7 +200,7 @@ class DecayedSumUpdates:
     @staticmethod
     def _apply_group(group: _Group) -> None:
         states, counts = group.states, group.counts
-        rates = np.array(group.rates)
+        rates = 1.0 / group.taus
         ts = np.array(group.ts, dtype=np.float64)
         starts = np.cumsum([0, *counts[:-1]])
         t_old = np.array([-np.inf if s.t_ref is None else s.t_ref for s in states])

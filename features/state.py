@@ -256,29 +256,29 @@ class UserState:
         if not fresh:
             return result
         fresh.sort(key=lambda e: (e.ts_ms, e.event_id))
-        self._queue_vectors(fresh, items, text_vectors, vectors)
-        self._fold_scalars(fresh, items, result)
+        spec = self.spec
+        # (event, time s, signed weight, item) — looked up once for both the vector sums and the scalars
+        weighed = [(e, e.ts_ms / 1000.0, spec.signed_weight(e), items.get(e.item_id) if e.item_id is not None else None)
+                   for e in fresh]  # fmt: skip
+        self._queue_vectors(weighed, text_vectors, vectors)
+        self._fold_scalars(weighed, result)
         result.applied = len(fresh)
         self.events_applied += len(fresh)
         return result
 
-    def _queue_vectors(self, events: list[Event], items: Mapping[str, ItemInfo],
+    def _queue_vectors(self, weighed: list[tuple[Event, float, float, ItemInfo | None]],
                        text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> None:  # fmt: skip
-        spec = self.spec
         pos_t, pos_w, pos_x, neg_t, neg_w, neg_x, txt_t, txt_w, txt_x = ([] for _ in range(9))
-        for event in events:
-            t = event.ts_ms / 1000.0
+        for event, t, w, info in weighed:
             if event.type in TEXT_TYPES:
                 vec = text_vectors.get(event.text or "")
                 if vec is not None:
                     txt_t.append(t)
-                    txt_w.append(spec.weights.get(event.type, 0.0))
+                    txt_w.append(w)  # the type's weight: text types are never negative
                     txt_x.append(vec)
                 continue
-            info = items.get(event.item_id or "")
             if info is None or info.vector is None:
                 continue
-            w = spec.signed_weight(event)
             if w > 0:
                 pos_t.append(t), pos_w.append(w), pos_x.append(info.vector)
             elif w < 0:
@@ -286,21 +286,18 @@ class UserState:
         vectors.add(self.positive, pos_t, pos_w, pos_x)
         vectors.add(self.negative, neg_t, neg_w, neg_x)
         vectors.add(self.text, txt_t, txt_w, txt_x)
-        vectors.add_one_hot(self.clock, [e.ts_ms / 1000.0 for e in events], [(e.ts_ms // 3_600_000) % 24 for e in events])
+        hours = [(e.ts_ms // 3_600_000) % 24 for e, _, _, _ in weighed]
+        vectors.add_one_hot(self.clock, [t for _, t, _, _ in weighed], hours)
 
-    def _fold_scalars(self, events: list[Event], items: Mapping[str, ItemInfo], result: FoldResult) -> None:
-        spec = self.spec
+    def _fold_scalars(self, weighed: list[tuple[Event, float, float, ItemInfo | None]], result: FoldResult) -> None:
         counts: list[tuple[float, dict[str, float]]] = []
         attributes: list[tuple[float, dict[str, float]]] = []
-        for event in events:  # sorted by time
-            t = event.ts_ms / 1000.0
+        for event, t, w, info in weighed:  # sorted by time
             counts.append((t, {event.type: 1.0}))
             if event.type == "preference":
                 self._add_preference(Preference(text=event.text or "", ts_ms=event.ts_ms, event_id=event.event_id))
             if event.item_id is None:
                 continue
-            w = spec.signed_weight(event)
-            info = items.get(event.item_id)
             if info is not None and info.attributes:
                 attributes.append((t, dict.fromkeys(info.attribute_keys, w)))
             entry = HistoryEntry(event.ts_ms, event.item_id, event.type)

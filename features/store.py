@@ -194,9 +194,6 @@ class RedisStore:
         factor = np.exp(-(now_ms / 1000.0 - float(landmark)) / self.config.state.popularity_tau_s)
         return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
 
-    def top_popular(self, tenant: str, k: int) -> list[str]:
-        return [m.decode() for m in self.client.zrevrange(self.keys.popularity(tenant), 0, k - 1)]
-
     def covisit_matrix(self, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """Co-visitation counts, shape (len(anchors), len(candidates))."""
         if not anchors or not candidates:
@@ -314,13 +311,13 @@ class WriteBatch:
     def send(self, calls: Iterable[tuple[str, list, list]]) -> range:
         """Send ``calls``; returns their positions in :meth:`finish`'s result."""
         start = len(self._calls)
-        sha = self._store._scripts
-        commands = []
-        for script, keys, args in calls:
-            self._calls.append((script, keys, args))
-            commands.append(("EVALSHA", sha[script], len(keys), *keys, *args))
-        self._pipe.send(commands)
+        self._calls.extend(calls)
+        self._pipe.send([self._evalsha(call) for call in self._calls[start:]])
         return range(start, len(self._calls))
+
+    def _evalsha(self, call: tuple[str, list, list]) -> tuple:
+        script, keys, args = call
+        return ("EVALSHA", self._store._scripts[script], len(keys), *keys, *args)
 
     def add_globals(self, tenant: str, partition: int, offset: int, popularity: Iterable[tuple],
                     covisits: Iterable[tuple]) -> int:  # fmt: skip
@@ -341,8 +338,7 @@ class WriteBatch:
             for script in self._store._scripts:
                 self._store.client.script_load(script)
             retry = DeferredPipeline(self._store.client)
-            sha = self._store._scripts
-            retry.send([("EVALSHA", sha[s], len(k), *k, *a) for s, k, a in (self._calls[n] for n in missing)])
+            retry.send([self._evalsha(self._calls[n]) for n in missing])
             for n, reply in zip(missing, retry.replies()):
                 replies[n] = reply
         for reply in replies:

@@ -39,7 +39,7 @@ class EncoderDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        self.metrics.encoder_batch_size.observe(len(texts))
+        self.metrics.observe_encoder_batch(len(texts))
         vectors = await asyncio.get_running_loop().run_in_executor(None, self.encoder.encode, texts)
         return list(vectors)
 
