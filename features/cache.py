@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["TtlCache"]
 
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class TtlCache(Generic[V]):
+class TtlCache(Generic[K, V]):
     def __init__(self, max_items: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_items = max_items
         self.ttl_s = ttl_s
         self.clock = clock
-        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: K) -> V | None:
         entry = self._data.get(key)
         if entry is None:
             return None
@@ -44,7 +45,7 @@ class TtlCache(Generic[V]):
         self._data.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V) -> None:
+    def put(self, key: K, value: V) -> None:
         if self.max_items <= 0:
             return
         self._data[key] = (self.clock(), value)
@@ -52,14 +53,14 @@ class TtlCache(Generic[V]):
         while len(self._data) > self.max_items:
             self._data.popitem(last=False)
 
-    def pop(self, key: str) -> V | None:
+    def pop(self, key: K) -> V | None:
         """Take the entry out (None if absent or expired)."""
-        value = self.get(key)
-        if value is not None:
-            del self._data[key]
-        return value
+        entry = self._data.pop(key, None)
+        if entry is None or self.clock() - entry[0] > self.ttl_s:
+            return None
+        return entry[1]
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: K) -> None:
         self._data.pop(key, None)
 
     def __len__(self) -> int:

@@ -126,17 +126,15 @@ class DecayedSum:
 
 
 class _Group:
-    """Pending updates of states that share their horizons and dimension."""
+    """Pending updates of states that share their horizons (the same ``taus`` array) and dimension."""
 
-    __slots__ = ("taus", "states", "counts", "ts", "ws", "xs")
+    __slots__ = ("taus", "states", "counts", "events")
 
     def __init__(self, taus: np.ndarray) -> None:
-        self.taus = taus
+        self.taus = taus  # held, so the id() in the group key stays this array's for the group's life
         self.states: list[DecayedSum] = []
         self.counts: list[int] = []
-        self.ts: list[float] = []
-        self.ws: list[float] = []
-        self.xs: list = []
+        self.events: list[tuple[float, float, object]] = []  # (t, w, x), states' events back to back
 
 
 class DecayedSumUpdates:
@@ -145,14 +143,15 @@ class DecayedSumUpdates:
     The consumer folds one or two events into each of hundreds of users per batch,
     where numpy's per-call overhead, not arithmetic, is the cost. Collected here, the
     decay factors of all events and states come from a couple of vectorised
-    ``exp`` calls and each state then takes two in-place operations. The result is the
+    ``exp`` calls and the states' sums are updated as one array. The result is the
     same as updating each state on its own (and :meth:`DecayedSum.update_many` is
-    exactly that: a batch of one).
+    exactly that: a batch of one). States are batched together when they share their
+    ``taus`` array object and dimension (states built from one spec do).
 
     >>> a, b = DecayedSum([10.0], 2), DecayedSum([10.0], 2)
     >>> updates = DecayedSumUpdates()
-    >>> updates.add(a, [0.0, 10.0], [1.0, 1.0], [[1.0, 0.0], [0.0, 1.0]])
-    >>> updates.add(b, [5.0], [2.0], [[1.0, 1.0]])
+    >>> updates.add_events(a, [(0.0, 1.0, [1.0, 0.0]), (10.0, 1.0, [0.0, 1.0])])
+    >>> updates.add_events(b, [(5.0, 2.0, [1.0, 1.0])])
     >>> updates.apply()
     >>> a.read(10.0)[0].round(4).tolist(), b.t_ref
     ([[0.3679, 1.0]], 5.0)
@@ -161,35 +160,49 @@ class DecayedSumUpdates:
     _eyes: dict[int, np.ndarray] = {}
 
     def __init__(self) -> None:
-        self._groups: dict[tuple, _Group] = {}
+        self._groups: dict[tuple[int, int], _Group] = {}
         self._seen: set[int] = set()
 
-    def add(self, state: DecayedSum, ts: Sequence[float], ws: Sequence[float], xs: Sequence | np.ndarray) -> None:
-        """Queue events (times ``ts``, weights ``ws``, vectors ``xs``) for ``state``; each state at most once."""
-        if len(ts) == 0:
+    def add_events(self, state: DecayedSum, events: Sequence[tuple[float, float, Sequence[float] | np.ndarray]]) -> None:
+        """Queue ``(t, w, x)`` events for ``state``; each state at most once per :meth:`apply`."""
+        if not events:
             return
-        if len(ts) != len(ws) or len(ts) != len(xs):
-            raise ValueError(f"ts, ws and xs differ in length ({len(ts)}, {len(ws)}, {len(xs)})")
         if id(state) in self._seen:
             raise ValueError("a state can be queued once per apply()")
         self._seen.add(id(state))
-        key = (state.taus.tobytes(), state.sums.shape[1])
+        taus = state.taus
+        key = (id(taus), state.sums.shape[1])
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(state.taus)
+            group = self._groups[key] = _Group(taus)
         group.states.append(state)
-        group.counts.append(len(ts))
-        group.ts.extend(ts)
-        group.ws.extend(ws)
-        group.xs.extend(xs)
+        group.counts.append(len(events))
+        group.events.extend(events)
+
+    def add(self, state: DecayedSum, ts: Sequence[float], ws: Sequence[float], xs: Sequence | np.ndarray) -> None:
+        """Queue events given as parallel sequences: times ``ts``, weights ``ws``, vectors ``xs``."""
+        if not len(ts) == len(ws) == len(xs):
+            raise ValueError(f"ts, ws and xs differ in length ({len(ts)}, {len(ws)}, {len(xs)})")
+        self.add_events(state, list(zip(ts, ws, xs)))
+
+    @classmethod
+    def one_hot(cls, dim: int, index: int) -> np.ndarray:
+        """The shared, read-only ``dim``-vector that is 1 at ``index`` (e.g. hour of day of 24).
+
+        >>> DecayedSumUpdates.one_hot(3, 1).tolist()
+        [0.0, 1.0, 0.0]
+        """
+        eye = cls._eyes.get(dim)
+        if eye is None:
+            eye = np.eye(dim)
+            eye.flags.writeable = False
+            cls._eyes[dim] = eye
+        return eye[index]
 
     def add_one_hot(self, state: DecayedSum, ts: Sequence[float], indices: Sequence[int]) -> None:
         """Queue weight-1 events whose vectors are one-hot at ``indices`` (e.g. hour of day)."""
         dim = state.sums.shape[1]
-        eye = self._eyes.get(dim)
-        if eye is None:
-            eye = self._eyes[dim] = np.eye(dim)
-        self.add(state, ts, [1.0] * len(ts), [eye[i] for i in indices])
+        self.add_events(state, [(t, 1.0, self.one_hot(dim, i)) for t, i in zip(ts, indices)])
 
     def apply(self) -> None:
         """Fold everything queued into its state; the queue is empty afterwards."""
@@ -201,25 +214,33 @@ class DecayedSumUpdates:
     def _apply_group(group: _Group) -> None:
         states, counts = group.states, group.counts
         rates = 1.0 / group.taus
-        ts = np.array(group.ts, dtype=np.float64)
-        starts = np.cumsum([0, *counts[:-1]])
+        t_list, w_list, x_list = zip(*group.events)
+        ts = np.array(t_list, dtype=np.float64)
         t_old = np.array([-np.inf if s.t_ref is None else s.t_ref for s in states])
-        t_new = np.maximum(t_old, np.maximum.reduceat(ts, starts))
-        owner = np.repeat(np.arange(len(states)), counts)
+        if len(ts) == len(states):  # one event per state: no segments to reduce
+            starts = None
+            t_new = np.maximum(t_old, ts)
+            event_t_new = t_new
+        else:
+            starts = np.cumsum([0, *counts[:-1]])
+            t_new = np.maximum(t_old, np.maximum.reduceat(ts, starts))
+            event_t_new = np.repeat(t_new, counts)
         # per event and horizon: w·exp(−(t_ref − t)/τ) at the new t_ref; per state: how far the old part decays
-        factors = np.array(group.ws, dtype=np.float64)[:, None] * np.exp((ts - t_new[owner])[:, None] * rates)
+        factors = np.array(w_list, dtype=np.float64)[:, None] * np.exp((ts - event_t_new)[:, None] * rates)
         carry = np.exp((t_old - t_new)[:, None] * rates)  # 0 for a state that was empty
-        xs = np.array(group.xs, dtype=np.float64)
+        xs = np.array(x_list, dtype=np.float64)
         added = factors[:, :, None] * xs[:, None, :]  # (events, H, dim)
-        if len(ts) != len(states):
+        added_w = factors
+        if starts is not None:
             added = np.add.reduceat(added, starts, axis=0)  # (states, H, dim)
-        weights = (np.array([s.weights for s in states]) * carry + np.add.reduceat(factors, starts, axis=0)).tolist()
-        sums = np.stack([s.sums for s in states])  # (states, H, dim): one gather, two vectorised operations
+            added_w = np.add.reduceat(factors, starts, axis=0)
+        weights = (np.array([s.weights for s in states]) * carry + added_w).tolist()
+        sums = np.array([s.sums for s in states])  # (states, H, dim): one gather, two vectorised operations
         sums *= carry[:, :, None]
         sums += added
-        for n, (state, t_ref) in enumerate(zip(states, t_new.tolist())):
-            np.copyto(state.sums, sums[n])  # copied back: a view would keep the whole batch array alive
-            state.weights = weights[n]
+        for state, new_sums, new_weights, t_ref in zip(states, sums, weights, t_new.tolist()):
+            np.copyto(state.sums, new_sums)  # copied back: a view would keep the whole batch array alive
+            state.weights = new_weights
             state.t_ref = t_ref
 
 
@@ -230,7 +251,9 @@ class SparseDecayedSum:
     ``t`` adds ``amount·exp((t − t_ref)/τ)``, so folding touches only the observed keys.
     The landmark moves to the newest observation only once that is more than
     ``τ·RESCALE_AFTER`` ahead (one pass over the values then), which keeps every
-    stored number within a factor ``exp(RESCALE_AFTER)`` of its value at the newest time.
+    stored number within a factor ``exp(RESCALE_AFTER)`` of its value at the newest time
+    (float64 keeps its relative precision at any such scale; the bound only keeps
+    numbers far from overflow and readable).
 
     Bounded to ``max_keys``: after an update the weakest keys (by magnitude, the same
     order at any time) are dropped, which is the one place where order can matter — only
@@ -243,7 +266,7 @@ class SparseDecayedSum:
     {'category=vegan': 1.5, 'category=jazz': 0.736}
     """
 
-    RESCALE_AFTER = 0.125
+    RESCALE_AFTER = 1.0
 
     __slots__ = ("tau", "max_keys", "values", "t_ref")
 
@@ -259,13 +282,13 @@ class SparseDecayedSum:
 
     def add(self, t: float, amounts: dict[str, float]) -> None:
         """Add ``amounts`` observed at time ``t``."""
-        self.add_many([(t, amounts)])
+        self.add_many([(t, (key,), amount) for key, amount in amounts.items()])
 
-    def add_many(self, observations: list[tuple[float, dict[str, float]]]) -> None:
-        """Add several ``(t, amounts)`` observations at once (bounding once, at the end)."""
+    def add_many(self, observations: Sequence[tuple[float, Sequence[str], float]]) -> None:
+        """Add ``(t, keys, amount)`` observations (each key gains ``amount`` at ``t``), bounding once at the end."""
         if not observations:
             return
-        t_max = max(t for t, _ in observations)
+        t_max = max([o[0] for o in observations])
         if self.t_ref is None:
             self.t_ref = t_max
         elif t_max - self.t_ref > self.tau * self.RESCALE_AFTER:
@@ -273,10 +296,11 @@ class SparseDecayedSum:
             self.values = {k: v * carry for k, v in self.values.items()}
             self.t_ref = t_max
         values, t_ref, tau = self.values, self.t_ref, self.tau
-        for t, amounts in observations:
-            factor = math.exp((t - t_ref) / tau)
-            for key, amount in amounts.items():
-                values[key] = values.get(key, 0.0) + amount * factor
+        get = values.get
+        for t, keys, amount in observations:
+            amount *= math.exp((t - t_ref) / tau)
+            for key in keys:
+                values[key] = get(key, 0.0) + amount
         if len(values) > self.max_keys:
             keep = sorted(values.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[: self.max_keys]
             self.values = dict(keep)

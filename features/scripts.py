@@ -32,9 +32,11 @@ return {1, version}
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
 #: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] a msgpack array of three flat arrays:
 #: popularity triples (item, time s, weight); the N co-visited item names (item k's zset is
-#: KEYS[3 + k]); triples (item index a, item index b, delta): a and b each gain delta in the other's
-#: zset. One packed argument instead of thousands keeps both the client's packing and the
-#: server's argument parsing cheap (``cmsgpack`` is built into Redis and Valkey).
+#: KEYS[3 + k]); triples (item index a, item index b, delta), summed here per unordered pair,
+#: after which a and b each gain the sum in the other's zset (pairs that cancel are not written).
+#: One packed argument instead of thousands keeps both the client's packing and the server's
+#: argument parsing cheap (``cmsgpack`` is built into Redis and Valkey); summing here moves that
+#: work off the consumer's core.
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
@@ -46,7 +48,7 @@ local limit = tonumber(ARGV[4])
 local top_m = tonumber(ARGV[5])
 local trim_after = tonumber(ARGV[6])
 local packed = cmsgpack.unpack(ARGV[7])
-local pops, names, pairs = packed[1], packed[2], packed[3]
+local pops, names, links = packed[1], packed[2], packed[3]
 local landmark = tonumber(redis.call('HGET', KEYS[2], 'landmark') or '')
 for i = 1, #pops, 3 do
   local item, t, w = pops[i], pops[i + 1], pops[i + 2]
@@ -67,10 +69,19 @@ for i = 1, #pops, 3 do
   end
   redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
 end
-for i = 1, #pairs, 3 do
-  local a, b, delta = pairs[i], pairs[i + 1], pairs[i + 2]
-  redis.call('ZINCRBY', KEYS[3 + a], delta, names[b])
-  redis.call('ZINCRBY', KEYS[3 + b], delta, names[a])
+local base = #names + 1
+local sums = {}
+for i = 1, #links, 3 do
+  local a, b = links[i], links[i + 1]
+  local pair = (a < b) and (a * base + b) or (b * base + a)
+  sums[pair] = (sums[pair] or 0) + links[i + 2]
+end
+for pair, delta in pairs(sums) do
+  if delta ~= 0 then
+    local a, b = math.floor(pair / base), pair % base
+    redis.call('ZINCRBY', KEYS[3 + a], delta, names[b])
+    redis.call('ZINCRBY', KEYS[3 + b], delta, names[a])
+  end
 end
 for k = 1, #names do
   local key = KEYS[3 + k]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -59,8 +60,12 @@ class StateSpec:
     horizon_names: tuple[str, ...]
     taus: np.ndarray  # seconds, one per horizon
     long_tau: float
+    #: The longest horizon alone, for the single-horizon signals. One array shared by every state of
+    #: this spec, so their updates batch together (:class:`~features.decay.DecayedSumUpdates`).
+    long_taus: np.ndarray
     dim: int
     weights: Mapping[str, float]
+    signed_weights: Mapping[str, float]  # per type but rating: negative for dislike/skip
     rating_midpoint: float
     rating_scale: float
     history_size: int
@@ -69,22 +74,20 @@ class StateSpec:
     max_attribute_values: int
     covisit_window: int
 
-    @property
-    def long_taus(self) -> np.ndarray:
-        """The longest horizon alone, as the 1-element array single-horizon signals use."""
-        return self.taus[[int(self.taus.argmax())]]
-
     @classmethod
     def from_config(cls, config: StateConfig, dim: int) -> StateSpec:
         names = tuple(config.horizons)
         taus = np.array([config.horizons[n] for n in names], dtype=np.float64)
         DecayedSum(taus, dim)  # validates taus and dim once
+        weights = dict(config.event_weights)
         return cls(
             horizon_names=names,
             taus=taus,
             long_tau=float(taus.max()),
+            long_taus=taus[[int(taus.argmax())]],
             dim=dim,
-            weights=dict(config.event_weights),
+            weights=weights,
+            signed_weights={t: -w if t in NEGATIVE_TYPES else w for t, w in weights.items()},
             rating_midpoint=config.rating_midpoint,
             rating_scale=config.rating_scale,
             history_size=config.history_size,
@@ -102,13 +105,10 @@ class StateSpec:
         >>> spec.signed_weight(ev)    # (1 - 3) / 2 * weight(rating)=4
         -4.0
         """
-        base = self.weights.get(event.type, 0.0)
-        if event.type in NEGATIVE_TYPES:
-            return -base
         if event.type == "rating":
             value = event.value if event.value is not None else self.rating_midpoint
-            return base * (value - self.rating_midpoint) / self.rating_scale
-        return base
+            return self.weights.get("rating", 0.0) * (value - self.rating_midpoint) / self.rating_scale
+        return self.signed_weights.get(event.type, 0.0)
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,12 @@ class FoldResult:
     duplicates: int = 0
     popularity: list[PopularityDelta] = field(default_factory=list)
     covisits: list[CovisitDelta] = field(default_factory=list)
+
+
+#: Builds a NamedTuple from a tuple of its fields without the Python-level ``__new__`` that
+#: ``typing.NamedTuple`` generates — the fold makes several per event.
+_new = tuple.__new__
+_event_order = operator.attrgetter("ts_ms", "event_id")
 
 
 def event_id_hash(event_id: str) -> int:
@@ -235,8 +241,64 @@ class UserState:
 
     def _fold_into(self, events: Sequence[Event], items: Mapping[str, ItemInfo],
                    text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> FoldResult:  # fmt: skip
-        """Everything of :meth:`fold` but the vector sums, which are queued on ``vectors``."""
+        """Everything of :meth:`fold` but the vector sums, which are queued on ``vectors``.
+
+        One pass over the events in event-time order; each event's item and signed weight
+        are looked up once for every signal they feed."""
         result = FoldResult()
+        fresh = self._unseen(events, result)
+        if not fresh:
+            return result
+        if len(fresh) > 1:
+            fresh.sort(key=_event_order)
+        spec = self.spec
+        positive: list[tuple[float, float, np.ndarray]] = []
+        negative: list[tuple[float, float, np.ndarray]] = []
+        text: list[tuple[float, float, np.ndarray]] = []
+        clock: list[tuple[float, float, np.ndarray]] = []
+        counts: list[tuple[float, tuple[str], float]] = []
+        attributes: list[tuple[float, tuple[str, ...], float]] = []
+        popularity, covisits = result.popularity, result.covisits
+        for event in fresh:
+            ts_ms, kind, item_id = event.ts_ms, event.type, event.item_id
+            t = ts_ms / 1000.0
+            w = spec.signed_weight(event)
+            clock.append((t, 1.0, DecayedSumUpdates.one_hot(24, (ts_ms // 3_600_000) % 24)))
+            counts.append((t, (kind,), 1.0))
+            if kind in TEXT_TYPES:
+                vec = text_vectors.get(event.text or "")
+                if vec is not None:
+                    text.append((t, w, vec))  # the type's weight: text types are never negative
+                if kind == "preference":
+                    self._add_preference(_new(Preference, (event.text or "", ts_ms, event.event_id)))
+            if item_id is None:
+                continue
+            info = items.get(item_id)
+            if info is not None:
+                if info.vector is not None and kind not in TEXT_TYPES:
+                    if w > 0:
+                        positive.append((t, w, info.vector))
+                    elif w < 0:
+                        negative.append((t, -w, info.vector))
+                if info.attributes:
+                    attributes.append((t, info.attribute_keys, w))
+            entry = _new(HistoryEntry, (ts_ms, item_id, kind))
+            if w > 0:
+                popularity.append(_new(PopularityDelta, (item_id, ts_ms, w, event.event_id)))
+                self._collect_covisits(entry, event.event_id, covisits)
+            self._add_history(entry)
+        vectors.add_events(self.positive, positive)
+        vectors.add_events(self.negative, negative)
+        vectors.add_events(self.text, text)
+        vectors.add_events(self.clock, clock)
+        self.type_counts.add_many(counts)
+        self.attributes.add_many(attributes)
+        result.applied = len(fresh)
+        self.events_applied += len(fresh)
+        return result
+
+    def _unseen(self, events: Sequence[Event], result: FoldResult) -> list[Event]:
+        """The events whose ``event_id`` is not among the remembered ones (which they join)."""
         recent = self.recent_ids
         # A few events (the consumer's usual case) are checked against the list itself; building
         # a set of the remembered ids only pays off for longer batches.
@@ -253,60 +315,7 @@ class UserState:
             fresh.append(event)
         if len(recent) > self.spec.recent_event_ids:
             del recent[: len(recent) - self.spec.recent_event_ids]
-        if not fresh:
-            return result
-        fresh.sort(key=lambda e: (e.ts_ms, e.event_id))
-        spec = self.spec
-        # (event, time s, signed weight, item) — looked up once for both the vector sums and the scalars
-        weighed = [(e, e.ts_ms / 1000.0, spec.signed_weight(e), items.get(e.item_id) if e.item_id is not None else None)
-                   for e in fresh]  # fmt: skip
-        self._queue_vectors(weighed, text_vectors, vectors)
-        self._fold_scalars(weighed, result)
-        result.applied = len(fresh)
-        self.events_applied += len(fresh)
-        return result
-
-    def _queue_vectors(self, weighed: list[tuple[Event, float, float, ItemInfo | None]],
-                       text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> None:  # fmt: skip
-        pos_t, pos_w, pos_x, neg_t, neg_w, neg_x, txt_t, txt_w, txt_x = ([] for _ in range(9))
-        for event, t, w, info in weighed:
-            if event.type in TEXT_TYPES:
-                vec = text_vectors.get(event.text or "")
-                if vec is not None:
-                    txt_t.append(t)
-                    txt_w.append(w)  # the type's weight: text types are never negative
-                    txt_x.append(vec)
-                continue
-            if info is None or info.vector is None:
-                continue
-            if w > 0:
-                pos_t.append(t), pos_w.append(w), pos_x.append(info.vector)
-            elif w < 0:
-                neg_t.append(t), neg_w.append(-w), neg_x.append(info.vector)
-        vectors.add(self.positive, pos_t, pos_w, pos_x)
-        vectors.add(self.negative, neg_t, neg_w, neg_x)
-        vectors.add(self.text, txt_t, txt_w, txt_x)
-        hours = [(e.ts_ms // 3_600_000) % 24 for e, _, _, _ in weighed]
-        vectors.add_one_hot(self.clock, [t for _, t, _, _ in weighed], hours)
-
-    def _fold_scalars(self, weighed: list[tuple[Event, float, float, ItemInfo | None]], result: FoldResult) -> None:
-        counts: list[tuple[float, dict[str, float]]] = []
-        attributes: list[tuple[float, dict[str, float]]] = []
-        for event, t, w, info in weighed:  # sorted by time
-            counts.append((t, {event.type: 1.0}))
-            if event.type == "preference":
-                self._add_preference(Preference(text=event.text or "", ts_ms=event.ts_ms, event_id=event.event_id))
-            if event.item_id is None:
-                continue
-            if info is not None and info.attributes:
-                attributes.append((t, dict.fromkeys(info.attribute_keys, w)))
-            entry = HistoryEntry(event.ts_ms, event.item_id, event.type)
-            if w > 0:
-                result.popularity.append(PopularityDelta(event.item_id, event.ts_ms, w, event.event_id))
-                self._collect_covisits(entry, event.event_id, result.covisits)
-            self._add_history(entry)
-        self.type_counts.add_many(counts)
-        self.attributes.add_many(attributes)
+        return fresh
 
     def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitDelta]) -> None:
         """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
@@ -321,31 +330,28 @@ class UserState:
         history = self.history
         if len(history) >= self.spec.history_size and history and entry < history[0]:
             return  # older than everything we still remember: its neighbours are gone
-        if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
-            before: list[HistoryEntry] = []
-            for h in reversed(history):
-                if h.type not in NEGATIVE_TYPES:
-                    before.append(h)
-                    if len(before) == window:
-                        break
-            before.reverse()
-            positives, p, after = before, len(before), []
-        else:
-            positives = [h for h in history if h.type not in NEGATIVE_TYPES]
-            p = bisect.bisect_right(positives, entry)
-            before = positives[max(0, p - window) : p]
-            after = positives[p : p + window]
         item = entry.item_id
+        if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
+            tail = history[-2 * window :]  # holds `window` positives unless negatives crowd it
+            before = [h for h in tail if h.type not in NEGATIVE_TYPES][-window:]
+            if len(before) < window and len(tail) < len(history):
+                before = [h for h in history if h.type not in NEGATIVE_TYPES][-window:]
+            out += [_new(CovisitDelta, (h.item_id, item, 1.0, event_id)) for h in before if h.item_id != item]
+            return
+        positives = [h for h in history if h.type not in NEGATIVE_TYPES]
+        p = bisect.bisect_right(positives, entry)
+        before = positives[max(0, p - window) : p]
+        after = positives[p : p + window]
         for other in before:
             if other.item_id != item:
-                out.append(CovisitDelta(other.item_id, item, 1.0, event_id))
+                out.append(_new(CovisitDelta, (other.item_id, item, 1.0, event_id)))
         for other in after:
             if other.item_id != item:
-                out.append(CovisitDelta(item, other.item_id, 1.0, event_id))
+                out.append(_new(CovisitDelta, (item, other.item_id, 1.0, event_id)))
         for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
             k = p + j - window
             if k >= 0 and positives[k].item_id != later.item_id:
-                out.append(CovisitDelta(positives[k].item_id, later.item_id, -1.0, event_id))
+                out.append(_new(CovisitDelta, (positives[k].item_id, later.item_id, -1.0, event_id)))
 
     def _add_history(self, entry: HistoryEntry) -> None:
         """Insert ``entry`` in time order, keeping the newest ``history_size`` entries."""

@@ -19,6 +19,9 @@ noticed instead of silently misreading bytes.
 
 from __future__ import annotations
 
+import sys
+from array import array
+
 import msgspec
 import numpy as np
 
@@ -96,6 +99,27 @@ def _unpack_sparse(packed: _Sparse, tau: float, max_keys: int) -> SparseDecayedS
     return state
 
 
+# The event-id hashes are packed little-endian uint64; ``array`` converts a short list of Python
+# ints faster than numpy does.
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _ids_to_bytes(ids: list[int]) -> bytes:
+    packed = array("Q", ids)
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _ids_from_bytes(data: bytes) -> list[int]:
+    if len(data) % 8:
+        raise StateFormatError("stored user state has a truncated event-id list")
+    packed = array("Q", data)
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return packed.tolist()
+
+
 def encode_state(user: UserState) -> bytes:
     """Bytes for Redis."""
     record = _Record(
@@ -110,7 +134,7 @@ def encode_state(user: UserState) -> bytes:
         type_counts=_pack_sparse(user.type_counts),
         preferences=user.preferences,
         history=user.history,
-        recent_ids=np.asarray(user.recent_ids, dtype="<u8").tobytes(),
+        recent_ids=_ids_to_bytes(user.recent_ids),
         offsets=user.offsets,
         events_applied=user.events_applied,
     )
@@ -139,7 +163,7 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     user.type_counts = _unpack_sparse(record.type_counts, spec.long_tau, 16)
     user.preferences = record.preferences
     user.history = record.history
-    user.recent_ids = np.frombuffer(record.recent_ids, dtype="<u8").tolist()
+    user.recent_ids = _ids_from_bytes(record.recent_ids)
     user.offsets = dict(record.offsets)
     user.events_applied = record.events_applied
     return user

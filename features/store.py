@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -31,8 +31,7 @@ __all__ = ["RedisStore", "WriteBatch", "UserWrite", "APPLIED", "ALREADY_APPLIED"
 APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
 
 
-@dataclass(frozen=True)
-class UserWrite:
+class UserWrite(NamedTuple):
     """A folded user state to write, guarded by the version it was read at."""
 
     tenant: str
@@ -137,34 +136,34 @@ class RedisStore:
         """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
         deltas, once per (tenant, partition, offset).
 
-        Deltas are aggregated first — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
-        is exactly what the forward-decay script would add event by event, and per unordered pair the sum of
-        its deltas — so the script does one update per item and two per pair, whatever the batch size."""
+        Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
+        is exactly what the forward-decay script would add event by event; co-visitation deltas are summed
+        per unordered pair by the script — so it does one update per item and two per pair, whatever the
+        batch size."""
         cfg = self.config.state
         tau = cfg.popularity_tau_s
         per_item: dict[str, list[tuple[float, float]]] = {}
-        for item_id, ts_ms, weight, *_ in popularity:
-            per_item.setdefault(item_id, []).append((ts_ms / 1000.0, float(weight)))
+        for delta in popularity:
+            item_id, t, weight = delta[0], delta[1] / 1000.0, float(delta[2])
+            seen = per_item.get(item_id)
+            if seen is None:
+                per_item[item_id] = [(t, weight)]
+            else:
+                seen.append((t, weight))
         pop_args: list = []
         for item_id, obs in per_item.items():
-            t_max = max(t for t, _ in obs)
-            pop_args += [item_id, t_max, math.fsum(w * math.exp((t - t_max) / tau) for t, w in obs)]
-        pairs: dict[tuple[str, str], float] = {}
+            if len(obs) == 1:
+                pop_args += [item_id, *obs[0]]
+                continue
+            t_max = max([t for t, _ in obs])
+            pop_args += [item_id, t_max, math.fsum([w * math.exp((t - t_max) / tau) for t, w in obs])]
+        names: dict[str, int] = {}  # item -> its 1-based position in the script's list
+        pair_args: list = []
         for pair in covisits:
             a, b = pair[0], pair[1]
-            if a == b:
-                continue
-            key = (a, b) if a < b else (b, a)
-            pairs[key] = pairs.get(key, 0.0) + (float(pair[2]) if len(pair) > 2 else 1.0)
-        names: dict[str, int] = {}
-        pair_args: list = []
-        for (a, b), delta in pairs.items():
-            if delta == 0:
-                continue
-            for item in (a, b):
-                if item not in names:
-                    names[item] = len(names) + 1
-            pair_args += [names[a], names[b], delta]
+            if a != b:
+                pair_args += [names.setdefault(a, len(names) + 1), names.setdefault(b, len(names) + 1),
+                              float(pair[2]) if len(pair) > 2 else 1.0]  # fmt: skip
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
                 *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
         args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),

@@ -76,9 +76,9 @@ class Personalizer:
             max_connections=config.redis.max_connections,
         )
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
-        self.items: TtlCache[ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
-        self.text_vectors: TtlCache[np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
-        self.covisit_rows: TtlCache[dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
+        self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
+        self.covisit_rows: TtlCache[str, dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):

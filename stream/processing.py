@@ -27,6 +27,7 @@ the same final state as if nothing had happened.
 from __future__ import annotations
 
 import json
+import operator
 import time
 import zlib
 from collections import defaultdict
@@ -46,6 +47,7 @@ from features.cache import TtlCache
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "records_from_lines"]
 
 MAX_CONFLICT_RETRIES = 5
+_by_offset = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,12 @@ class BatchProcessor:
         self.config = config
         self.encode = encode
         self.clock_ms = clock_ms
-        self.items: TtlCache[ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
-        # States this process wrote last, with their version: a hit skips the read and the decode. A stale
+        self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        # States this process wrote last, keyed (tenant, user_id), with their version: a hit skips the read and the decode. A stale
         # entry (another process wrote the user since) fails the version check and is re-read. Entries are
         # taken out while a batch folds them and put back only once Redis applied the write, so a failed
         # batch can never leave a half-folded state behind.
-        self.users: TtlCache[tuple[int, UserState]] = TtlCache(config.consumer.user_cache_size, float("inf"))
+        self.users: TtlCache[tuple[str, str], tuple[int, UserState]] = TtlCache(config.consumer.user_cache_size, float("inf"))
 
     # --- events ------------------------------------------------------------------------------
     def process_events(self, records: Sequence[Record]) -> BatchOutcome:
@@ -178,7 +180,7 @@ class BatchProcessor:
         for key, write, stats, at in sent:
             status = int(replies[at][0])
             if status == APPLIED:
-                self.users.put(f"{key[0]}/{key[1]}", (write.expected_version + 1, write.state))
+                self.users.put(key[:2], (write.expected_version + 1, write.state))
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
@@ -193,8 +195,8 @@ class BatchProcessor:
         """(version, state) per key: from this process's cache (taken out while folded), else from Redis."""
         users: list[tuple[int, UserState | None]] = [(0, None)] * len(keys)
         misses = []
-        for n, (tenant, user_id, _) in enumerate(keys):
-            cached = self.users.pop(f"{tenant}/{user_id}")
+        for n, key in enumerate(keys):
+            cached = self.users.pop(key[:2])
             if cached is not None:
                 users[n] = cached
             else:
@@ -212,15 +214,18 @@ class BatchProcessor:
         Returns the writes and the global deltas (popularity, co-visitation) of the events above
         the partition's global ``floor``."""
         jobs: list[tuple[tuple, int, UserState, list[tuple[int, Event]], int]] = []
+        spec = self.store.spec
         for key, (version, state) in zip(keys, reads):
-            tenant, user_id, partition = key
-            state = state or UserState.new(self.store.spec)
+            state = state or UserState.new(spec)
             batch = groups[key]
-            applied_offset = state.offsets.get(partition, -1)
-            fresh = sorted((pair for pair in batch if pair[0] > applied_offset), key=lambda pair: pair[0])
+            applied_offset = state.offsets.get(key[2], -1)
+            if len(batch) == 1:  # the usual case
+                fresh = batch if batch[0][0] > applied_offset else []
+            else:
+                fresh = sorted([pair for pair in batch if pair[0] > applied_offset], key=_by_offset)
             if not fresh:
                 outcome.duplicates += len(batch)
-                self.users.put(f"{tenant}/{user_id}", (version, state))  # untouched: still valid
+                self.users.put(key[:2], (version, state))  # untouched: still valid
                 continue
             jobs.append((key, version, state, fresh, len(batch)))
         results = fold_users([(state, [e for _, e in fresh]) for _, _, state, fresh, _ in jobs], items, text_vectors)
