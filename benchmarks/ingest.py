@@ -193,9 +193,9 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
 
 
 def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
-    from stream.consumer import folding_gc
+    from stream.runtime import folding_process
 
-    with folding_gc():  # as `p13n consume` runs
+    with folding_process():  # as `p13n consume` runs
         processing = bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
         # How throughput depends on how many of a batch's events share a user (one state write each):
         # many users with few events each (~1 event per write), and bigger polls of the same stream.

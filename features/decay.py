@@ -232,8 +232,7 @@ class DecayedSumUpdates:
         added = factors[:, :, None] * xs[:, None, :]  # (events, H, dim)
         added_w = factors
         if starts is not None:
-            added = np.add.reduceat(added, starts, axis=0)  # (states, H, dim)
-            added_w = np.add.reduceat(factors, starts, axis=0)
+            added, added_w = _segment_sums(added, factors, starts, counts)  # (states, H, dim), (states, H)
         weights = (np.array([s.weights for s in states]) * carry + added_w).tolist()
         sums = np.array([s.sums for s in states])  # (states, H, dim): one gather, two vectorised operations
         sums *= carry[:, :, None]
@@ -242,6 +241,38 @@ class DecayedSumUpdates:
             np.copyto(state.sums, new_sums)  # copied back: a view would keep the whole batch array alive
             state.weights = new_weights
             state.t_ref = t_ref
+
+
+def _segment_sums(
+    added: np.ndarray, factors: np.ndarray, starts: np.ndarray, counts: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of consecutive runs of rows (run i starts at ``starts[i]``, ``counts[i]`` long) of both arrays.
+
+    ``np.add.reduceat`` over a 3-d array is slow (~1 ms for a few hundred rows here); states
+    rarely have more than a few events in a batch, so the rows are added round by round —
+    the first event of every state, then each state's second, … — where a round touches
+    each state at most once. Same summation order as ``reduceat``.
+
+    >>> a = np.arange(5.0)[:, None, None]; f = np.arange(5.0)[:, None]
+    >>> sums, fsums = _segment_sums(a, f, np.array([0, 3]), [3, 2])
+    >>> sums.ravel().tolist(), fsums.ravel().tolist()
+    ([3.0, 7.0], [3.0, 7.0])
+    """
+    rounds = max(counts)
+    if rounds > _MAX_ROUNDS:
+        return np.add.reduceat(added, starts, axis=0), np.add.reduceat(factors, starts, axis=0)
+    sums, fsums = added[starts], factors[starts]
+    owner = np.repeat(np.arange(len(counts)), counts)
+    rank = np.arange(len(owner)) - starts[owner]
+    for r in range(1, rounds):
+        rows = np.flatnonzero(rank == r)
+        at = owner[rows]
+        sums[at] += added[rows]
+        fsums[at] += factors[rows]
+    return sums, fsums
+
+
+_MAX_ROUNDS = 16
 
 
 class SparseDecayedSum:

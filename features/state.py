@@ -177,13 +177,14 @@ _new = tuple.__new__
 _event_order = operator.attrgetter("ts_ms", "event_id")
 
 
-def event_id_hash(event_id: str) -> int:
-    """64-bit hash of an event id (the dedup set stores these, 8 bytes each).
+def event_id_hash(event_id: str) -> bytes:
+    """8-byte hash of an event id (the dedup list stores these; 64 bits make a false duplicate
+    among a user's remembered ids a ~1e-17 chance).
 
     >>> event_id_hash("e1") == event_id_hash("e1") != event_id_hash("e2")
     True
     """
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
 def _content_words(text: str) -> frozenset[str]:
@@ -220,7 +221,7 @@ class UserState:
         self.type_counts = SparseDecayedSum(spec.long_tau, 16)
         self.preferences: list[Preference] = []
         self.history: list[HistoryEntry] = []
-        self.recent_ids: list[int] = []
+        self.recent_ids: list[bytes] = []
         self.offsets: dict[int, int] = {}
         self.events_applied = 0
 
@@ -302,7 +303,7 @@ class UserState:
         recent = self.recent_ids
         # A few events (the consumer's usual case) are checked against the list itself; building
         # a set of the remembered ids only pays off for longer batches.
-        seen: set[int] | None = set(recent) if len(events) > 8 else None
+        seen: set[bytes] | None = set(recent) if len(events) > 8 else None
         fresh: list[Event] = []
         for event in events:
             h = event_id_hash(event.event_id)

@@ -2,7 +2,7 @@
 
 Vectors are raw little-endian float32 bytes (the horizon embeddings) or float16
 (the negative and text-topic embeddings, which only steer, never rank alone),
-event-id hashes are packed uint64 — not JSON. Decoding checks the horizons and
+event-id hashes are their 8 bytes back to back — not JSON. Decoding checks the horizons and
 dimension against the running configuration, so a changed configuration is
 noticed instead of silently misreading bytes.
 
@@ -18,9 +18,6 @@ noticed instead of silently misreading bytes.
 """
 
 from __future__ import annotations
-
-import sys
-from array import array
 
 import msgspec
 import numpy as np
@@ -71,11 +68,14 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Record)
 
 
+_DTYPES = {name: np.dtype(f"<{name}") for name in ("f4", "f2")}
+_NEVER_UPDATED = {name: _Decayed(sums=b"", weights=[], t_ref=None, dtype=name) for name in _DTYPES}
+
+
 def _pack(state: DecayedSum, dtype: str) -> _Decayed:
     if state.t_ref is None:  # never updated (e.g. no negative signal yet): no bytes for its zeros
-        return _Decayed(sums=b"", weights=[], t_ref=None, dtype=dtype)
-    return _Decayed(sums=state.sums.astype(f"<{dtype}").tobytes(), weights=state.weights,
-                    t_ref=state.t_ref, dtype=dtype)  # fmt: skip
+        return _NEVER_UPDATED[dtype]
+    return _Decayed(state.sums.astype(_DTYPES[dtype]).tobytes(), state.weights, state.t_ref, dtype)
 
 
 def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
@@ -99,25 +99,10 @@ def _unpack_sparse(packed: _Sparse, tau: float, max_keys: int) -> SparseDecayedS
     return state
 
 
-# The event-id hashes are packed little-endian uint64; ``array`` converts a short list of Python
-# ints faster than numpy does.
-_BIG_ENDIAN = sys.byteorder == "big"
-
-
-def _ids_to_bytes(ids: list[int]) -> bytes:
-    packed = array("Q", ids)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _ids_from_bytes(data: bytes) -> list[int]:
+def _ids_from_bytes(data: bytes) -> list[bytes]:
     if len(data) % 8:
         raise StateFormatError("stored user state has a truncated event-id list")
-    packed = array("Q", data)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed.tolist()
+    return [data[i : i + 8] for i in range(0, len(data), 8)]
 
 
 def encode_state(user: UserState) -> bytes:
@@ -134,7 +119,7 @@ def encode_state(user: UserState) -> bytes:
         type_counts=_pack_sparse(user.type_counts),
         preferences=user.preferences,
         history=user.history,
-        recent_ids=_ids_to_bytes(user.recent_ids),
+        recent_ids=b"".join(user.recent_ids),
         offsets=user.offsets,
         events_applied=user.events_applied,
     )

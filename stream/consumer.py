@@ -17,19 +17,18 @@ current batch; a batch that outlives the grace period is abandoned uncommitted
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from p13n.config import Config
 from stream.backoff import Backoff
 from stream.metrics import ConsumerMetrics, HealthServer
 from stream.processing import BatchOutcome, BatchProcessor, DeadLetter, Record
+from stream.runtime import folding_process
 
-__all__ = ["ConsumerLoop", "dead_letter_headers", "folding_gc"]
+__all__ = ["ConsumerLoop", "dead_letter_headers"]
 
 log = logging.getLogger("p13n.consume")
 
@@ -48,31 +47,6 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         ("p13n-source-partition", str(letter.record.partition).encode()),
         ("p13n-source-offset", str(letter.record.offset).encode()),
     ]
-
-
-@contextlib.contextmanager
-def folding_gc(young_threshold: int = 50_000) -> Iterator[None]:
-    """Garbage-collector settings for a folding process, restored on exit.
-
-    Folding allocates many short-lived containers while the user cache keeps many
-    long-lived ones, so with CPython's default (a collection every 700 allocations,
-    each full one walking the whole cache) the collector took ~8-12% of the processing
-    stage (py-spy, ``p13n bench ingest``). The fold's objects hardly ever form cycles —
-    reference counting frees them — so collections can be rare; what exists at start-up
-    is frozen out of the collector's way.
-
-    >>> with folding_gc():
-    ...     gc.get_threshold()[0]
-    50000
-    """
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(young_threshold, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 @dataclass
@@ -268,7 +242,7 @@ def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | N
     port = config.consumer.metrics_port if metrics_port is None else metrics_port
     health = HealthServer(metrics, port).start() if port else None
     try:
-        with folding_gc():
+        with folding_process():
             return ConsumerLoop(config, processor, metrics=metrics, health=health, stop=stop).run()
     finally:
         if health is not None:
