@@ -48,7 +48,7 @@ class DeferredPipeline:
         first = self._conn is None
         if first:
             self._conn = self._client.connection_pool.get_connection()
-        commands = [tuple(c) for c in commands]
+        commands = [c if type(c) is tuple else tuple(c) for c in commands]  # hiredis packs tuples
         if not commands:
             return
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -203,6 +204,17 @@ def test_state_round_trips_through_its_binary_form():
     assert back.recent_ids == user.recent_ids and back.offsets == {3: 41}
     assert back.attribute_preferences(3 * HOUR) == user.attribute_preferences(3 * HOUR)
     assert encode_state(back) == encode_state(decode_state(encode_state(back), SPEC))
+
+
+def test_encoded_state_is_exactly_the_record_struct_encoded():
+    # encode_state writes tuples for speed; they must give the bytes of the documented struct
+    from features.state_codec import _decoder
+
+    user = UserState.new(SPEC)
+    user.fold([ev(1, "purchase", "i1", HOUR), ev(2, "rating", "i2", 2 * HOUR, value=1.0)], ITEMS)
+    blob = encode_state(user)
+    assert msgspec.msgpack.encode(_decoder.decode(blob)) == blob
+    assert msgspec.msgpack.encode(_decoder.decode(encode_state(UserState.new(SPEC)))) == encode_state(UserState.new(SPEC))
 
 
 def test_decoding_with_other_horizons_is_an_error_not_garbage():
