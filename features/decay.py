@@ -44,9 +44,13 @@ def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
 
 
 class DecayedSum:
-    """Decayed sums of ``dim``-vectors (and of their weights) over ``len(taus)`` horizons."""
+    """Decayed sums of ``dim``-vectors (and of their weights) over ``len(taus)`` horizons.
 
-    __slots__ = ("taus", "sums", "weights", "t_ref")
+    ``memo`` is free for whoever serialises the sums, ``(format, bytes)``; every update clears
+    it, so a state that did not change since it was read need not be converted again.
+    """
+
+    __slots__ = ("taus", "sums", "weights", "t_ref", "memo")
 
     def __init__(self, taus: Sequence[float] | np.ndarray, dim: int) -> None:
         taus_arr = np.asarray(taus, dtype=np.float64)
@@ -60,12 +64,14 @@ class DecayedSum:
         self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
         self.weights: list[float] = [0.0] * taus_arr.size  # per horizon; Python floats, cheaper than numpy at this size
         self.t_ref: float | None = None
+        self.memo: tuple[str, bytes] | None = None
 
     @classmethod
     def restore(cls, taus: np.ndarray, sums: np.ndarray, weights: Sequence[float], t_ref: float | None) -> DecayedSum:
         """Rebuild a state from its parts without re-validating ``taus`` (already validated once)."""
         state = cls.__new__(cls)
         state.taus, state.sums, state.weights, state.t_ref = taus, sums, [float(w) for w in weights], t_ref
+        state.memo = None
         return state
 
     @classmethod
@@ -241,6 +247,7 @@ class DecayedSumUpdates:
             np.copyto(state.sums, new_sums)  # copied back: a view would keep the whole batch array alive
             state.weights = new_weights
             state.t_ref = t_ref
+            state.memo = None
 
 
 def _segment_sums(

@@ -175,6 +175,8 @@ class FoldResult:
 #: ``typing.NamedTuple`` generates — the fold makes several per event.
 _new = tuple.__new__
 _event_order = operator.attrgetter("ts_ms", "event_id")
+#: One-hot vectors of the interest clock, per UTC hour of day.
+_HOUR_OF_DAY = [DecayedSumUpdates.one_hot(24, hour) for hour in range(24)]
 
 
 def event_id_hash(event_id: str) -> bytes:
@@ -253,6 +255,7 @@ class UserState:
         if len(fresh) > 1:
             fresh.sort(key=_event_order)
         spec = self.spec
+        signed_weights = spec.signed_weights
         positive: list[tuple[float, float, np.ndarray]] = []
         negative: list[tuple[float, float, np.ndarray]] = []
         text: list[tuple[float, float, np.ndarray]] = []
@@ -263,8 +266,8 @@ class UserState:
         for event in fresh:
             ts_ms, kind, item_id = event.ts_ms, event.type, event.item_id
             t = ts_ms / 1000.0
-            w = spec.signed_weight(event)
-            clock.append((t, 1.0, DecayedSumUpdates.one_hot(24, (ts_ms // 3_600_000) % 24)))
+            w = signed_weights.get(kind, 0.0) if kind != "rating" else spec.signed_weight(event)
+            clock.append((t, 1.0, _HOUR_OF_DAY[(ts_ms // 3_600_000) % 24]))
             counts.append((t, (kind,), 1.0))
             if kind in TEXT_TYPES:
                 vec = text_vectors.get(event.text or "")

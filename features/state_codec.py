@@ -73,10 +73,17 @@ _NEVER_UPDATED = {name: (b"", (), None, name) for name in _DTYPES}
 
 
 def _pack(state: DecayedSum, dtype: str) -> tuple:
-    """A :class:`_Decayed` as the tuple of its fields (see :func:`encode_state`)."""
+    """A :class:`_Decayed` as the tuple of its fields (see :func:`encode_state`).
+
+    The bytes are remembered on the state (``memo``) until it changes: most writes leave
+    some sums untouched (the negative and text ones, usually), and converting to float16
+    is not cheap."""
     if state.t_ref is None:  # never updated (e.g. no negative signal yet): no bytes for its zeros
         return _NEVER_UPDATED[dtype]
-    return (state.sums.astype(_DTYPES[dtype]).tobytes(), state.weights, state.t_ref, dtype)
+    memo = state.memo
+    if memo is None or memo[0] != dtype:
+        memo = state.memo = (dtype, state.sums.astype(_DTYPES[dtype]).tobytes())
+    return (memo[1], state.weights, state.t_ref, dtype)
 
 
 def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
@@ -85,8 +92,9 @@ def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
     sums = np.frombuffer(packed.sums, dtype=f"<{packed.dtype}").astype(np.float64)
     if sums.size != taus.size * dim or len(packed.weights) != taus.size:
         raise StateFormatError("stored state has a different shape than the configured horizons/dimension")
-    return DecayedSum.restore(taus, sums.reshape(taus.size, dim), packed.weights,
-                              packed.t_ref)  # fmt: skip
+    state = DecayedSum.restore(taus, sums.reshape(taus.size, dim), packed.weights, packed.t_ref)
+    state.memo = (packed.dtype, packed.sums)  # the stored bytes are the state's own until it changes
+    return state
 
 
 def _pack_sparse(state: SparseDecayedSum) -> tuple:
