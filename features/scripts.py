@@ -6,26 +6,38 @@ pipeline; redis-py loads it on NOSCRIPT.
 
 from __future__ import annotations
 
-__all__ = ["APPLY_USER", "APPLY_GLOBALS"]
+__all__ = ["APPLY_USERS", "APPLY_GLOBALS"]
 
-#: KEYS[1] = user hash.
-#: ARGV = expected version ("0" when the user did not exist), state blob, ttl ms, partition, offset.
-#: Returns {1, new version} applied; {0, version} the offset was already applied (nothing written);
-#: {-1, version} the user changed since it was read (nothing written; re-read and fold again).
-APPLY_USER = """
-local current = redis.call('HGET', KEYS[1], 'v') or '0'
-if current ~= ARGV[1] then
-  return {-1, current}
+#: KEYS = user hashes (one or more; a Redis Cluster client sends one per call, their slots differ).
+#: ARGV[1] = ttl ms; then per user four: expected version ("0" when the user did not exist), state
+#: blob, partition, offset. Each user is checked and written on its own, atomically (the script is).
+#: Returns a flat array, per user: {1, new version} applied; {0, version} the offset was already
+#: applied (nothing written); {-1, version} the user changed since it was read (nothing written;
+#: re-read and fold again).
+APPLY_USERS = """
+local ttl = ARGV[1]
+local out = {}
+for i = 1, #KEYS do
+  local key, at = KEYS[i], 4 * i - 2
+  local offset = ARGV[at + 3]
+  local field = 'o:' .. ARGV[at + 2]
+  local seen = redis.call('HMGET', key, 'v', field)
+  local current = seen[1] or '0'
+  if current ~= ARGV[at] then
+    out[#out + 1] = -1
+    out[#out + 1] = current
+  elseif seen[2] and tonumber(seen[2]) >= tonumber(offset) then
+    out[#out + 1] = 0
+    out[#out + 1] = current
+  else
+    local version = tonumber(current) + 1
+    redis.call('HSET', key, 'v', version, 's', ARGV[at + 1], field, offset)
+    redis.call('PEXPIRE', key, ttl)
+    out[#out + 1] = 1
+    out[#out + 1] = version
+  end
 end
-local field = 'o:' .. ARGV[4]
-local applied = redis.call('HGET', KEYS[1], field)
-if applied and tonumber(applied) >= tonumber(ARGV[5]) then
-  return {0, current}
-end
-local version = tonumber(current) + 1
-redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2], field, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, version}
+return out
 """
 
 #: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.

@@ -20,7 +20,7 @@ import numpy as np
 
 from features.deferred import DeferredPipeline
 from features.keys import KeyLayout
-from features.scripts import APPLY_GLOBALS, APPLY_USER
+from features.scripts import APPLY_GLOBALS, APPLY_USERS
 from features.signals import RESCALE_EXPONENT, trim_after
 from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
@@ -29,6 +29,7 @@ from p13n.config import Config
 __all__ = ["RedisStore", "WriteBatch", "UserWrite", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
 
 APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
+USERS_PER_CALL = 50
 
 
 class UserWrite(NamedTuple):
@@ -68,7 +69,11 @@ class RedisStore:
         self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
         # Scripts are called by SHA with plain EVALSHA (redis-py's Script objects in a pipeline ask
         # SCRIPT EXISTS on every execute); NOSCRIPT is handled by WriteBatch.finish.
-        self._scripts = {APPLY_USER: _sha1(APPLY_USER), APPLY_GLOBALS: _sha1(APPLY_GLOBALS)}
+        self._scripts = {APPLY_USERS: _sha1(APPLY_USERS), APPLY_GLOBALS: _sha1(APPLY_GLOBALS)}
+        # Users written per script call: their keys are in different cluster slots, so one per call on
+        # a Redis Cluster; elsewhere a few dozen share a call (one command and one reply to handle
+        # instead of many), few enough to keep Redis responsive to readers meanwhile (~0.5 ms).
+        self.users_per_call = 1 if config.redis.cluster else USERS_PER_CALL
 
     # --- users -------------------------------------------------------------------------------
     def read_users(self, users: Sequence[tuple[str, str]]) -> list[tuple[int, UserState | None]]:
@@ -97,13 +102,19 @@ class RedisStore:
         batch.send(calls)
         return batch.finish()
 
-    def _user_call(self, w: UserWrite) -> tuple[str, list, list]:
-        return (APPLY_USER, [self.keys.user(w.tenant, w.user_id)],
-                [w.expected_version, encode_state(w.state), self.ttl_ms, w.partition, w.offset])  # fmt: skip
+    def _users_call(self, writes: Sequence[UserWrite]) -> tuple[str, list, list]:
+        keys = [self.keys.user(w.tenant, w.user_id) for w in writes]
+        args: list = [self.ttl_ms]
+        for w in writes:
+            args += (w.expected_version, encode_state(w.state), w.partition, w.offset)
+        return (APPLY_USERS, keys, args)
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
         """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""
-        return [int(result[0]) for result in self._run_scripts([self._user_call(w) for w in writes])]
+        with self.begin_writes() as batch:
+            refs = batch.add_users(writes)
+            replies = batch.finish()
+        return [WriteBatch.user_result(replies, ref)[0] for ref in refs]
 
     def delete_user(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user (there is one); True if the user existed.
@@ -323,9 +334,18 @@ class WriteBatch:
         """Send a partition's global deltas; returns the position of its result (1 applied, 0 seen before)."""
         return self.send([self._store.globals_call(tenant, partition, offset, popularity, covisits)])[0]
 
-    def add_users(self, writes: Sequence[UserWrite]) -> range:
-        """Encode and send user writes; their results are ``[status, version]`` (see ``APPLY_USER``)."""
-        return self.send([self._store._user_call(w) for w in writes])
+    def add_users(self, writes: Sequence[UserWrite]) -> list[tuple[int, int]]:
+        """Encode and send user writes; returns where each one's result will be, for :meth:`user_result`."""
+        per_call = self._store.users_per_call
+        chunks = [writes[i : i + per_call] for i in range(0, len(writes), per_call)]
+        positions = self.send([self._store._users_call(chunk) for chunk in chunks])
+        return [(at, 2 * j) for at, chunk in zip(positions, chunks) for j in range(len(chunk))]
+
+    @staticmethod
+    def user_result(replies: Sequence, ref: tuple[int, int]) -> tuple[int, int]:
+        """(status, version) of the user write at ``ref`` (see ``APPLY_USERS``)."""
+        call, at = ref
+        return int(replies[call][at]), int(replies[call][at + 1])
 
     def finish(self) -> list:
         """Every call's result, in order; raises the first error other than NOSCRIPT."""

@@ -14,9 +14,9 @@ Exactly-once effect (DESIGN.md §4), per batch:
    ``event_id`` seen before, are skipped; the rest is folded in event time;
 5. per partition, its global deltas (popularity, co-visitation) of events above the
    global offset are sent first, applied atomically with the new global offset;
-6. then the partition's users, each with the atomic script (version check + offset
-   check). Writes are sent without waiting and acknowledged together at the end of
-   the batch, so Redis works on one partition while the next one folds; one
+6. after them, the partition's users, each with the atomic script (version check +
+   offset check). Writes are sent without waiting and acknowledged together at the
+   end of the batch, so Redis works on one partition while the next one folds; one
    connection keeps them in order. A user changed concurrently (a zombie consumer)
    is re-read and folded again.
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
 from features.state import ItemInfo, UserState, fold_users
-from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
+from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch
 from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
@@ -152,9 +152,12 @@ class BatchProcessor:
     def _apply(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int) -> list:
         """One read-fold-write pass over ``groups``; returns the keys whose write conflicted.
 
-        Partition by partition: fold its users, then send its global deltas followed by its
-        user writes without waiting, so Redis executes one partition's writes while the next
-        one folds; all replies are read at the end (:class:`~features.store.WriteBatch`)."""
+        Partition by partition: fold its users, send its global deltas, then the previous
+        partition's user writes — without waiting, so Redis executes one partition's (heavy)
+        global script while the next one folds and the previous one's user states are encoded,
+        and little of Redis's work is left when the last write is sent. A partition's global
+        deltas always go before its users (the exactly-once protocol needs that order, and one
+        connection keeps it). All replies are read at the end (:class:`~features.store.WriteBatch`)."""
         keys = list(groups)
         with _Stopwatch(outcome, "redis_read"):
             users = self._read_users(keys)
@@ -162,23 +165,31 @@ class BatchProcessor:
         members: dict[tuple[str, int], list[int]] = defaultdict(list)
         for n, (tenant, _, partition) in enumerate(keys):
             members[(tenant, partition)].append(n)
-        sent: list[tuple[tuple, UserWrite, _WriteStats, int]] = []
+        sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]] = []
         with self.store.begin_writes() as batch:
+
+            def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
+                with _Stopwatch(outcome, "redis_send"):
+                    positions = batch.add_users([w for _, w, _ in writes])
+                sent.extend((key, write, stats, at) for (key, write, stats), at in zip(writes, positions))
+
+            held: list[tuple[tuple, UserWrite, _WriteStats]] = []
             for (tenant, partition), indexes in members.items():
                 floor = global_offsets[(tenant, partition)]
                 with _Stopwatch(outcome, "fold"):
                     writes, pops, pairs = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
                                                                groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
-                with _Stopwatch(outcome, "redis_send"):
-                    if pops or pairs:
+                if pops or pairs:
+                    with _Stopwatch(outcome, "redis_send"):
                         batch.add_globals(tenant, partition, max(w.offset for _, w, _ in writes), pops, pairs)
-                    positions = batch.add_users([w for _, w, _ in writes])
-                sent.extend((key, write, stats, at) for (key, write, stats), at in zip(writes, positions))
+                send_users(held)  # the previous partition's: Redis runs these globals meanwhile
+                held = writes
+            send_users(held)
             with _Stopwatch(outcome, "redis_wait"):
                 replies = batch.finish()
         conflicted = []
         for key, write, stats, at in sent:
-            status = int(replies[at][0])
+            status = WriteBatch.user_result(replies, at)[0]
             if status == APPLIED:
                 self.users.put(key[:2], (write.expected_version + 1, write.state))
             if status == CONFLICT:
