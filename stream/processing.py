@@ -13,7 +13,9 @@ Exactly-once effect (DESIGN.md §4), per batch:
 4. each user's events at or below the user's applied offset, or with an
    ``event_id`` seen before, are skipped; the rest is folded in event time;
 5. per partition, its global deltas (popularity, co-visitation) of events above the
-   global offset are sent first, applied atomically with the new global offset;
+   global offset are sent first, in calls over contiguous offset ranges (each short,
+   so Redis stays responsive to readers), each applied atomically with the last
+   offset it covers as the new global offset;
 6. after them, the partition's users, each with the atomic script (version check +
    offset check). Writes are sent without waiting and acknowledged together at the
    end of the batch, so Redis works on one partition while the next one folds; one
@@ -31,7 +33,7 @@ import operator
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -177,11 +179,11 @@ class BatchProcessor:
             for (tenant, partition), indexes in members.items():
                 floor = global_offsets[(tenant, partition)]
                 with _Stopwatch(outcome, "fold"):
-                    writes, pops, pairs = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
-                                                               groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
-                if pops or pairs:
-                    with _Stopwatch(outcome, "redis_send"):
-                        batch.add_globals(tenant, partition, max(w.offset for _, w, _ in writes), pops, pairs)
+                    writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
+                                                          groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
+                with _Stopwatch(outcome, "redis_send"):
+                    for last_offset, pops, pairs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
+                        batch.add_globals(tenant, partition, last_offset, pops, pairs)
                 send_users(held)  # the previous partition's: Redis runs these globals meanwhile
                 held = writes
             send_users(held)
@@ -219,11 +221,11 @@ class BatchProcessor:
 
     def _fold_partition(self, keys: list[tuple], reads: list[tuple[int, UserState | None]], groups, items,
                         text_vectors, now_ms: int, floor: int,
-                        outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list, list]:  # fmt: skip
+                        outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list[tuple[int, list, list]]]:  # fmt: skip
         """Fold each user's events above its applied offset (all users' vectors together).
 
-        Returns the writes and the global deltas (popularity, co-visitation) of the events above
-        the partition's global ``floor``."""
+        Returns the writes and, per event above the partition's global ``floor`` that has any,
+        its offset and its global deltas (popularity, co-visitation)."""
         jobs: list[tuple[tuple, int, UserState, list[tuple[int, Event]], int]] = []
         spec = self.store.spec
         for key, (version, state) in zip(keys, reads):
@@ -241,8 +243,7 @@ class BatchProcessor:
             jobs.append((key, version, state, fresh, len(batch)))
         results = fold_users([(state, [e for _, e in fresh]) for _, _, state, fresh, _ in jobs], items, text_vectors)
         writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
-        pops: list = []
-        pairs: list = []
+        deltas: list[tuple[int, list, list]] = []
         for (key, version, state, fresh, received), result in zip(jobs, results):
             tenant, user_id, partition = key
             max_offset = fresh[-1][0]
@@ -250,16 +251,23 @@ class BatchProcessor:
             stats = _WriteStats(result.applied, received - len(fresh) + result.duplicates,
                                 [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
             writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
-            if fresh[0][0] > floor:  # the usual case: every event is above the floor
-                pops.extend(result.popularity)
-                pairs.extend(result.covisits)
+            if not (result.popularity or result.covisits):
+                continue
+            if len(fresh) == 1:  # the usual case
+                if max_offset > floor:
+                    deltas.append((max_offset, result.popularity, result.covisits))
                 continue
             offset_of: dict[str, int] = {}
             for offset, e in fresh:
-                offset_of.setdefault(e.event_id, offset)
-            pops.extend(d for d in result.popularity if offset_of[d.event_id] > floor)
-            pairs.extend(d for d in result.covisits if offset_of[d.event_id] > floor)
-        return writes, pops, pairs
+                offset_of.setdefault(e.event_id, offset)  # the first of producer duplicates is the one applied
+            by_offset: dict[int, tuple[list, list]] = {}
+            for n, part in enumerate((result.popularity, result.covisits)):
+                for d in part:
+                    offset = offset_of[d.event_id]
+                    if offset > floor:
+                        by_offset.setdefault(offset, ([], []))[n].append(d)
+            deltas.extend((offset, pops, pairs) for offset, (pops, pairs) in by_offset.items())
+        return writes, deltas
 
     def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
         """ItemInfo of every item the events name, embedding first-seen items that carry text."""
@@ -327,6 +335,32 @@ class BatchProcessor:
                 self.items.discard(f"{tenant}\0{item_id}")
             outcome.applied += len(live) + len(deleted)
         return outcome
+
+
+def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[tuple[int, list, list]]:
+    """Per-event ``(offset, popularity, covisits)`` deltas of one partition, in offset order, cut into
+    calls of about ``limit`` deltas: ``(last offset, popularity, covisits)`` each.
+
+    A call covers a contiguous range of offsets and records its last one, so after a crash between
+    calls the replay skips exactly the events at or below it (the global ``floor``) — whatever batch
+    boundaries the replay sees.
+
+    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [2, 3]), (3, [4], [])], limit=1)]
+    [(3, 1, 0), (7, 1, 2)]
+    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [2, 3]), (3, [4], [])], limit=100)]
+    [(7, 2, 2)]
+    """
+    deltas.sort(key=_by_offset)
+    pops: list = []
+    pairs: list = []
+    for offset, event_pops, event_pairs in deltas:
+        pops += event_pops
+        pairs += event_pairs
+        if len(pops) + len(pairs) >= limit:
+            yield offset, pops, pairs
+            pops, pairs = [], []
+    if pops or pairs:
+        yield deltas[-1][0], pops, pairs
 
 
 def records_from_lines(lines: Sequence[bytes], topic: str, partitions: int = 4) -> list[Record]:

@@ -168,7 +168,8 @@ def test_sigkill_at_random_points_leaves_redis_as_a_clean_replay(config, store, 
     lines = synthetic_lines(users=100, per_user=30, seed=5)  # ~3,000 events with duplicates and disorder
     events = valid_events(lines)
     produce(config, lines)
-    env = consumer_env(config, P13N_CONSUMER_MAX_BATCH="40")
+    # small global calls: a kill also lands between the calls of one partition's global deltas
+    env = consumer_env(config, P13N_CONSUMER_MAX_BATCH="40", P13N_CONSUMER_GLOBAL_DELTAS_PER_CALL="8")
     users = sorted({(e.tenant, e.user_id) for e in events})
     total = len({(e.tenant, e.user_id, e.event_id) for e in events})
     rnd = random.Random(1234)
