@@ -196,7 +196,10 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
     from stream.runtime import folding_process
 
     with folding_process():  # as `p13n consume` runs
-        processing = bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
+        # Shared machines are noisy: the headline is the median of three runs, all three are reported.
+        runs = sorted((bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
+                       for _ in range(1 if quick else 3)), key=lambda r: r["events_per_s"])  # fmt: skip
+        processing = {**runs[len(runs) // 2], "runs_events_per_s": [r["events_per_s"] for r in runs]}
         # How throughput depends on how many of a batch's events share a user (one state write each):
         # many users with few events each (~1 event per write), and bigger polls of the same stream.
         sweep = [processing] + ([] if quick else [
@@ -222,6 +225,8 @@ def ingest_markdown(result: dict) -> str:
         "",
         markdown_table(["stage", "throughput", "notes"], [
             ["processing stage (fetched → Redis acknowledged)", f"**{p['events_per_s']:,} events/s**",
+             f"median of runs at {', '.join(f'{r:,}' for r in p.get('runs_events_per_s', [p['events_per_s']]))} events/s; "
+             f"{p.get('events_per_cpu_s', 0):,} events per CPU-second of the consumer process; "
              f"{p['records']:,} records, {p['users']:,} users, batches of {p['batch']}; time in: {stages}"],
             ["broker ceiling: produce", f"{b['produce_per_s']:,} records/s", "kafka-python producer, acks=all"],
             ["broker ceiling: consume", f"{b['consume_per_s']:,} records/s" if b["consume_per_s"] else "n/a",

@@ -15,6 +15,7 @@ import pytest
 from p13n.devstack import wait_until
 from tests.serving.conftest import running_api
 from tests.serving.test_api import (
+    EQUALITY_BUDGET_MS,
     a_user,
     metric_total,
     prometheus_samples,
@@ -37,7 +38,8 @@ def api(serving_config, fake_llm, tmp_path_factory):
 def test_requests_go_through_the_personalizer_and_encoder_deployments(api, seeded):
     user = a_user(seeded)
     for n in range(3):
-        status, body, _ = api.call("POST", "/v1/rewrite", {"user_id": user, "prompt": f"weekend plans {n}?"})
+        status, body, _ = api.call("POST", "/v1/rewrite", {"user_id": user, "prompt": f"weekend plans {n}?",
+                                                           "budget_ms": EQUALITY_BUDGET_MS})  # fmt: skip
         assert status == 200 and body["degraded"] == [], body
 
     def counts() -> tuple[float, float]:
