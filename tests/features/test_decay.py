@@ -58,6 +58,17 @@ def test_batch_fold_equals_one_by_one(evts):
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=0, max_value=60 * 86400, allow_nan=False),
+                          st.integers(min_value=0, max_value=DIM - 1)), min_size=1, max_size=40))  # fmt: skip
+def test_one_hot_updates_equal_the_vector_fold(evts):
+    one_hot = DecayedSum(TAUS, DIM)
+    one_hot.update_one_hot([t for t, _ in evts], [i for _, i in evts])
+    dense = fold([(t, 1.0, np.eye(DIM)[i]) for t, i in evts], one_by_one=False)
+    assert one_hot.t_ref == dense.t_ref
+    assert_same(one_hot, dense, max(t for t, _ in evts) + 1.0)
+
+
+@settings(max_examples=200, deadline=None)
 @given(events, st.integers(min_value=0, max_value=40), st.randoms(use_true_random=False))
 def test_split_and_merge_gives_the_same_state(evts, cut, rnd):
     shuffled = list(evts)
