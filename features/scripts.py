@@ -44,8 +44,9 @@ return out
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
 #: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] a msgpack array of three flat arrays:
 #: popularity triples (item, time s, weight); the N co-visited item names (item k's zset is
-#: KEYS[3 + k]); triples (item index a, item index b, delta), summed here per unordered pair,
-#: after which a and b each gain the sum in the other's zset (pairs that cancel are not written).
+#: KEYS[3 + k]); runs (item index b, delta, n, n item indexes a): each pair (a, b) gains delta,
+#: summed here per unordered pair, after which a and b each gain the sum in the other's zset
+#: (pairs of an item with itself are ignored, pairs that cancel are not written).
 #: One packed argument instead of thousands keeps both the client's packing and the server's
 #: argument parsing cheap (``cmsgpack`` is built into Redis and Valkey); summing here moves that
 #: work off the consumer's core.
@@ -83,10 +84,17 @@ for i = 1, #pops, 3 do
 end
 local base = #names + 1
 local sums = {}
-for i = 1, #links, 3 do
-  local a, b = links[i], links[i + 1]
-  local pair = (a < b) and (a * base + b) or (b * base + a)
-  sums[pair] = (sums[pair] or 0) + links[i + 2]
+local i = 1
+while i <= #links do
+  local b, delta, n = links[i], links[i + 1], links[i + 2]
+  for j = i + 3, i + 2 + n do
+    local a = links[j]
+    if a ~= b then
+      local pair = (a < b) and (a * base + b) or (b * base + a)
+      sums[pair] = (sums[pair] or 0) + delta
+    end
+  end
+  i = i + 3 + n
 end
 for pair, delta in pairs(sums) do
   if delta ~= 0 then

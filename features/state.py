@@ -44,6 +44,7 @@ __all__ = [
     "FoldResult",
     "PopularityDelta",
     "CovisitDelta",
+    "CovisitRun",
     "UserState",
     "fold_users",
     "event_id_hash",
@@ -161,6 +162,17 @@ class CovisitDelta(NamedTuple):
     event_id: str
 
 
+class CovisitRun(NamedTuple):
+    """Co-visitation deltas of one event in one object: ``(e, later, delta)`` for each ``e`` in
+    ``earlier`` — the usual case is an item and the few positives before it (one object per
+    event instead of one per pair; the consumer sends them on as they are)."""
+
+    later: str
+    earlier: Sequence[str]
+    delta: float
+    event_id: str
+
+
 @dataclass
 class FoldResult:
     """What folding a batch did, and the global-signal deltas it produced."""
@@ -168,7 +180,12 @@ class FoldResult:
     applied: int = 0
     duplicates: int = 0
     popularity: list[PopularityDelta] = field(default_factory=list)
-    covisits: list[CovisitDelta] = field(default_factory=list)
+    covisit_runs: list[CovisitRun] = field(default_factory=list)
+
+    @property
+    def covisits(self) -> list[CovisitDelta]:
+        """The co-visitation deltas pair by pair, in the order they arose."""
+        return [_new(CovisitDelta, (e, run.later, run.delta, run.event_id)) for run in self.covisit_runs for e in run.earlier]
 
 
 #: Builds a NamedTuple from a tuple of its fields without the Python-level ``__new__`` that
@@ -262,7 +279,7 @@ class UserState:
         clock: list[tuple[float, float, np.ndarray]] = []
         counts: list[tuple[float, tuple[str], float]] = []
         attributes: list[tuple[float, tuple[str, ...], float]] = []
-        popularity, covisits = result.popularity, result.covisits
+        popularity, covisits = result.popularity, result.covisit_runs
         for event in fresh:
             ts_ms, kind, item_id = event.ts_ms, event.type, event.item_id
             t = ts_ms / 1000.0
@@ -321,7 +338,7 @@ class UserState:
             del recent[: len(recent) - self.spec.recent_event_ids]
         return fresh
 
-    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitDelta]) -> None:
+    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitRun]) -> None:
         """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
 
         Two positive items are neighbours when at most ``covisit_window`` positive items
@@ -340,7 +357,9 @@ class UserState:
             before = [h for h in tail if h.type not in NEGATIVE_TYPES][-window:]
             if len(before) < window and len(tail) < len(history):
                 before = [h for h in history if h.type not in NEGATIVE_TYPES][-window:]
-            out += [_new(CovisitDelta, (h.item_id, item, 1.0, event_id)) for h in before if h.item_id != item]
+            earlier = [h.item_id for h in before if h.item_id != item]
+            if earlier:
+                out.append(_new(CovisitRun, (item, earlier, 1.0, event_id)))
             return
         positives = [h for h in history if h.type not in NEGATIVE_TYPES]
         p = bisect.bisect_right(positives, entry)
@@ -348,14 +367,14 @@ class UserState:
         after = positives[p : p + window]
         for other in before:
             if other.item_id != item:
-                out.append(_new(CovisitDelta, (other.item_id, item, 1.0, event_id)))
+                out.append(_new(CovisitRun, (item, (other.item_id,), 1.0, event_id)))
         for other in after:
             if other.item_id != item:
-                out.append(_new(CovisitDelta, (item, other.item_id, 1.0, event_id)))
+                out.append(_new(CovisitRun, (other.item_id, (item,), 1.0, event_id)))
         for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
             k = p + j - window
             if k >= 0 and positives[k].item_id != later.item_id:
-                out.append(_new(CovisitDelta, (positives[k].item_id, later.item_id, -1.0, event_id)))
+                out.append(_new(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id)))
 
     def _add_history(self, entry: HistoryEntry) -> None:
         """Insert ``entry`` in time order, keeping the newest ``history_size`` entries."""

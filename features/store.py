@@ -132,9 +132,10 @@ class RedisStore:
         popularity: Iterable[tuple],
         covisits: Iterable[tuple],
     ) -> bool:
-        """Add a batch's popularity and co-visitation deltas once per (tenant, partition, offset);
-        True if applied, False if this offset was applied before (see :meth:`globals_call`)."""
-        return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, covisits)])[0])
+        """Add a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)`` deltas
+        once per (tenant, partition, offset); True if applied, False if this offset was applied before."""
+        runs = [(pair[1], (pair[0],), float(pair[2]) if len(pair) > 2 else 1.0) for pair in covisits]
+        return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, runs)])[0])
 
     def globals_call(
         self,
@@ -142,10 +143,11 @@ class RedisStore:
         partition: int,
         offset: int,
         popularity: Iterable[tuple],
-        covisits: Iterable[tuple],
+        covisit_runs: Iterable[tuple],
     ) -> tuple[str, list, list]:
-        """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)``
-        deltas, once per (tenant, partition, offset).
+        """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
+        once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, …)``
+        (:class:`~features.state.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's list.
 
         Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
         is exactly what the forward-decay script would add event by event; co-visitation deltas are summed
@@ -169,12 +171,10 @@ class RedisStore:
             t_max = max([t for t, _ in obs])
             pop_args += [item_id, t_max, math.fsum([w * math.exp((t - t_max) / tau) for t, w in obs])]
         names: dict[str, int] = {}  # item -> its 1-based position in the script's list
-        pair_args: list = []
-        for pair in covisits:
-            a, b = pair[0], pair[1]
-            if a != b:
-                pair_args += [names.setdefault(a, len(names) + 1), names.setdefault(b, len(names) + 1),
-                              float(pair[2]) if len(pair) > 2 else 1.0]  # fmt: skip
+        pair_args: list = []  # per run: later's position, delta, n, the n earlier items' positions
+        for run in covisit_runs:
+            earlier = [names.setdefault(e, len(names) + 1) for e in run[1]]
+            pair_args += [names.setdefault(run[0], len(names) + 1), float(run[2]), len(earlier), *earlier]
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
                 *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
         args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),
@@ -330,9 +330,9 @@ class WriteBatch:
         return ("EVALSHA", self._store._scripts[script], len(keys), *keys, *args)
 
     def add_globals(self, tenant: str, partition: int, offset: int, popularity: Iterable[tuple],
-                    covisits: Iterable[tuple]) -> int:  # fmt: skip
+                    covisit_runs: Iterable[tuple]) -> int:  # fmt: skip
         """Send a partition's global deltas; returns the position of its result (1 applied, 0 seen before)."""
-        return self.send([self._store.globals_call(tenant, partition, offset, popularity, covisits)])[0]
+        return self.send([self._store.globals_call(tenant, partition, offset, popularity, covisit_runs)])[0]
 
     def add_users(self, writes: Sequence[UserWrite]) -> list[tuple[int, int]]:
         """Encode and send user writes; returns where each one's result will be, for :meth:`user_result`."""

@@ -182,8 +182,8 @@ class BatchProcessor:
                     writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
                                                           groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
                 with _Stopwatch(outcome, "redis_send"):
-                    for last_offset, pops, pairs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
-                        batch.add_globals(tenant, partition, last_offset, pops, pairs)
+                    for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
+                        batch.add_globals(tenant, partition, last_offset, pops, runs)
                 send_users(held)  # the previous partition's: Redis runs these globals meanwhile
                 held = writes
             send_users(held)
@@ -225,7 +225,7 @@ class BatchProcessor:
         """Fold each user's events above its applied offset (all users' vectors together).
 
         Returns the writes and, per event above the partition's global ``floor`` that has any,
-        its offset and its global deltas (popularity, co-visitation)."""
+        its offset and its global deltas (popularity, co-visit runs)."""
         jobs: list[tuple[tuple, int, UserState, list[tuple[int, Event]], int]] = []
         spec = self.store.spec
         for key, (version, state) in zip(keys, reads):
@@ -251,22 +251,22 @@ class BatchProcessor:
             stats = _WriteStats(result.applied, received - len(fresh) + result.duplicates,
                                 [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
             writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
-            if not (result.popularity or result.covisits):
+            if not (result.popularity or result.covisit_runs):
                 continue
             if len(fresh) == 1:  # the usual case
                 if max_offset > floor:
-                    deltas.append((max_offset, result.popularity, result.covisits))
+                    deltas.append((max_offset, result.popularity, result.covisit_runs))
                 continue
             offset_of: dict[str, int] = {}
             for offset, e in fresh:
                 offset_of.setdefault(e.event_id, offset)  # the first of producer duplicates is the one applied
             by_offset: dict[int, tuple[list, list]] = {}
-            for n, part in enumerate((result.popularity, result.covisits)):
+            for n, part in enumerate((result.popularity, result.covisit_runs)):
                 for d in part:
                     offset = offset_of[d.event_id]
                     if offset > floor:
                         by_offset.setdefault(offset, ([], []))[n].append(d)
-            deltas.extend((offset, pops, pairs) for offset, (pops, pairs) in by_offset.items())
+            deltas.extend((offset, pops, runs) for offset, (pops, runs) in by_offset.items())
         return writes, deltas
 
     def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
@@ -338,29 +338,33 @@ class BatchProcessor:
 
 
 def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[tuple[int, list, list]]:
-    """Per-event ``(offset, popularity, covisits)`` deltas of one partition, in offset order, cut into
-    calls of about ``limit`` deltas: ``(last offset, popularity, covisits)`` each.
+    """Per-event ``(offset, popularity, co-visit runs)`` deltas of one partition, in offset order, cut into
+    calls of about ``limit`` updates (popularity deltas and co-visited pairs): ``(last offset, popularity,
+    co-visit runs)`` each.
 
     A call covers a contiguous range of offsets and records its last one, so after a crash between
     calls the replay skips exactly the events at or below it (the global ``floor``) — whatever batch
     boundaries the replay sees.
 
-    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [2, 3]), (3, [4], [])], limit=1)]
-    [(3, 1, 0), (7, 1, 2)]
-    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [2, 3]), (3, [4], [])], limit=100)]
-    [(7, 2, 2)]
+    >>> run = ("b", ["a", "c"], 1.0, "e7")
+    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [run]), (3, [4], [])], limit=1)]
+    [(3, 1, 0), (7, 1, 1)]
+    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [run]), (3, [4], [])], limit=100)]
+    [(7, 2, 1)]
     """
     deltas.sort(key=_by_offset)
     pops: list = []
-    pairs: list = []
-    for offset, event_pops, event_pairs in deltas:
+    runs: list = []
+    size = 0
+    for offset, event_pops, event_runs in deltas:
         pops += event_pops
-        pairs += event_pairs
-        if len(pops) + len(pairs) >= limit:
-            yield offset, pops, pairs
-            pops, pairs = [], []
-    if pops or pairs:
-        yield deltas[-1][0], pops, pairs
+        runs += event_runs
+        size += len(event_pops) + sum([len(run[1]) for run in event_runs])
+        if size >= limit:
+            yield offset, pops, runs
+            pops, runs, size = [], [], 0
+    if pops or runs:
+        yield deltas[-1][0], pops, runs
 
 
 def records_from_lines(lines: Sequence[bytes], topic: str, partitions: int = 4) -> list[Record]:
