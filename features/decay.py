@@ -250,6 +250,9 @@ class DecayedSumUpdates:
             state.memo = None
 
 
+_MAX_ROUNDS = 16  # a state with more events in one batch: one reduceat instead of that many small rounds
+
+
 def _segment_sums(
     added: np.ndarray, factors: np.ndarray, starts: np.ndarray, counts: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -277,9 +280,6 @@ def _segment_sums(
         sums[at] += added[rows]
         fsums[at] += factors[rows]
     return sums, fsums
-
-
-_MAX_ROUNDS = 16
 
 
 class SparseDecayedSum:

@@ -26,7 +26,17 @@ try:  # hiredis packs a command in C; redis-py's own packer is the fallback
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _pack_command = None
 
-__all__ = ["DeferredPipeline"]
+__all__ = ["DeferredPipeline", "is_cluster_client"]
+
+
+def is_cluster_client(client) -> bool:
+    """True for a Redis Cluster client (its commands go to several nodes; it has no single connection pool).
+
+    >>> import redis
+    >>> is_cluster_client(redis.Redis(port=1))
+    False
+    """
+    return not hasattr(client, "connection_pool")
 
 
 class DeferredPipeline:
@@ -34,7 +44,7 @@ class DeferredPipeline:
 
     def __init__(self, client) -> None:
         self._client = client
-        self._cluster_pipe = None if hasattr(client, "connection_pool") else client.pipeline(transaction=False)
+        self._cluster_pipe = client.pipeline(transaction=False) if is_cluster_client(client) else None
         self._conn = None
         self._count = 0
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from features.deferred import DeferredPipeline
+from features.deferred import DeferredPipeline, is_cluster_client
 from features.keys import KeyLayout
 from features.scripts import APPLY_GLOBALS, APPLY_USERS
 from features.signals import RESCALE_EXPONENT, trim_after
@@ -73,7 +73,7 @@ class RedisStore:
         # Users written per script call: their keys are in different cluster slots, so one per call on
         # a Redis Cluster; elsewhere a few dozen share a call (one command and one reply to handle
         # instead of many), few enough to keep Redis responsive to readers meanwhile (~0.5 ms).
-        self.users_per_call = 1 if config.redis.cluster else USERS_PER_CALL
+        self.users_per_call = 1 if is_cluster_client(client) else USERS_PER_CALL
 
     # --- users -------------------------------------------------------------------------------
     def read_users(self, users: Sequence[tuple[str, str]]) -> list[tuple[int, UserState | None]]:
