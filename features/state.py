@@ -206,6 +206,20 @@ def event_id_hash(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
+def _holds_id(ids: bytearray, h: bytes) -> bool:
+    """Whether the 8-byte hash ``h`` is one of ``ids`` (8-byte hashes back to back).
+
+    >>> _holds_id(bytearray(b"aaaaaaaabbbbbbbb"), b"bbbbbbbb"), _holds_id(bytearray(b"xaaaaaaaay0000000"[:16]), b"aaaaaaay")
+    (True, False)
+    """
+    at = ids.find(h)
+    while at % 8:  # a match across two hashes; -1 (absent) is odd too, hence the check below
+        if at < 0:
+            return False
+        at = ids.find(h, at + 1)
+    return True
+
+
 def _content_words(text: str) -> frozenset[str]:
     stop = {"i", "am", "a", "an", "the", "and", "or", "to", "of", "my", "me", "for", "in", "on", "is", "be",
             "not", "no", "never", "don't", "do", "really", "very", "like", "love", "hate", "prefer", "please"}  # fmt: skip
@@ -240,7 +254,9 @@ class UserState:
         self.type_counts = SparseDecayedSum(spec.long_tau, 16)
         self.preferences: list[Preference] = []
         self.history: list[HistoryEntry] = []
-        self.recent_ids: list[bytes] = []
+        #: 8-byte hashes of the latest event ids, oldest first, back to back: one object to search,
+        #: store and load, where a list of hashes would be ~100 small objects scattered in memory.
+        self.recent_ids = bytearray()
         self.offsets: dict[int, int] = {}
         self.events_applied = 0
 
@@ -321,21 +337,17 @@ class UserState:
     def _unseen(self, events: Sequence[Event], result: FoldResult) -> list[Event]:
         """The events whose ``event_id`` is not among the remembered ones (which they join)."""
         recent = self.recent_ids
-        # A few events (the consumer's usual case) are checked against the list itself; building
-        # a set of the remembered ids only pays off for longer batches.
-        seen: set[bytes] | None = set(recent) if len(events) > 8 else None
         fresh: list[Event] = []
         for event in events:
             h = event_id_hash(event.event_id)
-            if h in (recent if seen is None else seen):
+            if _holds_id(recent, h):
                 result.duplicates += 1
                 continue
-            if seen is not None:
-                seen.add(h)
-            recent.append(h)
+            recent += h
             fresh.append(event)
-        if len(recent) > self.spec.recent_event_ids:
-            del recent[: len(recent) - self.spec.recent_event_ids]
+        excess = len(recent) - 8 * self.spec.recent_event_ids
+        if excess > 0:
+            del recent[:excess]
         return fresh
 
     def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitRun]) -> None:

@@ -109,10 +109,10 @@ def _unpack_sparse(packed: _Sparse, tau: float, max_keys: int) -> SparseDecayedS
     return state
 
 
-def _ids_from_bytes(data: bytes) -> list[bytes]:
+def _ids_from_bytes(data: bytes) -> bytearray:
     if len(data) % 8:
         raise StateFormatError("stored user state has a truncated event-id list")
-    return [data[i : i + 8] for i in range(0, len(data), 8)]
+    return bytearray(data)
 
 
 def encode_state(user: UserState) -> bytes:
@@ -127,7 +127,7 @@ def encode_state(user: UserState) -> bytes:
         FORMAT, spec.dim, spec.taus.tolist(),
         _pack(user.positive, "f4"), _pack(user.negative, "f2"), _pack(user.text, "f2"), _pack(user.clock, "f4"),
         _pack_sparse(user.attributes), _pack_sparse(user.type_counts),
-        user.preferences, user.history, b"".join(user.recent_ids), user.offsets, user.events_applied,
+        user.preferences, user.history, bytes(user.recent_ids), user.offsets, user.events_applied,
     ))  # fmt: skip
 
 

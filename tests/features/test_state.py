@@ -56,7 +56,9 @@ def test_recent_event_ids_are_bounded():
     spec = StateSpec.from_config(StateConfig(recent_event_ids=3), dim=DIM)
     user = UserState.new(spec)
     user.fold([ev(n, "view", "i1", HOUR + n) for n in range(10)], ITEMS)
-    assert len(user.recent_ids) == 3
+    again = user.fold([ev(9, "view", "i1", HOUR + 9), ev(6, "view", "i1", HOUR + 6)], ITEMS)
+    assert (again.applied, again.duplicates) == (1, 1)  # 7, 8, 9 remembered; 6 forgotten
+    assert len(user.recent_ids) == 3 * 8
 
 
 def test_history_is_bounded_and_sorted_by_event_time():
