@@ -365,12 +365,17 @@ class UserState:
             return  # older than everything we still remember: its neighbours are gone
         item = entry.item_id
         if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
-            tail = history[-2 * window :]  # holds `window` positives unless negatives crowd it
-            before = [h for h in tail if h.type not in NEGATIVE_TYPES][-window:]
-            if len(before) < window and len(tail) < len(history):
-                before = [h for h in history if h.type not in NEGATIVE_TYPES][-window:]
-            earlier = [h.item_id for h in before if h.item_id != item]
+            earlier: list[str] = []
+            found = 0
+            for _, other, kind in reversed(history):
+                if kind not in NEGATIVE_TYPES:
+                    if other != item:
+                        earlier.append(other)
+                    found += 1
+                    if found == window:
+                        break
             if earlier:
+                earlier.reverse()  # in event-time order
                 out.append(_new(CovisitRun, (item, earlier, 1.0, event_id)))
             return
         positives = [h for h in history if h.type not in NEGATIVE_TYPES]
