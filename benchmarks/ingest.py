@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 
 import numpy as np
+import redis
 
 from benchmarks.common import percentiles
 from features.state import ItemInfo
@@ -63,8 +64,23 @@ def _preload_items(store: RedisStore, items: list[dict], encode) -> None:
                                 for i, v in zip(items, vectors)})  # fmt: skip
 
 
+def _server_cpu_s(client) -> float | None:
+    """CPU seconds the Redis server has used (``INFO cpu``: user + system); None where the server does not say."""
+    try:
+        info = client.info("cpu")
+    except redis.ResponseError:  # a server or proxy that refuses INFO
+        return None
+    if "used_cpu_user" not in info:
+        return None
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def bench_processing(config: Config, client, *, users: int = 2000, events_per_user: int = 30, batch: int = 1000) -> dict:
-    """Events/s of BatchProcessor.process_events over pre-fetched records (wall clock, Redis included)."""
+    """Events/s of BatchProcessor.process_events over pre-fetched records (wall clock, Redis included).
+
+    Also the CPU the Redis server spent meanwhile (whoever else used it, too): Redis runs commands
+    on one thread, so ``events_per_redis_cpu_s`` is the most one Redis core can take of this stream,
+    whatever the consumers do."""
     cfg = _isolated(config, "proc")
     data = generate(SyntheticSpec(users=users, events_per_user=events_per_user, seed=3))
     encode = _random_encoder()
@@ -77,6 +93,7 @@ def bench_processing(config: Config, client, *, users: int = 2000, events_per_us
         writes = sum(len({(r.key, r.partition) for r in records[i : i + batch]}) for i in range(0, len(records), batch))
         stages: dict[str, float] = defaultdict(float)
         applied = 0
+        server_start = _server_cpu_s(client)
         start, cpu_start = time.perf_counter(), time.process_time()
         for i in range(0, len(records), batch):
             outcome = processor.process_events(records[i : i + batch])
@@ -84,13 +101,21 @@ def bench_processing(config: Config, client, *, users: int = 2000, events_per_us
             for stage, seconds in outcome.stage_s.items():
                 stages[stage] += seconds
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        server_end = _server_cpu_s(client)
     finally:
         _cleanup(client, cfg.redis.prefix)
     return {"records": len(records), "applied": applied, "users": users, "batch": batch,
             "events_per_user_write": round(len(records) / writes, 2),
             "seconds": round(elapsed, 3), "events_per_s": round(len(records) / elapsed),
             "cpu_seconds": round(cpu, 3), "events_per_cpu_s": round(len(records) / cpu),
+            **_server_cpu(len(records), server_start, server_end),
             "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}}  # fmt: skip
+
+
+def _server_cpu(records: int, start: float | None, end: float | None) -> dict:
+    if start is None or end is None or end <= start:
+        return {}
+    return {"redis_cpu_seconds": round(end - start, 3), "events_per_redis_cpu_s": round(records / (end - start))}
 
 
 def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
@@ -227,7 +252,11 @@ def ingest_markdown(result: dict) -> str:
             ["processing stage (fetched → Redis acknowledged)", f"**{p['events_per_s']:,} events/s**",
              f"median of runs at {', '.join(f'{r:,}' for r in p.get('runs_events_per_s', [p['events_per_s']]))} events/s; "
              f"{p.get('events_per_cpu_s', 0):,} events per CPU-second of the consumer process; "
-             f"{p['records']:,} records, {p['users']:,} users, batches of {p['batch']}; time in: {stages}"],
+             + (f"Redis server busy {p['redis_cpu_seconds']:.2f} CPU-s meanwhile; " if "redis_cpu_seconds" in p else "")
+             + f"{p['records']:,} records, {p['users']:,} users, batches of {p['batch']}; time in: {stages}"],
+            ["Redis ceiling (one core)", f"{p['events_per_redis_cpu_s']:,} events/s" if "events_per_redis_cpu_s" in p else "n/a",
+             "events per CPU-second of the Redis server in the processing runs: Redis runs commands on one "
+             "thread, so this is the most one Redis instance (not a cluster) takes of this stream, however many consumers feed it"],
             ["broker ceiling: produce", f"{b['produce_per_s']:,} records/s", "kafka-python producer, acks=all"],
             ["broker ceiling: consume", f"{b['consume_per_s']:,} records/s" if b["consume_per_s"] else "n/a",
              f"one plain consumer, {b['received']:,} records, no processing"],

@@ -36,12 +36,13 @@ def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
     processing = result["processing"]
     assert processing["events_per_s"] > 0 and processing["applied"] > 0
     assert result["processing_sweep"][0] == processing and processing["events_per_user_write"] >= 1
+    assert processing["redis_cpu_seconds"] > 0 and processing["events_per_redis_cpu_s"] > 0  # the server said
     assert result["broker"]["received"] == result["broker"]["records"] > 0
     e2e = result["end_to_end"]
     assert e2e["applied"] == e2e["sent"] > 0
     f = e2e["freshness_ms"]
     assert 0 <= f["p50"] <= f["p90"] <= f["p99"]
-    assert "Ingestion" in proc.stdout
+    assert "Ingestion" in proc.stdout and "Redis ceiling (one core)" in proc.stdout
 
 
 def test_bench_load_quick_against_a_dev_stack(tmp_path):
