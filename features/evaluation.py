@@ -28,7 +28,8 @@ import numpy as np
 from features.events import Event
 from features.scorer import Candidates, UserView, score
 from features.signals import CoVisitation, Popularity
-from features.state import NEGATIVE_TYPES, ItemInfo, StateSpec, UserState
+from features.history import NEGATIVE_TYPES
+from features.state import ItemInfo, StateSpec, UserState
 from p13n.config import Config
 
 __all__ = ["EvalResult", "evaluate", "held_out_events", "K"]

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.state import NEGATIVE_TYPES, ItemInfo, UserState
+from features.history import NEGATIVE_TYPES
+from features.state import ItemInfo, UserState
 
 __all__ = ["PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
 

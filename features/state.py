@@ -21,36 +21,32 @@ weakest or oldest entries).
 
 from __future__ import annotations
 
-import bisect
 import functools
 import hashlib
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
 from features.decay import DecayedSum, DecayedSumUpdates, SparseDecayedSum
 from features.events import Event
+from features.history import (
+    NEGATIVE_TYPES,
+    CovisitDelta,
+    CovisitRun,
+    HistoryEntry,
+    PopularityDelta,
+    add_history,
+    collect_covisits,
+    new_tuple,
+)
+from features.preferences import Preference, add_preference
 from features.scorer import UserView
 from p13n.config import StateConfig
 
-__all__ = [
-    "StateSpec",
-    "ItemInfo",
-    "HistoryEntry",
-    "Preference",
-    "FoldResult",
-    "PopularityDelta",
-    "CovisitDelta",
-    "CovisitRun",
-    "UserState",
-    "fold_users",
-    "event_id_hash",
-]
+__all__ = ["StateSpec", "ItemInfo", "FoldResult", "UserState", "fold_users", "event_id_hash"]
 
-NEGATIVE_TYPES = frozenset({"dislike", "skip"})
 TEXT_TYPES = frozenset({"message", "preference"})
 
 
@@ -132,47 +128,6 @@ class ItemInfo:
         return tuple(keys)
 
 
-class HistoryEntry(NamedTuple):
-    """One remembered interaction; tuples order by (time, item, type) — the event-time order."""
-
-    ts_ms: int
-    item_id: str
-    type: str
-
-
-class Preference(NamedTuple):
-    """A standing preference, kept verbatim."""
-
-    text: str
-    ts_ms: int
-    event_id: str
-
-
-class PopularityDelta(NamedTuple):
-    item_id: str
-    ts_ms: int
-    weight: float
-    event_id: str  # the event that caused it (the consumer maps it to a Kafka offset)
-
-
-class CovisitDelta(NamedTuple):
-    earlier: str
-    later: str
-    delta: float  # +1 a new neighbour pair, -1 a pair pushed apart by a late event in between
-    event_id: str
-
-
-class CovisitRun(NamedTuple):
-    """Co-visitation deltas of one event in one object: ``(e, later, delta)`` for each ``e`` in
-    ``earlier`` — the usual case is an item and the few positives before it (one object per
-    event instead of one per pair; the consumer sends them on as they are)."""
-
-    later: str
-    earlier: Sequence[str]
-    delta: float
-    event_id: str
-
-
 @dataclass
 class FoldResult:
     """What folding a batch did, and the global-signal deltas it produced."""
@@ -185,12 +140,9 @@ class FoldResult:
     @property
     def covisits(self) -> list[CovisitDelta]:
         """The co-visitation deltas pair by pair, in the order they arose."""
-        return [_new(CovisitDelta, (e, run.later, run.delta, run.event_id)) for run in self.covisit_runs for e in run.earlier]
+        return [new_tuple(CovisitDelta, (e, run.later, run.delta, run.event_id)) for run in self.covisit_runs for e in run.earlier]
 
 
-#: Builds a NamedTuple from a tuple of its fields without the Python-level ``__new__`` that
-#: ``typing.NamedTuple`` generates — the fold makes several per event.
-_new = tuple.__new__
 _event_order = operator.attrgetter("ts_ms", "event_id")
 #: One-hot vectors of the interest clock, per UTC hour of day.
 _HOUR_OF_DAY = [DecayedSumUpdates.one_hot(24, hour) for hour in range(24)]
@@ -218,26 +170,6 @@ def _holds_id(ids: bytearray, h: bytes) -> bool:
             return False
         at = ids.find(h, at + 1)
     return True
-
-
-def _content_words(text: str) -> frozenset[str]:
-    stop = {"i", "am", "a", "an", "the", "and", "or", "to", "of", "my", "me", "for", "in", "on", "is", "be",
-            "not", "no", "never", "don't", "do", "really", "very", "like", "love", "hate", "prefer", "please"}  # fmt: skip
-    return frozenset(w for w in "".join(c.lower() if c.isalnum() or c in "'" else " " for c in text).split() if w not in stop)
-
-
-def preferences_conflict(a: str, b: str) -> bool:
-    """Two preferences are about the same thing when their content words mostly overlap.
-
-    >>> preferences_conflict("I am vegetarian", "I am not vegetarian anymore")
-    True
-    >>> preferences_conflict("I am vegetarian", "I live in Berlin")
-    False
-    """
-    wa, wb = _content_words(a), _content_words(b)
-    if not wa or not wb:
-        return a.strip().lower() == b.strip().lower()
-    return len(wa & wb) / min(len(wa), len(wb)) >= 0.5
 
 
 class UserState:
@@ -289,6 +221,7 @@ class UserState:
             fresh.sort(key=_event_order)
         spec = self.spec
         signed_weights = spec.signed_weights
+        covisit_window, history_size = spec.covisit_window, spec.history_size
         positive: list[tuple[float, float, np.ndarray]] = []
         negative: list[tuple[float, float, np.ndarray]] = []
         text: list[tuple[float, float, np.ndarray]] = []
@@ -307,7 +240,8 @@ class UserState:
                 if vec is not None:
                     text.append((t, w, vec))  # the type's weight: text types are never negative
                 if kind == "preference":
-                    self._add_preference(_new(Preference, (event.text or "", ts_ms, event.event_id)))
+                    self.preferences = add_preference(self.preferences, new_tuple(Preference, (event.text or "", ts_ms, event.event_id)),
+                                                      limit=spec.max_preferences)  # fmt: skip
             if item_id is None:
                 continue
             info = items.get(item_id)
@@ -319,11 +253,11 @@ class UserState:
                         negative.append((t, -w, info.vector))
                 if info.attributes:
                     attributes.append((t, info.attribute_keys, w))
-            entry = _new(HistoryEntry, (ts_ms, item_id, kind))
+            entry = new_tuple(HistoryEntry, (ts_ms, item_id, kind))
             if w > 0:
-                popularity.append(_new(PopularityDelta, (item_id, ts_ms, w, event.event_id)))
-                self._collect_covisits(entry, event.event_id, covisits)
-            self._add_history(entry)
+                popularity.append(new_tuple(PopularityDelta, (item_id, ts_ms, w, event.event_id)))
+                collect_covisits(self.history, entry, event.event_id, covisits, window=covisit_window, history_size=history_size)
+            add_history(self.history, entry, size=history_size)
         vectors.add_events(self.positive, positive)
         vectors.add_events(self.negative, negative)
         vectors.add_events(self.text, text)
@@ -349,71 +283,6 @@ class UserState:
         if excess > 0:
             del recent[:excess]
         return fresh
-
-    def _collect_covisits(self, entry: HistoryEntry, event_id: str, out: list[CovisitRun]) -> None:
-        """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
-
-        Two positive items are neighbours when at most ``covisit_window`` positive items
-        separate them in *event-time* order. Inserting an item adds its pairs with the
-        ``window`` items before and after it, and removes each pair that it now pushes
-        more than ``window`` apart — so the counts depend on which events were seen, not
-        on the order they arrived in (up to items already evicted from the bounded history).
-        """
-        window = self.spec.covisit_window
-        history = self.history
-        if len(history) >= self.spec.history_size and history and entry < history[0]:
-            return  # older than everything we still remember: its neighbours are gone
-        item = entry.item_id
-        if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
-            earlier: list[str] = []
-            found = 0
-            for _, other, kind in reversed(history):
-                if kind not in NEGATIVE_TYPES:
-                    if other != item:
-                        earlier.append(other)
-                    found += 1
-                    if found == window:
-                        break
-            if earlier:
-                earlier.reverse()  # in event-time order
-                out.append(_new(CovisitRun, (item, earlier, 1.0, event_id)))
-            return
-        positives = [h for h in history if h.type not in NEGATIVE_TYPES]
-        p = bisect.bisect_right(positives, entry)
-        before = positives[max(0, p - window) : p]
-        after = positives[p : p + window]
-        for other in before:
-            if other.item_id != item:
-                out.append(_new(CovisitRun, (item, (other.item_id,), 1.0, event_id)))
-        for other in after:
-            if other.item_id != item:
-                out.append(_new(CovisitRun, (other.item_id, (item,), 1.0, event_id)))
-        for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
-            k = p + j - window
-            if k >= 0 and positives[k].item_id != later.item_id:
-                out.append(_new(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id)))
-
-    def _add_history(self, entry: HistoryEntry) -> None:
-        """Insert ``entry`` in time order, keeping the newest ``history_size`` entries."""
-        history = self.history
-        if not history or entry >= history[-1]:
-            history.append(entry)
-        else:
-            bisect.insort(history, entry)
-        if len(history) > self.spec.history_size:
-            del history[: len(history) - self.spec.history_size]
-
-    def _add_preference(self, new: Preference) -> None:
-        keep: list[Preference] = []
-        for old in self.preferences:
-            if preferences_conflict(old.text, new.text):
-                if (old.ts_ms, old.event_id) > (new.ts_ms, new.event_id):
-                    return  # an existing newer statement on the same subject wins
-                continue  # the new statement replaces the old one
-            keep.append(old)
-        keep.append(new)
-        keep.sort(key=lambda p: (p.ts_ms, p.event_id))
-        self.preferences = keep[-self.spec.max_preferences :]
 
     def mark_offset(self, partition: int, offset: int) -> None:
         """Record that everything up to ``offset`` of ``partition`` is in this state."""

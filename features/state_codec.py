@@ -23,7 +23,9 @@ import msgspec
 import numpy as np
 
 from features.decay import DecayedSum, SparseDecayedSum
-from features.state import HistoryEntry, Preference, StateSpec, UserState
+from features.history import HistoryEntry
+from features.preferences import Preference
+from features.state import StateSpec, UserState
 
 __all__ = ["encode_state", "decode_state", "StateFormatError"]
 

@@ -147,7 +147,7 @@ class RedisStore:
     ) -> tuple[str, list, list]:
         """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
         once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, …)``
-        (:class:`~features.state.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's list.
+        (:class:`~features.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's list.
 
         Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
         is exactly what the forward-decay script would add event by event; co-visitation deltas are summed

@@ -1,0 +1,129 @@
+"""A user's bounded history in event-time order, and the global-signal deltas it gives rise to.
+
+Each positive interaction raises its item's popularity and pairs the item with its
+neighbours in the history (co-visitation). Neighbours are defined in *event-time* order,
+so a late event that lands between two remembered ones adds its own pairs and removes
+the pair it pushes apart: the counts depend on which events were seen, not on the order
+they arrived in.
+
+>>> history: list[HistoryEntry] = []
+>>> runs: list[CovisitRun] = []
+>>> for ts, item in [(1, "a"), (2, "b"), (3, "c")]:
+...     entry = HistoryEntry(ts, item, "click")
+...     collect_covisits(history, entry, f"e{ts}", runs, window=1, history_size=10)
+...     add_history(history, entry, size=10)
+>>> [(r.later, list(r.earlier), r.delta) for r in runs]
+[('b', ['a'], 1.0), ('c', ['b'], 1.0)]
+>>> late = HistoryEntry(2, "x", "click")   # between b and c, one event late
+>>> collect_covisits(history, late, "e9", runs := [], window=1, history_size=10)
+>>> sorted((r.later, tuple(r.earlier), r.delta) for r in runs)
+[('c', ('b',), -1.0), ('c', ('x',), 1.0), ('x', ('b',), 1.0)]
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "NEGATIVE_TYPES",
+    "HistoryEntry",
+    "PopularityDelta",
+    "CovisitDelta",
+    "CovisitRun",
+    "collect_covisits",
+    "add_history",
+]
+
+NEGATIVE_TYPES = frozenset({"dislike", "skip"})
+
+#: Builds a NamedTuple from a tuple of its fields without the Python-level ``__new__`` that
+#: ``typing.NamedTuple`` generates — the fold makes several per event.
+new_tuple = tuple.__new__
+
+
+class HistoryEntry(NamedTuple):
+    """One remembered interaction; tuples order by (time, item, type) — the event-time order."""
+
+    ts_ms: int
+    item_id: str
+    type: str
+
+
+class PopularityDelta(NamedTuple):
+    item_id: str
+    ts_ms: int
+    weight: float
+    event_id: str  # the event that caused it (the consumer maps it to a Kafka offset)
+
+
+class CovisitDelta(NamedTuple):
+    earlier: str
+    later: str
+    delta: float  # +1 a new neighbour pair, -1 a pair pushed apart by a late event in between
+    event_id: str
+
+
+class CovisitRun(NamedTuple):
+    """Co-visitation deltas of one event in one object: ``(e, later, delta)`` for each ``e`` in
+    ``earlier`` — the usual case is an item and the few positives before it (one object per
+    event instead of one per pair; the consumer sends them on as they are)."""
+
+    later: str
+    earlier: Sequence[str]
+    delta: float
+    event_id: str
+
+
+def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id: str, out: list[CovisitRun], *,
+                     window: int, history_size: int) -> None:
+    """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
+
+    Two positive items are neighbours when at most ``window`` positive items
+    separate them in *event-time* order. Inserting an item adds its pairs with the
+    ``window`` items before and after it, and removes each pair that it now pushes
+    more than ``window`` apart — so the counts depend on which events were seen, not
+    on the order they arrived in (up to items already evicted from the bounded history).
+    """
+    if len(history) >= history_size and history and entry < history[0]:
+        return  # older than everything we still remember: its neighbours are gone
+    item = entry.item_id
+    if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
+        earlier: list[str] = []
+        found = 0
+        for _, other, kind in reversed(history):
+            if kind not in NEGATIVE_TYPES:
+                if other != item:
+                    earlier.append(other)
+                found += 1
+                if found == window:
+                    break
+        if earlier:
+            earlier.reverse()  # in event-time order
+            out.append(new_tuple(CovisitRun, (item, earlier, 1.0, event_id)))
+        return
+    positives = [h for h in history if h.type not in NEGATIVE_TYPES]
+    p = bisect.bisect_right(positives, entry)
+    before = positives[max(0, p - window) : p]
+    after = positives[p : p + window]
+    for other in before:
+        if other.item_id != item:
+            out.append(new_tuple(CovisitRun, (item, (other.item_id,), 1.0, event_id)))
+    for other in after:
+        if other.item_id != item:
+            out.append(new_tuple(CovisitRun, (other.item_id, (item,), 1.0, event_id)))
+    for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
+        k = p + j - window
+        if k >= 0 and positives[k].item_id != later.item_id:
+            out.append(new_tuple(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id)))
+
+
+def add_history(history: list[HistoryEntry], entry: HistoryEntry, *, size: int) -> None:
+    """Insert ``entry`` in time order, keeping the newest ``size`` entries."""
+    if not history or entry >= history[-1]:
+        history.append(entry)
+    else:
+        bisect.insort(history, entry)
+    if len(history) > size:
+        del history[: len(history) - size]
