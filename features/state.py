@@ -45,7 +45,7 @@ from features.preferences import Preference, add_preference
 from features.scorer import UserView
 from p13n.config import StateConfig
 
-__all__ = ["StateSpec", "ItemInfo", "FoldResult", "UserState", "fold_users", "event_id_hash"]
+__all__ = ["StateSpec", "ItemInfo", "FoldResult", "UserState", "fold_users", "event_id_hash", "HOUR_KEYS", "ACTIVITY_MAX_KEYS"]
 
 TEXT_TYPES = frozenset({"message", "preference"})
 
@@ -144,8 +144,10 @@ class FoldResult:
 
 
 _event_order = operator.attrgetter("ts_ms", "event_id")
-#: One-hot vectors of the interest clock, per UTC hour of day.
-_HOUR_OF_DAY = [DecayedSumUpdates.one_hot(24, hour) for hour in range(24)]
+#: Keys of the activity counts per UTC hour of day (the interest clock), beside the event types' own.
+HOUR_KEYS = tuple(f"hour={hour:02d}" for hour in range(24))
+#: Every event type and hour of day fit, so the activity counts never drop a key.
+ACTIVITY_MAX_KEYS = 64
 
 
 def event_id_hash(event_id: str) -> bytes:
@@ -174,16 +176,17 @@ def _holds_id(ids: bytearray, h: bytes) -> bool:
 
 class UserState:
     """Per-user signals: embeddings per horizon, negatives, text topics, attribute EMA,
-    preferences, history, interest clock, type counters, idempotency marks."""
+    preferences, history, activity per event type and hour of day (the interest clock), idempotency marks."""
 
     def __init__(self, spec: StateSpec) -> None:
         self.spec = spec
         self.positive = DecayedSum.zeros(spec.taus, spec.dim)
         self.negative = DecayedSum.zeros(spec.long_taus, spec.dim)
         self.text = DecayedSum.zeros(spec.long_taus, spec.dim)
-        self.clock = DecayedSum.zeros(spec.long_taus, 24)
         self.attributes = SparseDecayedSum(spec.long_tau, spec.max_attribute_values)
-        self.type_counts = SparseDecayedSum(spec.long_tau, 16)
+        #: Decayed counts of events per type (``click``) and per UTC hour of day (``hour=09``, the
+        #: interest clock): one scalar sum, each event adds 1 to its type and its hour.
+        self.activity = SparseDecayedSum(spec.long_tau, ACTIVITY_MAX_KEYS)
         self.preferences: list[Preference] = []
         self.history: list[HistoryEntry] = []
         #: 8-byte hashes of the latest event ids, oldest first, back to back: one object to search,
@@ -225,16 +228,14 @@ class UserState:
         positive: list[tuple[float, float, np.ndarray]] = []
         negative: list[tuple[float, float, np.ndarray]] = []
         text: list[tuple[float, float, np.ndarray]] = []
-        clock: list[tuple[float, float, np.ndarray]] = []
-        counts: list[tuple[float, tuple[str], float]] = []
+        counts: list[tuple[float, tuple[str, str], float]] = []
         attributes: list[tuple[float, tuple[str, ...], float]] = []
         popularity, covisits = result.popularity, result.covisit_runs
         for event in fresh:
             ts_ms, kind, item_id = event.ts_ms, event.type, event.item_id
             t = ts_ms / 1000.0
             w = signed_weights.get(kind, 0.0) if kind != "rating" else spec.signed_weight(event)
-            clock.append((t, 1.0, _HOUR_OF_DAY[(ts_ms // 3_600_000) % 24]))
-            counts.append((t, (kind,), 1.0))
+            counts.append((t, (kind, HOUR_KEYS[(ts_ms // 3_600_000) % 24]), 1.0))
             if kind in TEXT_TYPES:
                 vec = text_vectors.get(event.text or "")
                 if vec is not None:
@@ -261,8 +262,7 @@ class UserState:
         vectors.add_events(self.positive, positive)
         vectors.add_events(self.negative, negative)
         vectors.add_events(self.text, text)
-        vectors.add_events(self.clock, clock)
-        self.type_counts.add_many(counts)
+        self.activity.add_many(counts)
         self.attributes.add_many(attributes)
         result.applied = len(fresh)
         self.events_applied += len(fresh)
@@ -305,12 +305,17 @@ class UserState:
         return self.attributes.read(now_ms / 1000.0)
 
     def event_counts(self, now_ms: int) -> dict[str, float]:
-        return self.type_counts.read(now_ms / 1000.0)
+        """Decayed number of events per type, strongest first."""
+        return {k: v for k, v in self.activity.read(now_ms / 1000.0).items() if "=" not in k}
 
     def interest_clock(self, now_ms: int) -> np.ndarray:
-        """Share of (decayed) activity per UTC hour of day; sums to 1 when there is any."""
-        sums, weights = self.clock.read(now_ms / 1000.0)
-        return sums[0] / weights[0] if weights[0] > 0 else sums[0]
+        """Share of (decayed) activity per UTC hour of day; sums to 1 when there is any.
+
+        Every count decays alike, so the shares are the same at any ``now_ms``."""
+        values = self.activity.values
+        hours = np.array([values.get(key, 0.0) for key in HOUR_KEYS])
+        total = hours.sum()
+        return hours / total if total > 0 else hours
 
     def view(self, now_ms: int, anchors: int = 5) -> UserView:
         """The read-outs the scorer uses, at ``now_ms``; ``anchors`` latest positive items for co-visitation."""

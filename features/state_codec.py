@@ -7,7 +7,7 @@ dimension against the running configuration, so a changed configuration is
 noticed instead of silently misreading bytes.
 
 >>> import numpy as np
->>> from features.state import StateSpec, UserState
+>>> from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
 >>> from p13n.config import StateConfig
 >>> spec = StateSpec.from_config(StateConfig(), dim=3)
 >>> user = UserState.new(spec)
@@ -19,17 +19,19 @@ noticed instead of silently misreading bytes.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 import numpy as np
 
 from features.decay import DecayedSum, SparseDecayedSum
 from features.history import HistoryEntry
 from features.preferences import Preference
-from features.state import StateSpec, UserState
+from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
 
 __all__ = ["encode_state", "decode_state", "StateFormatError"]
 
-FORMAT = 1
+FORMAT = 2  # 2: one activity sum (event types and hours of day) replaced the type counts and the 24-d clock
 
 
 class StateFormatError(ValueError):
@@ -56,6 +58,24 @@ class _Record(msgspec.Struct, array_like=True):
     positive: _Decayed
     negative: _Decayed
     text: _Decayed
+    attributes: _Sparse
+    activity: _Sparse
+    preferences: list[Preference]
+    history: list[HistoryEntry]
+    recent_ids: bytes
+    offsets: dict[int, int]
+    events_applied: int
+
+
+class _RecordV1(msgspec.Struct, array_like=True):
+    """Format 1, read for migration: a 24-d decayed clock and separate type counts."""
+
+    format: int
+    dim: int
+    taus: list[float]
+    positive: _Decayed
+    negative: _Decayed
+    text: _Decayed
     clock: _Decayed
     attributes: _Sparse
     type_counts: _Sparse
@@ -68,6 +88,28 @@ class _Record(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Record)
+_decoder_v1 = msgspec.msgpack.Decoder(_RecordV1)
+
+
+def _upgrade_v1(old: _RecordV1, tau: float) -> _Record:
+    """A format-1 record as format 2: the clock's hours join the type counts in one activity sum.
+
+    Both decay with ``tau``; the hours, summed at the clock's reference time ``c``, are moved to the
+    counts' landmark ``L`` (``× exp((c − L)/τ)``), so every read-out stays what it was."""
+    counts, clock = old.type_counts, old.clock
+    keys, values, landmark = list(counts.keys), list(counts.values), counts.t_ref
+    if clock.t_ref is not None:
+        if landmark is None:
+            landmark = clock.t_ref
+        hours = np.frombuffer(clock.sums, dtype=f"<{clock.dtype}").astype(np.float64)
+        scale = math.exp((clock.t_ref - landmark) / tau)
+        for key, value in zip(HOUR_KEYS, hours.tolist()):
+            if value:
+                keys.append(key)
+                values.append(value * scale)
+    return _Record(FORMAT, old.dim, old.taus, old.positive, old.negative, old.text, old.attributes,
+                   _Sparse(keys, values, landmark), old.preferences, old.history, old.recent_ids, old.offsets,
+                   old.events_applied)  # fmt: skip
 
 
 _DTYPES = {name: np.dtype(f"<{name}") for name in ("f4", "f2")}
@@ -127,8 +169,8 @@ def encode_state(user: UserState) -> bytes:
     spec = user.spec
     return _encoder.encode((
         FORMAT, spec.dim, spec.taus.tolist(),
-        _pack(user.positive, "f4"), _pack(user.negative, "f2"), _pack(user.text, "f2"), _pack(user.clock, "f4"),
-        _pack_sparse(user.attributes), _pack_sparse(user.type_counts),
+        _pack(user.positive, "f4"), _pack(user.negative, "f2"), _pack(user.text, "f2"),
+        _pack_sparse(user.attributes), _pack_sparse(user.activity),
         user.preferences, user.history, bytes(user.recent_ids), user.offsets, user.events_applied,
     ))  # fmt: skip
 
@@ -137,7 +179,15 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     """A :class:`UserState` from :func:`encode_state` bytes; raises :class:`StateFormatError` on mismatch."""
     try:
         record = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:
+        try:  # written by an earlier version?
+            old = _decoder_v1.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StateFormatError(f"stored user state is not readable: {exc}") from exc
+        if old.format != 1:
+            raise StateFormatError(f"stored user state is not readable: {exc}") from exc
+        record = _upgrade_v1(old, spec.long_tau)
+    except msgspec.DecodeError as exc:
         raise StateFormatError(f"stored user state is not readable: {exc}") from exc
     if record.format != FORMAT:
         raise StateFormatError(f"stored user state has format {record.format}, this version reads {FORMAT}")
@@ -150,9 +200,8 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     long_taus = spec.long_taus
     user.negative = _unpack(record.negative, long_taus, spec.dim)
     user.text = _unpack(record.text, long_taus, spec.dim)
-    user.clock = _unpack(record.clock, long_taus, 24)
     user.attributes = _unpack_sparse(record.attributes, spec.long_tau, spec.max_attribute_values)
-    user.type_counts = _unpack_sparse(record.type_counts, spec.long_tau, 16)
+    user.activity = _unpack_sparse(record.activity, spec.long_tau, ACTIVITY_MAX_KEYS)
     user.preferences = record.preferences
     user.history = record.history
     user.recent_ids = _ids_from_bytes(record.recent_ids)

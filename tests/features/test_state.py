@@ -133,6 +133,9 @@ def test_interest_clock_counts_hours_of_day():
     user.fold([ev(1, "view", "i1", 9 * HOUR), ev(2, "view", "i2", 9 * HOUR + 5), ev(3, "view", "i3", 21 * HOUR)], ITEMS)
     clock = user.interest_clock(21 * HOUR)
     assert clock.argmax() == 9 and clock.sum() == pytest.approx(1.0)
+    # the two 9 o'clock views are 12 hours older than the 21 o'clock one: decayed, they still count more
+    assert clock[9] / clock[21] == pytest.approx(np.exp(-12 * 3600 / SPEC.long_tau) + np.exp(-(12 * 3600 - 0.005) / SPEC.long_tau), rel=1e-9)
+    assert user.event_counts(21 * HOUR) == {"view": pytest.approx(clock[9] / clock[21] + 1.0)}
 
 
 event_strategy = st.builds(
@@ -180,8 +183,8 @@ def test_folding_users_together_equals_folding_each_alone(per_user, history_batc
     got = fold_users(list(zip(together, batches)), ITEMS)
     for a, b, ra, rb in zip(alone, together, expected, got):
         assert (ra.applied, ra.popularity, ra.covisits) == (rb.applied, rb.popularity, rb.covisits)
-        assert (a.positive.t_ref, a.clock.t_ref, a.history) == (b.positive.t_ref, b.clock.t_ref, b.history)
-        for part in ("positive", "negative", "text", "clock"):
+        assert (a.positive.t_ref, a.history, a.activity.values) == (b.positive.t_ref, b.history, b.activity.values)
+        for part in ("positive", "negative", "text"):
             np.testing.assert_allclose(getattr(a, part).sums, getattr(b, part).sums, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(getattr(a, part).weights, getattr(b, part).weights, rtol=1e-12, atol=1e-12)
 
@@ -190,6 +193,39 @@ def test_a_user_cannot_be_folded_twice_in_one_call():
     user = UserState.new(SPEC)
     with pytest.raises(ValueError, match="once"):
         fold_users([(user, [ev(1, "view", "i1", HOUR)]), (user, [ev(2, "view", "i2", HOUR)])], ITEMS)
+
+
+#: A state written by format 1 (24-d clock and type counts apart): view i1 and click i2 at 09:00 and 09:01, purchase
+#: i3 at 06:00 the next day, skip i0 at 02:00 on the first (dim 6, default horizons), and what format 1 read from it
+#: at 40 h. Made with the format-1 code of commit 94e3631.
+FORMAT_1_STATE = bytes.fromhex(
+    "9e010692cb40ac200000000000cb4143c6800000000094c4306b9e82410490a3c10d115640595991c0a6c167c081c5dcbff3"
+    "3d8841634da5c1d0403740ffce28c10111413f466e6e3f92cb402000000013c251cb4025d3debb9ae235cb40fa5e00000000"
+    "00a2663494c40c06303ab02039b72e49b8c93591cb3ff0000000000000cb40bc200000000000a2663294c40090c0a2663294"
+    "c46000000000000000004c3c763f0000000000000000000000000000803f0000000000000000e0a4f83f0000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000091cb"
+    "400f3c3068f45383cb40fa5e0000000000a266349393ab63617465676f72793d6331ab63617465676f72793d6332ab636174"
+    "65676f72793d633093cb3fefffcf749390dbcb4000000000000000cb401cfc2ffcfebbbacb40dfb300000000009394a47669"
+    "6577a5636c69636ba4736b6970a8707572636861736594cb3fefffcf749390dbcb3ff0000000000000cb3fefb08dbd6cac0d"
+    "cb3ff07920da56289ecb40dfb30000000000909493ce006ddd00a26930a4736b697093ce01ee6280a26931a47669657793ce"
+    "01ef4ce0a26932a5636c69636b93ce066ff300a26933a87075726368617365c42011b5e1d53ae82b141b5d5e51f54f0f04fe"
+    "d135082f0eff78f76c4febcbb745d98004"
+)
+FORMAT_1_READS = {"counts": {"purchase": 0.9862071167439161, "click": 0.9578803471453656, "view": 0.9578581742458134,
+                             "skip": 0.9485907870147083},
+                  "clock": {2: 0.2463528927603389, 6: 0.2561220068722109, 9: 0.4975251003674503}}
+
+
+def test_states_written_by_format_1_read_the_same():
+    user = decode_state(FORMAT_1_STATE, SPEC)
+    counts = user.event_counts(40 * HOUR)
+    assert counts.keys() == FORMAT_1_READS["counts"].keys()
+    assert all(counts[k] == pytest.approx(v, rel=1e-6) for k, v in FORMAT_1_READS["counts"].items())
+    clock = user.interest_clock(40 * HOUR)
+    assert {h: pytest.approx(v, rel=1e-6) for h, v in FORMAT_1_READS["clock"].items()} == {h: clock[h] for h in np.flatnonzero(clock)}
+    assert [h.item_id for h in user.history] == ["i0", "i1", "i2", "i3"] and user.positive.t_ref == 30 * 3600.0
+    again = decode_state(encode_state(user), SPEC)  # written back in the current format
+    assert again.activity.values == user.activity.values and again.history == user.history
 
 
 def test_state_round_trips_through_its_binary_form():
