@@ -28,7 +28,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DecayedSum", "DecayedSumUpdates", "decay_factors", "SparseDecayedSum"]
+__all__ = ["DecayedSum", "DecayedSumUpdates", "decay_factors", "SparseDecayedSum", "SUM_DTYPE"]
+
+#: The vector sums are float32, as they are stored: a state read back from Redis is float32 anyway, and
+#: the fold moves half the bytes (its cost is memory traffic over the users' sums, not arithmetic).
+#: Decay factors and the weights (the normalisers) stay float64.
+SUM_DTYPE = np.float32
 
 
 def decay_factors(taus: np.ndarray, age: float | np.ndarray) -> np.ndarray:
@@ -61,7 +66,7 @@ class DecayedSum:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.taus = taus_arr
-        self.sums = np.zeros((taus_arr.size, dim), dtype=np.float64)
+        self.sums = np.zeros((taus_arr.size, dim), dtype=SUM_DTYPE)
         self.weights: list[float] = [0.0] * taus_arr.size  # per horizon; Python floats, cheaper than numpy at this size
         self.t_ref: float | None = None
         self.memo: tuple[str, bytes] | None = None
@@ -77,7 +82,7 @@ class DecayedSum:
     @classmethod
     def zeros(cls, taus: np.ndarray, dim: int) -> DecayedSum:
         """An empty state over already-validated ``taus`` (float64 array)."""
-        return cls.restore(taus, np.zeros((taus.size, dim)), [0.0] * taus.size, None)
+        return cls.restore(taus, np.zeros((taus.size, dim), dtype=SUM_DTYPE), [0.0] * taus.size, None)
 
     @property
     def dim(self) -> int:
@@ -234,14 +239,14 @@ class DecayedSumUpdates:
         # per event and horizon: w·exp(−(t_ref − t)/τ) at the new t_ref; per state: how far the old part decays
         factors = np.array(w_list, dtype=np.float64)[:, None] * np.exp((ts - event_t_new)[:, None] * rates)
         carry = np.exp((t_old - t_new)[:, None] * rates)  # 0 for a state that was empty
-        xs = np.array(x_list, dtype=np.float64)
-        added = factors[:, :, None] * xs[:, None, :]  # (events, H, dim)
+        xs = np.array(x_list, dtype=SUM_DTYPE)
+        added = factors.astype(SUM_DTYPE)[:, :, None] * xs[:, None, :]  # (events, H, dim)
         added_w = factors
         if starts is not None:
             added, added_w = _segment_sums(added, factors, starts, counts)  # (states, H, dim), (states, H)
         weights = (np.array([s.weights for s in states]) * carry + added_w).tolist()
         sums = np.array([s.sums for s in states])  # (states, H, dim): one gather, two vectorised operations
-        sums *= carry[:, :, None]
+        sums *= carry.astype(SUM_DTYPE)[:, :, None]
         sums += added
         for state, new_sums, new_weights, t_ref in zip(states, sums, weights, t_new.tolist()):
             np.copyto(state.sums, new_sums)  # copied back: a view would keep the whole batch array alive

@@ -24,7 +24,7 @@ import math
 import msgspec
 import numpy as np
 
-from features.decay import DecayedSum, SparseDecayedSum
+from features.decay import SUM_DTYPE, DecayedSum, SparseDecayedSum
 from features.history import HistoryEntry
 from features.preferences import Preference
 from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
@@ -126,14 +126,14 @@ def _pack(state: DecayedSum, dtype: str) -> tuple:
         return _NEVER_UPDATED[dtype]
     memo = state.memo
     if memo is None or memo[0] != dtype:
-        memo = state.memo = (dtype, state.sums.astype(_DTYPES[dtype]).tobytes())
+        memo = state.memo = (dtype, state.sums.astype(_DTYPES[dtype], copy=False).tobytes())
     return (memo[1], state.weights, state.t_ref, dtype)
 
 
 def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
     if packed.t_ref is None:
         return DecayedSum.zeros(taus, dim)
-    sums = np.frombuffer(packed.sums, dtype=f"<{packed.dtype}").astype(np.float64)
+    sums = np.frombuffer(packed.sums, dtype=f"<{packed.dtype}").astype(SUM_DTYPE)
     if sums.size != taus.size * dim or len(packed.weights) != taus.size:
         raise StateFormatError("stored state has a different shape than the configured horizons/dimension")
     state = DecayedSum.restore(taus, sums.reshape(taus.size, dim), packed.weights, packed.t_ref)

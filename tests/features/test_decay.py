@@ -86,7 +86,7 @@ def test_late_event_is_weighted_exactly_by_its_age(age, weight):
     state.update(1_000_000.0 - age, weight, [0.0, 1.0])
     sums, _ = state.read(1_000_000.0)
     for h, tau in enumerate(TAUS):
-        assert sums[h, 1] == pytest.approx(weight * math.exp(-age / tau), rel=1e-9)
+        assert sums[h, 1] == pytest.approx(weight * math.exp(-age / tau), rel=1e-6)  # float32 sums
         assert sums[h, 0] == pytest.approx(1.0)
 
 
