@@ -63,7 +63,9 @@ class DeferredPipeline:
             return
         try:
             if _pack_command is not None:
-                packed = [b"".join([_pack_command(c) for c in commands])]
+                # one buffer per command, written one after the other: joining them would copy every
+                # user state once more (a command of user writes is a few hundred KB)
+                packed = [_pack_command(c) for c in commands]
             else:
                 packed = self._conn.pack_commands(commands)
             self._conn.send_packed_command(packed, check_health=first)
