@@ -31,7 +31,9 @@ from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
 
 __all__ = ["encode_state", "decode_state", "StateFormatError"]
 
-FORMAT = 2  # 2: one activity sum (event types and hours of day) replaced the type counts and the 24-d clock
+#: 2: one activity sum (event types and hours of day) replaced the type counts and the 24-d clock;
+#: sparse sums are maps instead of parallel key and value arrays.
+FORMAT = 2
 
 
 class StateFormatError(ValueError):
@@ -46,6 +48,11 @@ class _Decayed(msgspec.Struct, array_like=True):
 
 
 class _Sparse(msgspec.Struct, array_like=True):
+    values: dict[str, float]  # a msgpack map: encoded straight from the dict
+    t_ref: float | None
+
+
+class _SparseV1(msgspec.Struct, array_like=True):
     keys: list[str]
     values: list[float]
     t_ref: float | None
@@ -77,8 +84,8 @@ class _RecordV1(msgspec.Struct, array_like=True):
     negative: _Decayed
     text: _Decayed
     clock: _Decayed
-    attributes: _Sparse
-    type_counts: _Sparse
+    attributes: _SparseV1
+    type_counts: _SparseV1
     preferences: list[Preference]
     history: list[HistoryEntry]
     recent_ids: bytes
@@ -97,7 +104,7 @@ def _upgrade_v1(old: _RecordV1, tau: float) -> _Record:
     Both decay with ``tau``; the hours, summed at the clock's reference time ``c``, are moved to the
     counts' landmark ``L`` (``× exp((c − L)/τ)``), so every read-out stays what it was."""
     counts, clock = old.type_counts, old.clock
-    keys, values, landmark = list(counts.keys), list(counts.values), counts.t_ref
+    values, landmark = dict(zip(counts.keys, counts.values)), counts.t_ref
     if clock.t_ref is not None:
         if landmark is None:
             landmark = clock.t_ref
@@ -105,10 +112,10 @@ def _upgrade_v1(old: _RecordV1, tau: float) -> _Record:
         scale = math.exp((clock.t_ref - landmark) / tau)
         for key, value in zip(HOUR_KEYS, hours.tolist()):
             if value:
-                keys.append(key)
-                values.append(value * scale)
-    return _Record(FORMAT, old.dim, old.taus, old.positive, old.negative, old.text, old.attributes,
-                   _Sparse(keys, values, landmark), old.preferences, old.history, old.recent_ids, old.offsets,
+                values[key] = value * scale
+    attributes = _Sparse(dict(zip(old.attributes.keys, old.attributes.values)), old.attributes.t_ref)
+    return _Record(FORMAT, old.dim, old.taus, old.positive, old.negative, old.text, attributes,
+                   _Sparse(values, landmark), old.preferences, old.history, old.recent_ids, old.offsets,
                    old.events_applied)  # fmt: skip
 
 
@@ -143,12 +150,12 @@ def _unpack(packed: _Decayed, taus: np.ndarray, dim: int) -> DecayedSum:
 
 def _pack_sparse(state: SparseDecayedSum) -> tuple:
     """A :class:`_Sparse` as the tuple of its fields."""
-    return (list(state.values), list(state.values.values()), state.t_ref)
+    return (state.values, state.t_ref)
 
 
 def _unpack_sparse(packed: _Sparse, tau: float, max_keys: int) -> SparseDecayedSum:
     state = SparseDecayedSum(tau, max_keys)
-    state.values = dict(zip(packed.keys, packed.values))
+    state.values = packed.values
     state.t_ref = packed.t_ref
     return state
 
