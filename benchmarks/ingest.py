@@ -222,14 +222,15 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
 
     with folding_process():  # as `p13n consume` runs
         # Shared machines are noisy: the headline is the median of three runs, all three are reported.
-        runs = sorted((bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30)
-                       for _ in range(1 if quick else 3)), key=lambda r: r["events_per_s"])  # fmt: skip
+        batch = config.consumer.max_batch  # what `p13n consume` polls
+        runs = sorted((bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30,
+                                        batch=batch) for _ in range(1 if quick else 3)), key=lambda r: r["events_per_s"])  # fmt: skip
         processing = {**runs[len(runs) // 2], "runs_events_per_s": [r["events_per_s"] for r in runs]}
         # How throughput depends on how many of a batch's events share a user (one state write each):
-        # many users with few events each (~1 event per write), and bigger polls of the same stream.
+        # many users with few events each (~1 event per write), and smaller polls of the same stream.
         sweep = [processing] + ([] if quick else [
-            bench_processing(config, client, users=20_000, events_per_user=3),
-            bench_processing(config, client, users=2000, events_per_user=30, batch=5000),
+            bench_processing(config, client, users=20_000, events_per_user=3, batch=batch),
+            bench_processing(config, client, users=2000, events_per_user=30, batch=1000),
         ])
     broker = bench_broker_ceiling(config, records=2000 if quick else 20000)
     e2e = bench_end_to_end(config, client, rate=200 if quick else 1000, seconds=2 if quick else 10)
