@@ -221,10 +221,10 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
     from stream.runtime import folding_process
 
     with folding_process():  # as `p13n consume` runs
-        # Shared machines are noisy: the headline is the median of three runs, all three are reported.
+        # Shared machines are noisy: the headline is the median of five runs, all five are reported.
         batch = config.consumer.max_batch  # what `p13n consume` polls
         runs = sorted((bench_processing(config, client, users=300 if quick else 2000, events_per_user=10 if quick else 30,
-                                        batch=batch) for _ in range(1 if quick else 3)), key=lambda r: r["events_per_s"])  # fmt: skip
+                                        batch=batch) for _ in range(1 if quick else 5)), key=lambda r: r["events_per_s"])  # fmt: skip
         processing = {**runs[len(runs) // 2], "runs_events_per_s": [r["events_per_s"] for r in runs]}
         # How throughput depends on how many of a batch's events share a user (one state write each):
         # many users with few events each (~1 event per write), and smaller polls of the same stream.
