@@ -63,5 +63,8 @@ class TtlCache(Generic[K, V]):
     def discard(self, key: K) -> None:
         self._data.pop(key, None)
 
+    def clear(self) -> None:
+        self._data.clear()
+
     def __len__(self) -> int:
         return len(self._data)

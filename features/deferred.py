@@ -74,32 +74,52 @@ class DeferredPipeline:
             raise
         self._count += len(commands)
 
-    def replies(self) -> list:
-        """Every sent command's reply, in order; a command that failed gives its ``ResponseError``.
+    def replies(self, count: int | None = None) -> list:
+        """The replies of the next ``count`` sent commands (all outstanding ones by default), in order;
+        a command that failed gives its ``ResponseError``. Several senders may share the pipeline, each
+        reading its own replies in the order they sent; the connection goes back to the pool once no
+        reply is outstanding.
 
         Connection errors and timeouts are raised (the connection is dropped, never reused
         with replies still unread)."""
         import redis
 
         if self._cluster_pipe is not None:
+            if count is not None and count != self._count:
+                raise ValueError("a Redis Cluster pipeline answers all its commands at once")
             try:
                 return self._cluster_pipe.execute(raise_on_error=False) if self._count else []
             finally:
                 self._cluster_pipe.reset()
-        if self._conn is None:
+                self._count = 0
+        count = self._count if count is None else count
+        if count > self._count:
+            raise ValueError(f"{count} replies asked for, {self._count} outstanding")
+        if self._conn is None or count == 0:
             return []
         out: list = []
         try:
-            for _ in range(self._count):
+            for _ in range(count):
                 try:
                     out.append(self._conn.read_response())
                 except redis.ResponseError as exc:
                     out.append(exc)
+                self._count -= 1
         except BaseException:
             self._release(broken=True)
             raise
-        self._release(broken=False)
+        if self._count == 0:
+            self._release(broken=False)
         return out
+
+    @property
+    def outstanding(self) -> int:
+        """Commands sent whose replies were not read yet."""
+        return self._count
+
+    def abandon(self) -> None:
+        """Drop the connection and every unread reply (after an error; the commands' effects are unknown)."""
+        self._release(broken=True)
 
     def _release(self, *, broken: bool) -> None:
         conn, self._conn, self._count = self._conn, None, 0

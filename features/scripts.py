@@ -1,7 +1,6 @@
 """Lua scripts that make a batch's writes atomic and idempotent.
 
-Each is registered once per client (``register_script``) and can run inside a
-pipeline; redis-py loads it on NOSCRIPT.
+:class:`~features.store.WriteBatch` sends them with EVAL (the script's text, never NOSCRIPT).
 """
 
 from __future__ import annotations
@@ -9,18 +8,18 @@ from __future__ import annotations
 __all__ = ["APPLY_USERS", "APPLY_GLOBALS"]
 
 #: KEYS = user hashes (one or more; a Redis Cluster client sends one per call, their slots differ).
-#: ARGV[1] = ttl ms; then per user four: expected version ("0" when the user did not exist), state
-#: blob, partition, offset. Each user is checked and written on its own, atomically (the script is).
-#: Returns a flat array, per user: {1, new version} applied; {0, version} the offset was already
-#: applied (nothing written); {-1, version} the user changed since it was read (nothing written;
-#: re-read and fold again).
+#: ARGV[1] = ttl ms; then per user five: expected version ("0" when the user did not exist), the new
+#: version (a random token from the writer), state blob, partition, offset. Each user is checked and
+#: written on its own, atomically (the script is). Returns a flat array, per user: {1, new version}
+#: applied; {0, version} the offset was already applied (nothing written); {-1, version} the user
+#: changed since it was read (nothing written; re-read and fold again).
 APPLY_USERS = """
 local ttl = ARGV[1]
 local out = {}
 for i = 1, #KEYS do
-  local key, at = KEYS[i], 4 * i - 2
-  local offset = ARGV[at + 3]
-  local field = 'o:' .. ARGV[at + 2]
+  local key, at = KEYS[i], 5 * i - 3
+  local offset = ARGV[at + 4]
+  local field = 'o:' .. ARGV[at + 3]
   local seen = redis.call('HMGET', key, 'v', field)
   local current = seen[1] or '0'
   if current ~= ARGV[at] then
@@ -30,8 +29,8 @@ for i = 1, #KEYS do
     out[#out + 1] = 0
     out[#out + 1] = current
   else
-    local version = tonumber(current) + 1
-    redis.call('HSET', key, 'v', version, 's', ARGV[at + 1], field, offset)
+    local version = ARGV[at + 1]
+    redis.call('HSET', key, 'v', version, 's', ARGV[at + 2], field, offset)
     redis.call('PEXPIRE', key, ttl)
     out[#out + 1] = 1
     out[#out + 1] = version

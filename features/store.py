@@ -10,8 +10,8 @@ whose anchors are only known once the user's history has been read).
 
 from __future__ import annotations
 
-import hashlib
 import math
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,14 +26,18 @@ from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
 from p13n.config import Config
 
-__all__ = ["RedisStore", "WriteBatch", "UserWrite", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
+__all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
 
 APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
 USERS_PER_CALL = 50
 
 
 class UserWrite(NamedTuple):
-    """A folded user state to write, guarded by the version it was read at."""
+    """A folded user state to write, guarded by the version it was read at.
+
+    Versions are random tokens, not counters (0: no state yet): a writer that chains a write on one
+    of its own not yet acknowledged writes expects that write's token, which another writer cannot
+    have produced, so the chained write fails whenever the one before it did."""
 
     tenant: str
     user_id: str
@@ -41,10 +45,16 @@ class UserWrite(NamedTuple):
     state: UserState
     partition: int
     offset: int
+    new_version: int | None = None  # None: a fresh random token
 
 
-def _sha1(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
+def new_version_token() -> int:
+    """A random version token, never 0 (62 bits: two writers picking the same one is a ~1e-18 chance).
+
+    >>> 0 < new_version_token() < 2**62 + 1
+    True
+    """
+    return secrets.randbits(62) + 1
 
 
 class _ItemMeta(msgspec.Struct, array_like=True):
@@ -67,9 +77,6 @@ class RedisStore:
         self.dim = dim
         self.vector_dtype = np.dtype(config.state.vector_dtype).newbyteorder("<")
         self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
-        # Scripts are called by SHA with plain EVALSHA (redis-py's Script objects in a pipeline ask
-        # SCRIPT EXISTS on every execute); NOSCRIPT is handled by WriteBatch.finish.
-        self._scripts = {APPLY_USERS: _sha1(APPLY_USERS), APPLY_GLOBALS: _sha1(APPLY_GLOBALS)}
         # Users written per script call: their keys are in different cluster slots, so one per call on
         # a Redis Cluster; elsewhere a few dozen share a call (one command and one reply to handle
         # instead of many), few enough to keep Redis responsive to readers meanwhile (~0.5 ms).
@@ -92,12 +99,13 @@ class RedisStore:
     def load_user(self, tenant: str, user_id: str) -> UserState | None:
         return self.read_users([(tenant, user_id)])[0][1]
 
-    def begin_writes(self) -> WriteBatch:
-        """A batch of script calls, each sent as soon as it is added and acknowledged together."""
-        return WriteBatch(self)
+    def begin_writes(self, pipe: DeferredPipeline | None = None) -> WriteBatch:
+        """A batch of script calls, each sent as soon as it is added and acknowledged together; on
+        ``pipe`` (shared with earlier batches, whose replies are read first) or a connection of its own."""
+        return WriteBatch(self, pipe)
 
     def _run_scripts(self, calls: Sequence[tuple[str, list, list]]) -> list:
-        """EVALSHA each (script, keys, args) in one round trip; loads the scripts on NOSCRIPT and retries."""
+        """EVAL each (script, keys, args) in one round trip."""
         batch = self.begin_writes()
         batch.send(calls)
         return batch.finish()
@@ -106,7 +114,7 @@ class RedisStore:
         keys = [self.keys.user(w.tenant, w.user_id) for w in writes]
         args: list = [self.ttl_ms]
         for w in writes:
-            args += (w.expected_version, encode_state(w.state), w.partition, w.offset)
+            args += (w.expected_version, w.new_version or new_version_token(), encode_state(w.state), w.partition, w.offset)
         return (APPLY_USERS, keys, args)
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
@@ -310,24 +318,24 @@ class WriteBatch:
     """Script calls sent as soon as they are added (:class:`~features.deferred.DeferredPipeline`)
     and acknowledged together by :meth:`finish`; Redis applies them in the order they were added.
 
-    On NOSCRIPT (a restarted or flushed Redis) the scripts are loaded and the calls that
-    failed re-run in order — safe because both scripts are idempotent."""
+    Calls carry the script itself (EVAL), not its SHA: a restarted or flushed Redis would answer
+    EVALSHA with NOSCRIPT, and re-running the failed calls afterwards could apply them after later
+    calls that did run (a later batch's deltas raising the partition offset past them). The few
+    KB per call are small beside the user states, and Redis compiles each script once."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisStore, pipe: DeferredPipeline | None = None) -> None:
         self._store = store
-        self._pipe = DeferredPipeline(store.client)
+        self._pipe = DeferredPipeline(store.client) if pipe is None else pipe
         self._calls: list[tuple[str, list, list]] = []
+        self._unread = 0
 
     def send(self, calls: Iterable[tuple[str, list, list]]) -> range:
         """Send ``calls``; returns their positions in :meth:`finish`'s result."""
         start = len(self._calls)
         self._calls.extend(calls)
-        self._pipe.send([self._evalsha(call) for call in self._calls[start:]])
+        self._pipe.send([("EVAL", script, len(keys), *keys, *args) for script, keys, args in self._calls[start:]])
+        self._unread += len(self._calls) - start
         return range(start, len(self._calls))
-
-    def _evalsha(self, call: tuple[str, list, list]) -> tuple:
-        script, keys, args = call
-        return ("EVALSHA", self._store._scripts[script], len(keys), *keys, *args)
 
     def add_globals(self, tenant: str, partition: int, offset: int, popularity: Iterable[tuple],
                     covisit_runs: Iterable[tuple]) -> int:  # fmt: skip
@@ -348,18 +356,11 @@ class WriteBatch:
         return int(replies[call][at]), int(replies[call][at + 1])
 
     def finish(self) -> list:
-        """Every call's result, in order; raises the first error other than NOSCRIPT."""
+        """Every call's result, in order; raises the first error."""
         import redis
 
-        replies = self._pipe.replies()
-        missing = [n for n, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
-        if missing:
-            for script in self._store._scripts:
-                self._store.client.script_load(script)
-            retry = DeferredPipeline(self._store.client)
-            retry.send([self._evalsha(self._calls[n]) for n in missing])
-            for n, reply in zip(missing, retry.replies()):
-                replies[n] = reply
+        replies = self._pipe.replies(self._unread)
+        self._unread = 0
         for reply in replies:
             if isinstance(reply, redis.exceptions.ResponseError):
                 raise reply
@@ -369,4 +370,5 @@ class WriteBatch:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._pipe.__exit__(*exc)
+        if self._unread:  # left early: the pipeline's replies are out of step, so nobody may read them
+            self._pipe.abandon()

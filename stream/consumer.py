@@ -6,13 +6,16 @@ to the DLQ topic (flushed) → commit offsets. Offsets are committed only after
 Redis and the DLQ acknowledged, so a crash at any instant re-delivers the batch
 and the idempotent writes make the replay a no-op where it was already applied.
 
-Failures of Redis or Kafka are retried with capped exponential backoff and
-jitter: the batch's partitions are rewound to the batch's first offsets, nothing
-is committed, and /readyz answers "not ready" until a batch succeeds again.
-Rebalances need no special care: every batch is committed before the next poll,
-and the rebalance callbacks run inside poll. SIGTERM stops the loop after the
-current batch; a batch that outlives the grace period is abandoned uncommitted
-(its effects are idempotent).
+The next poll is submitted (folded, its writes sent) before the previous one is
+settled: Redis applies one poll while the next one folds, on one connection, so
+in order. Failures of Redis or Kafka are retried with capped exponential backoff
+and jitter: the unsettled polls are forgotten, their partitions rewound to their
+first offsets, nothing is committed, and /readyz answers "not ready" until a
+batch succeeds again. A rebalance inside a poll may re-deliver the unsettled
+poll's records (positions restart at the committed offsets): they are skipped
+like any re-delivery, since the processor counts what it sent as applied.
+SIGTERM stops the loop after the current batch; a batch that outlives the grace
+period is abandoned uncommitted (its effects are idempotent).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from p13n.config import Config
 from stream.backoff import Backoff
 from stream.metrics import ConsumerMetrics, HealthServer
-from stream.processing import BatchOutcome, BatchProcessor, DeadLetter, Record
+from stream.processing import BatchOutcome, BatchProcessor, DeadLetter, Record, Submitted
 from stream.runtime import folding_process
 
 __all__ = ["ConsumerLoop", "dead_letter_headers"]
@@ -47,6 +50,15 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         ("p13n-source-partition", str(letter.record.partition).encode()),
         ("p13n-source-offset", str(letter.record.offset).encode()),
     ]
+
+
+@dataclass
+class _Polled:
+    """A poll on its way: its records, its submitted events and its applied catalog records."""
+
+    polled: dict
+    submitted: Submitted | None = None
+    done: list[BatchOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -109,7 +121,10 @@ class ConsumerLoop:
                              retries=5, request_timeout_ms=10000)  # fmt: skip
 
     def run(self) -> LoopStats:
-        """Consume until ``stop`` is set; returns what was done."""
+        """Consume until ``stop`` is set; returns what was done.
+
+        Each poll's writes are submitted before the previous poll is settled, so Redis applies one
+        while the next one folds; a poll is committed once Redis (and the DLQ) acknowledged it."""
         import redis
         from kafka.errors import CommitFailedError, KafkaError
 
@@ -117,28 +132,64 @@ class ConsumerLoop:
         producer = self._connect(lambda: self._producer())
         if consumer is None or producer is None:
             return self.stats
+        waiting: _Polled | None = None
         try:
             while not self.stop.is_set():
-                polled = consumer.poll(timeout_ms=200)
-                if not polled:
-                    self._report_lag(consumer)
-                    continue
+                polled = consumer.poll(timeout_ms=0 if waiting else 200)
+                current = None
                 try:
-                    self._handle(polled, producer)
-                    self._commit(consumer, polled)
-                    self.backoff.reset()
-                    self._set_ready(True)
+                    current = self._submit(polled) if polled else None
+                    if waiting is not None:
+                        self._finish(waiting, consumer, producer)
+                    elif not polled:
+                        self._report_lag(consumer)
                 except CommitFailedError as exc:  # group rebalanced under us: the new owner re-applies idempotently
                     log.warning("commit failed after a rebalance, batch left to the new owner: %s", exc)
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
-                    self._retry(consumer, polled, "redis", exc)
+                    self._retry(consumer, [waiting, current, _Polled(polled)], "redis", exc)
+                    current = None
                 except KafkaError as exc:
-                    self._retry(consumer, polled, "kafka", exc)
+                    self._retry(consumer, [waiting, current, _Polled(polled)], "kafka", exc)
+                    current = None
+                waiting = current
+            if waiting is not None:  # stopping: the last poll is settled and committed like any other
+                self._finish(waiting, consumer, producer)
         finally:
             self._set_ready(False)
             consumer.close(autocommit=False)
             producer.close(timeout=5)
         return self.stats
+
+    def _submit(self, polled) -> _Polled:
+        """Catalog records are applied at once (events of the same poll may name their items); events
+        are submitted."""
+        events_topic = self.config.kafka.events_topic
+        batches: dict[str, list[Record]] = {}
+        for tp, records in polled.items():
+            batches.setdefault(tp.topic, []).extend(
+                Record(tp.topic, tp.partition, r.offset, r.key, r.value) for r in records
+            )
+        self.metrics.batch_size.observe(sum(len(v) for v in batches.values()))
+        done = [self.processor.process_items(records) for topic, records in batches.items() if topic != events_topic]
+        submitted = self.processor.submit(batches[events_topic]) if events_topic in batches else None
+        return _Polled(polled, submitted, done)
+
+    def _finish(self, batch: _Polled, consumer, producer) -> None:
+        """Settle a submitted poll, dead-letter its bad records (flushed), commit it."""
+        outcomes = [*batch.done, *([self.processor.settle(batch.submitted)] if batch.submitted else [])]
+        letters = [d for o in outcomes for d in o.dead_letters]
+        if letters:
+            futures = [producer.send(self.config.kafka.dlq_topic, key=d.record.key, value=d.record.value or b"",
+                                     headers=dead_letter_headers(d)) for d in letters]  # fmt: skip
+            producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=30)  # raises KafkaError if the DLQ did not take it
+        for outcome in outcomes:
+            self._observe(outcome)
+        self.stats.batches += 1
+        self._commit(consumer, batch.polled)
+        self.backoff.reset()
+        self._set_ready(True)
 
     def _connect(self, make):
         from kafka.errors import KafkaError
@@ -152,32 +203,6 @@ class ConsumerLoop:
                 log.warning("Kafka at %s not reachable (%s); retrying", self.config.kafka.bootstrap, exc)
                 self.sleep(self.backoff.next_delay())
         return None
-
-    def _handle(self, polled, producer) -> None:
-        events_topic = self.config.kafka.events_topic
-        batches: dict[str, list[Record]] = {}
-        for tp, records in polled.items():
-            batches.setdefault(tp.topic, []).extend(
-                Record(tp.topic, tp.partition, r.offset, r.key, r.value) for r in records
-            )
-        total = sum(len(v) for v in batches.values())
-        self.metrics.batch_size.observe(total)
-        outcomes: list[BatchOutcome] = []
-        for topic, records in batches.items():  # items first: events of the same batch may name them
-            if topic != events_topic:
-                outcomes.append(self.processor.process_items(records))
-        if events_topic in batches:
-            outcomes.append(self.processor.process_events(batches[events_topic]))
-        letters = [d for o in outcomes for d in o.dead_letters]
-        if letters:
-            futures = [producer.send(self.config.kafka.dlq_topic, key=d.record.key, value=d.record.value or b"",
-                                     headers=dead_letter_headers(d)) for d in letters]  # fmt: skip
-            producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=30)  # raises KafkaError if the DLQ did not take it
-        for outcome in outcomes:
-            self._observe(outcome)
-        self.stats.batches += 1
 
     def _observe(self, outcome: BatchOutcome) -> None:
         m = self.metrics
@@ -202,14 +227,20 @@ class ConsumerLoop:
         consumer.commit(offsets=offsets)
         self._report_lag(consumer)
 
-    def _retry(self, consumer, polled, dependency: str, exc: Exception) -> None:
+    def _retry(self, consumer, batches: list[_Polled | None], dependency: str, exc: Exception) -> None:
+        """Forget the unsettled polls and rewind their partitions to their first offsets; wait a backoff."""
         self._set_ready(False)
         self.metrics.retries.labels(dependency).inc()
+        self.processor.abandon()
         delay = self.backoff.next_delay()
         log.warning("%s failed (%s: %s); batch not committed, retrying in %.2fs", dependency, type(exc).__name__, exc, delay)
-        for tp, records in polled.items():
-            if records:
-                consumer.seek(tp, records[0].offset)
+        first: dict = {}
+        for batch in batches:
+            for tp, records in (batch.polled if batch is not None else {}).items():
+                if records and (tp not in first or records[0].offset < first[tp]):
+                    first[tp] = records[0].offset
+        for tp, offset in first.items():
+            consumer.seek(tp, offset)
         self.sleep(delay)
 
     def _report_lag(self, consumer) -> None:

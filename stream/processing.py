@@ -1,8 +1,9 @@
 """The processing stage: fetched records -> validated events -> folded user state in Redis.
 
 No Kafka here: records are plain values, so the stage is tested and benchmarked
-on its own. The Kafka loop (:mod:`stream.consumer`) commits offsets only after
-:meth:`BatchProcessor.process_events` returned, i.e. after Redis acknowledged.
+on its own. The Kafka loop (:mod:`stream.consumer`) submits a poll
+(:meth:`BatchProcessor.submit`: folded, writes sent) before it settles the previous one
+(:meth:`BatchProcessor.settle`: Redis acknowledged), and commits offsets only after that.
 
 Exactly-once effect (DESIGN.md §4), per batch:
 
@@ -21,6 +22,11 @@ Exactly-once effect (DESIGN.md §4), per batch:
    end of the batch, so Redis works on one partition while the next one folds; one
    connection keeps them in order. A user changed concurrently (a zombie consumer)
    is re-read and folded again.
+
+Batches submitted before earlier ones settled share that connection; they fold users
+on the states the earlier batches sent, expecting those writes' version tokens (random,
+so a write by anybody else breaks the chain, and the chained write conflicts too), and
+count the global offsets already sent as applied.
 
 A crash between any two steps leaves Redis such that replaying the batch gives
 the same final state as if nothing had happened.
@@ -41,12 +47,13 @@ import numpy as np
 
 from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
 from features.state import ItemInfo, UserState, fold_users
-from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch
+from features.deferred import DeferredPipeline, is_cluster_client
+from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_token
 from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
 
-__all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "records_from_lines"]
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "Submitted", "records_from_lines"]
 
 MAX_CONFLICT_RETRIES = 5
 _by_offset = operator.itemgetter(0)
@@ -89,6 +96,28 @@ class _WriteStats(NamedTuple):
     freshness_s: list[float]
 
 
+@dataclass
+class _Writes:
+    """A pass's script calls on their way, and the user writes among them."""
+
+    batch: WriteBatch
+    sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]]
+    replies: list = field(default_factory=list)
+
+
+@dataclass
+class Submitted:
+    """A batch whose writes are on their way (:meth:`BatchProcessor.submit`)."""
+
+    outcome: BatchOutcome
+    groups: dict
+    items: dict
+    text_vectors: dict
+    now_ms: int
+    writes: _Writes | None = None
+    conflicted: dict = field(default_factory=dict)
+
+
 class _Stopwatch:
     def __init__(self, outcome: BatchOutcome, stage: str) -> None:
         self.outcome, self.stage = outcome, stage
@@ -121,9 +150,25 @@ class BatchProcessor:
         # taken out while a batch folds them and put back only once Redis applied the write, so a failed
         # batch can never leave a half-folded state behind.
         self.users: TtlCache[tuple[str, str], tuple[int, UserState]] = TtlCache(config.consumer.user_cache_size, float("inf"))
+        # Submitted, unsettled batches: their connection, the (version once applied, state) of the users they
+        # wrote, and the last partition offset whose global deltas they sent.
+        self._lane: DeferredPipeline | None = None
+        self._in_flight: dict[tuple[str, str], tuple[int, UserState]] = {}
+        self._sent_floors: dict[tuple[str, int], int] = {}
+        self._unsettled = 0
 
     # --- events ------------------------------------------------------------------------------
     def process_events(self, records: Sequence[Record]) -> BatchOutcome:
+        """Apply ``records``; returns once Redis acknowledged every write (:meth:`submit` then :meth:`settle`)."""
+        return self.settle(self.submit(records))
+
+    def submit(self, records: Sequence[Record]) -> Submitted:
+        """Decode, fold and send ``records``' writes without waiting for Redis (:meth:`settle` does).
+
+        Submitted batches share one connection, so Redis applies them in the order they were
+        submitted; a batch folds its users on the states the batches before it sent (their
+        versions one up), so the next poll folds while Redis still applies this one. Settle
+        batches in the order they were submitted; after an error, :meth:`abandon` them all."""
         outcome = BatchOutcome()
         now_ms = self.clock_ms()
         groups: dict[tuple[str, str, int], list[tuple[int, Event]]] = defaultdict(list)
@@ -134,66 +179,122 @@ class BatchProcessor:
                     outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
                 else:
                     groups[(parsed.tenant, parsed.user_id, record.partition)].append((record.offset, parsed))
+        ticket = Submitted(outcome, dict(groups), {}, {}, now_ms)
         if not groups:
-            return outcome
+            return ticket
         events = [e for group in groups.values() for _, e in group]
         with _Stopwatch(outcome, "items"):
-            items = self._items_for(events, outcome)
+            ticket.items = self._items_for(events, outcome)
         with _Stopwatch(outcome, "encode_text"):
             phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
-            text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
-        pending = dict(groups)
+            ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
+        if self._lane is None:
+            self._lane = DeferredPipeline(self.store.client)
+        ticket.writes = self._send(ticket.groups, ticket.items, ticket.text_vectors, outcome, now_ms, self._lane)
+        self._unsettled += 1
+        if is_cluster_client(self.store.client):  # a cluster pipeline answers only all at once: no overlap there
+            self._settle_writes(ticket)
+        return ticket
+
+    def settle(self, ticket: Submitted) -> BatchOutcome:
+        """Wait for ``ticket``'s writes (and those submitted before it); re-fold users that changed under it."""
+        if ticket.writes is not None:
+            self._settle_writes(ticket)
+        outcome = ticket.outcome
+        pending = ticket.conflicted
         for _attempt in range(MAX_CONFLICT_RETRIES):
-            conflicted = self._apply(pending, items, text_vectors, outcome, now_ms)
-            if not conflicted:
+            if not pending:
                 return outcome
-            outcome.conflicts += len(conflicted)
-            pending = {key: pending[key] for key in conflicted}
+            outcome.conflicts += len(pending)
+            for tenant, user_id, _ in pending:  # re-read from Redis: a later batch's chained state is as stale
+                self._in_flight.pop((tenant, user_id), None)
+                self.users.discard((tenant, user_id))
+            with self.store.begin_writes() as batch:
+                writes = self._send(pending, ticket.items, ticket.text_vectors, outcome, ticket.now_ms, batch=batch)
+                with _Stopwatch(outcome, "redis_wait"):
+                    writes.replies = batch.finish()
+                pending = {key: ticket.groups[key] for key in self._results(writes, outcome)}
         raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")
 
-    def _apply(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int) -> list:
-        """One read-fold-write pass over ``groups``; returns the keys whose write conflicted.
+    def abandon(self) -> None:
+        """Forget every submitted, unsettled batch (after an error: what Redis did with them is unknown).
+        States they folded are dropped; their records must be submitted again."""
+        if self._lane is not None:
+            self._lane.abandon()
+        self._lane = None
+        self._in_flight.clear()
+        self._sent_floors.clear()
+        self.users.clear()  # states folded by those batches may sit here too (users they left untouched)
+        self._unsettled = 0
+
+    def _settle_writes(self, ticket: Submitted) -> None:
+        writes, ticket.writes = ticket.writes, None
+        with _Stopwatch(ticket.outcome, "redis_wait"):
+            writes.replies = writes.batch.finish()
+        self._unsettled -= 1
+        ticket.conflicted = {key: ticket.groups[key] for key in self._results(writes, ticket.outcome)}
+
+    def _send(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int,
+              lane: DeferredPipeline | None = None, batch: WriteBatch | None = None) -> _Writes:  # fmt: skip
+        """Read, fold and send ``groups`` (on ``lane``, shared with earlier batches, or on ``batch``).
 
         Partition by partition: fold its users, send its global deltas, then the previous
         partition's user writes — without waiting, so Redis executes one partition's (heavy)
-        global script while the next one folds and the previous one's user states are encoded,
-        and little of Redis's work is left when the last write is sent. A partition's global
-        deltas always go before its users (the exactly-once protocol needs that order, and one
-        connection keeps it). All replies are read at the end (:class:`~features.store.WriteBatch`)."""
+        global script while the next one folds and the previous one's user states are encoded.
+        A partition's global deltas always go before its users (the exactly-once protocol needs
+        that order, and one connection keeps it)."""
         keys = list(groups)
         with _Stopwatch(outcome, "redis_read"):
             users = self._read_users(keys)
-            global_offsets = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
+            floors = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
+        for pair, sent in self._sent_floors.items():  # deltas already on their way count as applied
+            if pair in floors and sent > floors[pair]:
+                floors[pair] = sent
         members: dict[tuple[str, int], list[int]] = defaultdict(list)
         for n, (tenant, _, partition) in enumerate(keys):
             members[(tenant, partition)].append(n)
+        batch = self.store.begin_writes(lane) if batch is None else batch
         sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]] = []
-        with self.store.begin_writes() as batch:
+        try:
 
             def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
                 with _Stopwatch(outcome, "redis_send"):
                     positions = batch.add_users([w for _, w, _ in writes])
-                sent.extend((key, write, stats, at) for (key, write, stats), at in zip(writes, positions))
+                for (key, write, stats), at in zip(writes, positions):
+                    sent.append((key, write, stats, at))
+                    self._in_flight[key[:2]] = (write.new_version, write.state)
 
             held: list[tuple[tuple, UserWrite, _WriteStats]] = []
             for (tenant, partition), indexes in members.items():
-                floor = global_offsets[(tenant, partition)]
+                floor = floors[(tenant, partition)]
                 with _Stopwatch(outcome, "fold"):
                     writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
                                                           groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
                 with _Stopwatch(outcome, "redis_send"):
                     for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
                         batch.add_globals(tenant, partition, last_offset, pops, runs)
+                        if last_offset > self._sent_floors.get((tenant, partition), -1):
+                            self._sent_floors[(tenant, partition)] = last_offset
                 send_users(held)  # the previous partition's: Redis runs these globals meanwhile
                 held = writes
             send_users(held)
-            with _Stopwatch(outcome, "redis_wait"):
-                replies = batch.finish()
+        except BaseException:
+            if lane is not None:
+                self.abandon()
+            raise
+        return _Writes(batch, sent)
+
+    def _results(self, writes: _Writes, outcome: BatchOutcome) -> list:
+        """Count acknowledged writes and keep their states; returns the keys whose write conflicted."""
         conflicted = []
-        for key, write, stats, at in sent:
-            status = WriteBatch.user_result(replies, at)[0]
-            if status == APPLIED:
-                self.users.put(key[:2], (write.expected_version + 1, write.state))
+        for key, write, stats, at in writes.sent:
+            status = WriteBatch.user_result(writes.replies, at)[0]
+            key2 = key[:2]
+            mine = self._in_flight.get(key2)
+            if mine is not None and mine[0] == write.new_version:  # no later batch took this state over
+                del self._in_flight[key2]
+                if status == APPLIED:
+                    self.users.put(key2, (write.new_version, write.state))
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
@@ -205,11 +306,12 @@ class BatchProcessor:
         return conflicted
 
     def _read_users(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[int, UserState | None]]:
-        """(version, state) per key: from this process's cache (taken out while folded), else from Redis."""
+        """(version, state) per key: as an unsettled batch sent it, or from this process's cache (both taken
+        out while folded), else from Redis."""
         users: list[tuple[int, UserState | None]] = [(0, None)] * len(keys)
         misses = []
         for n, key in enumerate(keys):
-            cached = self.users.pop(key[:2])
+            cached = self._in_flight.pop(key[:2], None) or self.users.pop(key[:2])
             if cached is not None:
                 users[n] = cached
             else:
@@ -250,7 +352,7 @@ class BatchProcessor:
             state.mark_offset(partition, max_offset)
             stats = _WriteStats(result.applied, received - len(fresh) + result.duplicates,
                                 [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
-            writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset), stats))
+            writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset, new_version_token()), stats))
             if not (result.popularity or result.covisit_runs):
                 continue
             if len(fresh) == 1:  # the usual case

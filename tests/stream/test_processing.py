@@ -69,6 +69,45 @@ def test_replaying_any_batches_again_changes_nothing(processor, redis_client, co
     assert_matches_replay(processor.store, valid_events(lines), processor.encode)
 
 
+def test_overlapped_batches_with_redeliveries_equal_a_clean_replay(processor):
+    """The consumer submits the next poll before the previous one is acknowledged (its users fold on
+    the states still on their way); re-deliveries of unacknowledged spans are skipped all the same."""
+    lines = synthetic_lines()
+    records = records_for(lines, "events")
+    rnd = random.Random(11)
+    position, unsettled = 0, []
+    while position < len(records):
+        size = rnd.randint(1, 150)
+        unsettled.append(processor.submit(records[position : position + size]))
+        if rnd.random() < 0.3:  # a re-delivery, e.g. after a rebalance, while earlier batches are unsettled
+            unsettled.append(processor.submit(records[rnd.randint(0, position + size) : position + size]))
+        while len(unsettled) > rnd.randint(1, 2):
+            processor.settle(unsettled.pop(0))
+        position += size
+    outcomes = [processor.settle(t) for t in unsettled]
+    assert all(o.conflicts == 0 for o in outcomes)
+    assert_matches_replay(processor.store, valid_events(lines), processor.encode)
+
+
+def test_a_write_in_between_breaks_the_chain_and_both_batches_are_refolded(processor, redis_client, config,
+                                                                          consumer_encoder):  # fmt: skip
+    """Another writer (a zombie consumer) changes a user between two unacknowledged batches of this one:
+    the first batch's write conflicts, the second's — chained on it — must too, and both are re-folded
+    on what the other writer wrote."""
+    lines = synthetic_lines(users=3)
+    records = records_for(lines, "events")
+    third = len(records) // 3
+    processor.process_events(records[:third])  # this consumer now caches its users
+    zombie = BatchProcessor(RedisStore(redis_client, config, dim=consumer_encoder.dimension), config,
+                            consumer_encoder.encode, clock_ms=lambda: NOW_MS)  # fmt: skip
+    zombie.process_events(records[third : 2 * third])  # unknown to `processor`: its cached versions are stale
+    first = processor.submit(records[third : 2 * third])
+    second = processor.submit(records[2 * third :])
+    a, b = processor.settle(first), processor.settle(second)
+    assert a.conflicts > 0 and b.conflicts > 0
+    assert assert_matches_replay(processor.store, valid_events(lines), processor.encode) is None
+
+
 def test_first_seen_items_are_embedded_once_and_catalog_attributes_kept(processor):
     processor.store.put_items("default", {"running-000": __import__("features.state", fromlist=["ItemInfo"]).ItemInfo(
         vector=None, attributes={"category": "running"}, text="Catalog text")})  # fmt: skip
