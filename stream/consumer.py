@@ -135,7 +135,9 @@ class ConsumerLoop:
         waiting: _Polled | None = None
         try:
             while not self.stop.is_set():
-                polled = consumer.poll(timeout_ms=0 if waiting else 200)
+                # Not poll(0) while a poll is unsettled: that raised end-to-end freshness p50 13 -> 42 ms and
+                # p90 24 -> 224 ms at 1000 events/s on the embedded broker (poll returns at once when records wait).
+                polled = consumer.poll(timeout_ms=200)
                 current = None
                 try:
                     current = self._submit(polled) if polled else None
