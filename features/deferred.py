@@ -112,11 +112,6 @@ class DeferredPipeline:
             self._release(broken=False)
         return out
 
-    @property
-    def outstanding(self) -> int:
-        """Commands sent whose replies were not read yet."""
-        return self._count
-
     def abandon(self) -> None:
         """Drop the connection and every unread reply (after an error; the commands' effects are unknown)."""
         self._release(broken=True)

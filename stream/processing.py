@@ -34,7 +34,6 @@ the same final state as if nothing had happened.
 
 from __future__ import annotations
 
-import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -51,11 +50,11 @@ from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
 from stream.records import BatchOutcome, DeadLetter, Record, global_chunks, records_from_lines
+from stream.records import by_offset as _by_offset
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "Submitted", "records_from_lines"]
 
 MAX_CONFLICT_RETRIES = 5
-_by_offset = operator.itemgetter(0)
 
 
 class _WriteStats(NamedTuple):
@@ -125,7 +124,6 @@ class BatchProcessor:
         self._lane: DeferredPipeline | None = None
         self._in_flight: dict[tuple[str, str], tuple[int, UserState]] = {}
         self._sent_floors: dict[tuple[str, int], int] = {}
-        self._unsettled = 0
 
     # --- events ------------------------------------------------------------------------------
     def process_events(self, records: Sequence[Record]) -> BatchOutcome:
@@ -136,8 +134,8 @@ class BatchProcessor:
         """Decode, fold and send ``records``' writes without waiting for Redis (:meth:`settle` does).
 
         Submitted batches share one connection, so Redis applies them in the order they were
-        submitted; a batch folds its users on the states the batches before it sent (their
-        versions one up), so the next poll folds while Redis still applies this one. Settle
+        submitted; a batch folds its users on the states the batches before it sent (expecting
+        their version tokens), so the next poll folds while Redis still applies this one. Settle
         batches in the order they were submitted; after an error, :meth:`abandon` them all."""
         outcome = BatchOutcome()
         now_ms = self.clock_ms()
@@ -160,8 +158,12 @@ class BatchProcessor:
             ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
         if self._lane is None:
             self._lane = DeferredPipeline(self.store.client)
-        ticket.writes = self._send(ticket.groups, ticket.items, ticket.text_vectors, outcome, now_ms, self._lane)
-        self._unsettled += 1
+        try:
+            ticket.writes = self._send(ticket.groups, ticket.items, ticket.text_vectors, outcome, now_ms,
+                                       self.store.begin_writes(self._lane))  # fmt: skip
+        except BaseException:  # part of it may be on the shared connection: nothing after it can be trusted
+            self.abandon()
+            raise
         if is_cluster_client(self.store.client):  # a cluster pipeline answers only all at once: no overlap there
             self._settle_writes(ticket)
         return ticket
@@ -180,10 +182,8 @@ class BatchProcessor:
                 self._in_flight.pop((tenant, user_id), None)
                 self.users.discard((tenant, user_id))
             with self.store.begin_writes() as batch:
-                writes = self._send(pending, ticket.items, ticket.text_vectors, outcome, ticket.now_ms, batch=batch)
-                with _Stopwatch(outcome, "redis_wait"):
-                    writes.replies = batch.finish()
-                pending = {key: ticket.groups[key] for key in self._results(writes, outcome)}
+                writes = self._send(pending, ticket.items, ticket.text_vectors, outcome, ticket.now_ms, batch)
+                pending = self._acknowledged(writes, ticket)
         raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")
 
     def abandon(self) -> None:
@@ -195,18 +195,19 @@ class BatchProcessor:
         self._in_flight.clear()
         self._sent_floors.clear()
         self.users.clear()  # states folded by those batches may sit here too (users they left untouched)
-        self._unsettled = 0
 
     def _settle_writes(self, ticket: Submitted) -> None:
         writes, ticket.writes = ticket.writes, None
+        ticket.conflicted = self._acknowledged(writes, ticket)
+
+    def _acknowledged(self, writes: _Writes, ticket: Submitted) -> dict:
+        """Wait for ``writes``' replies and count them; returns the groups whose write conflicted."""
         with _Stopwatch(ticket.outcome, "redis_wait"):
             writes.replies = writes.batch.finish()
-        self._unsettled -= 1
-        ticket.conflicted = {key: ticket.groups[key] for key in self._results(writes, ticket.outcome)}
+        return {key: ticket.groups[key] for key in self._results(writes, ticket.outcome)}
 
-    def _send(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int,
-              lane: DeferredPipeline | None = None, batch: WriteBatch | None = None) -> _Writes:  # fmt: skip
-        """Read, fold and send ``groups`` (on ``lane``, shared with earlier batches, or on ``batch``).
+    def _send(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int, batch: WriteBatch) -> _Writes:
+        """Read, fold and send ``groups`` on ``batch`` (whose connection earlier batches may share).
 
         Partition by partition: fold its users, send its global deltas, then the previous
         partition's user writes — without waiting, so Redis executes one partition's (heavy)
@@ -223,35 +224,29 @@ class BatchProcessor:
         members: dict[tuple[str, int], list[int]] = defaultdict(list)
         for n, (tenant, _, partition) in enumerate(keys):
             members[(tenant, partition)].append(n)
-        batch = self.store.begin_writes(lane) if batch is None else batch
         sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]] = []
-        try:
 
-            def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
-                with _Stopwatch(outcome, "redis_send"):
-                    positions = batch.add_users([w for _, w, _ in writes])
-                for (key, write, stats), at in zip(writes, positions):
-                    sent.append((key, write, stats, at))
-                    self._in_flight[key[:2]] = (write.new_version, write.state)
+        def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
+            with _Stopwatch(outcome, "redis_send"):
+                positions = batch.add_users([w for _, w, _ in writes])
+            for (key, write, stats), at in zip(writes, positions):
+                sent.append((key, write, stats, at))
+                self._in_flight[key[:2]] = (write.new_version, write.state)
 
-            held: list[tuple[tuple, UserWrite, _WriteStats]] = []
-            for (tenant, partition), indexes in members.items():
-                floor = floors[(tenant, partition)]
-                with _Stopwatch(outcome, "fold"):
-                    writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
-                                                          groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
-                with _Stopwatch(outcome, "redis_send"):
-                    for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
-                        batch.add_globals(tenant, partition, last_offset, pops, runs)
-                        if last_offset > self._sent_floors.get((tenant, partition), -1):
-                            self._sent_floors[(tenant, partition)] = last_offset
-                send_users(held)  # the previous partition's: Redis runs these globals meanwhile
-                held = writes
-            send_users(held)
-        except BaseException:
-            if lane is not None:
-                self.abandon()
-            raise
+        held: list[tuple[tuple, UserWrite, _WriteStats]] = []
+        for (tenant, partition), indexes in members.items():
+            floor = floors[(tenant, partition)]
+            with _Stopwatch(outcome, "fold"):
+                writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
+                                                      groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
+            with _Stopwatch(outcome, "redis_send"):
+                for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
+                    batch.add_globals(tenant, partition, last_offset, pops, runs)
+                    if last_offset > self._sent_floors.get((tenant, partition), -1):
+                        self._sent_floors[(tenant, partition)] = last_offset
+            send_users(held)  # the previous partition's: Redis runs these globals meanwhile
+            held = writes
+        send_users(held)
         return _Writes(batch, sent)
 
     def _results(self, writes: _Writes, outcome: BatchOutcome) -> list:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "global_chunks", "records_from_lines"]
 
-_by_offset = operator.itemgetter(0)
+#: Sort key of ``(offset, …)`` pairs.
+by_offset = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[
     >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [run]), (3, [4], [])], limit=100)]
     [(7, 2, 1)]
     """
-    deltas.sort(key=_by_offset)
+    deltas.sort(key=by_offset)
     pops: list = []
     runs: list = []
     size = 0
