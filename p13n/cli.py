@@ -314,7 +314,7 @@ def _produce(args: argparse.Namespace) -> int:
               f"could be read; the consumer dead-letters it if it is invalid)", file=sys.stderr)  # fmt: skip
     if len(report.unkeyed) > 20:
         print(f"… and {len(report.unkeyed) - 20} more lines sent without a key", file=sys.stderr)
-    print(f"sent {report.sent} {schema} records to {topic} in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
+    print(f"sent {report.sent} records to {topic} ({schema}) in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
           f"{len(report.rejected)} rejected")  # fmt: skip
     return 1 if report.rejected else 0
 

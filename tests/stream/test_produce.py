@@ -75,7 +75,7 @@ def test_undecodable_lines_are_rejected_with_their_line_number(tmp_path, config)
         "1990-01-01T00:00:00Z; it looks like epoch seconds (2026-01-01T00:00:00Z): send epoch milliseconds",
         f"{path}:5: rejected: out_of_range: `value` 1e+300 is beyond ±1e+06 (state.max_abs_value) - at `$.value`",
     ]
-    assert "sent 2 events records" in result.stdout
+    assert f"sent 2 records to {config.kafka.events_topic} (events)" in result.stdout
     assert [key for key, _ in read_topic(config, config.kafka.events_topic, 2)] == [b"default/u1", b"default/u2"]
 
 
@@ -89,7 +89,7 @@ def test_without_validation_every_line_is_sent_and_unreadable_ones_go_without_a_
         f"{path}:{n}: sent without a key (no user_id could be read; the consumer dead-letters it if it is invalid)"
         for n in (2, 3)
     ]
-    assert "sent 3 events records" in result.stdout
+    assert f"sent 3 records to {config.kafka.events_topic} (events)" in result.stdout
     assert read_topic(config, config.kafka.events_topic, 3) == [
         (None, bad_utf8), (None, b"{not json"), (b"default/u1", json.dumps(GOOD).encode())
     ]
@@ -108,7 +108,7 @@ def test_catalog_lines_are_validated_as_items(tmp_path, config, explicit):
     reasons = [line.split(": ")[2] for line in result.stderr.splitlines()]
     assert reasons == ["missing_field", "out_of_range", "invalid_utf8"]
     assert [line.split(":")[1] for line in result.stderr.splitlines()] == ["3", "4", "5"]
-    assert "sent 2 items records" in result.stdout
+    assert f"sent 2 records to {args[3]} (items)" in result.stdout
     received = read_topic(config, args[3], 2)
     assert [key for key, _ in received] == [b"default/sku-1", b"shop/sku-2"]
     assert [parse_item(value).item_id for _, value in received] == ["sku-1", "sku-2"]
