@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from features.events import REJECTION_REASONS, Event, Rejection, event_limits, parse_event, parse_item
+from features.events import REJECTION_REASONS, Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from p13n.config import StateConfig
 from tests.stream.poison_cases import EXPLODING_VALUE, POISON, exploding_decode, good_record
 
@@ -189,3 +191,28 @@ def test_item_attribute_numbers_are_bounded(attributes, reason):
     assert parse_item(b'{"item_id": "i1", "attributes": {"price": 1e400}}').reason == "out_of_range"
     largest = parse_item(json.dumps({"item_id": "i1", "attributes": {"year": 2**63 - 1}}).encode())
     assert largest.attributes["year"] == 2**63 - 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.one_of(st.none(), st.binary(max_size=40)))
+def test_parse_event_never_raises_on_any_bytes(data, key):
+    for result in (parse_event(data, now_ms=NOW, key=key), parse_item(data)):
+        assert isinstance(result, Event | ItemRecord) or result.reason in REJECTION_REASONS
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from([*GOOD, "value", "tenant", "text", "context", "session_id"]), _json_values),
+       st.sampled_from([b"", b"\xff", b"\\u0000", b"\xed\xa0\x80"]))  # fmt: skip
+def test_parse_event_never_raises_on_any_json_fields(fields, noise):
+    data = json.dumps({**GOOD, **fields}).encode().replace(b'"u1"', b'"u1' + noise + b'"')
+    result = parse_event(data, now_ms=NOW, key=b"default/u1")
+    assert isinstance(result, Event) or (result.reason in REJECTION_REASONS and result.detail)
+    if isinstance(result, Event) and result.value is not None:
+        assert abs(result.value) <= 1e6
