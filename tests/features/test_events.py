@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from features.events import REJECTION_REASONS, Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from p13n.config import StateConfig
-from tests.stream.poison_cases import EXPLODING_VALUE, POISON, exploding_decode, good_record
+from tests.stream.poison_cases import EXPLODING_VALUE, ITEM_POISON, POISON, exploding_decode, good_record
 
 NOW = 1_800_000_000_000
 GOOD = {"event_id": "e1", "user_id": "u1", "type": "click", "item_id": "i1", "timestamp": 1_767_225_600_000}
@@ -216,3 +216,11 @@ def test_parse_event_never_raises_on_any_json_fields(fields, noise):
     assert isinstance(result, Event) or (result.reason in REJECTION_REASONS and result.detail)
     if isinstance(result, Event) and result.value is not None:
         assert abs(result.value) <= 1e6
+
+
+def test_one_catalog_record_of_every_failure_kind_between_good_ones():
+    values = [v for _, bad, _ in ITEM_POISON for v in (b'{"item_id":"ok","text":"fine"}', bad)]
+    results = [parse_item(v) for v in values]
+    assert [r.reason if isinstance(r, Rejection) else r.item_id for r in results] == [
+        x for _, _, reason in ITEM_POISON for x in ("ok", reason)
+    ]

@@ -7,6 +7,8 @@ processing stage, a live consumer and its dead-letter topic), so each asserts th
     for case in POISON:
         result = parse_event(case.value, now_ms=..., key=case.key)
         assert result.reason == case.reason
+    for name, value, reason in ITEM_POISON:
+        assert parse_item(value).reason == reason
 
 Every case is valid but for its one fault, and is keyed with the payload's ``tenant/user_id`` unless
 the key is the fault. Event times are in late 2026 (valid for any clock from then until 2100, so a live
@@ -24,7 +26,7 @@ from typing import NamedTuple
 
 from features.events import _event_decoder  # the real decoder, wrapped below
 
-__all__ = ["PoisonCase", "POISON", "EXPLODING_VALUE", "exploding_decode", "good_record"]
+__all__ = ["PoisonCase", "POISON", "ITEM_POISON", "EXPLODING_VALUE", "exploding_decode", "good_record"]
 
 TS = 1_795_000_000_000  # 2026-11-18T11:06:40Z, epoch ms
 
@@ -75,6 +77,15 @@ POISON: tuple[PoisonCase, ...] = (
     # key `demo/u1` while the payload names no tenant: user default/u1
     PoisonCase("key of another tenant", _event(user_id="u1"), b"demo/u1", "key_mismatch"),
     PoisonCase("key of another user", _event(user_id="u1", tenant="shop"), b"shop/u2", "key_mismatch"),
+)
+
+#: The catalog topic's bad records: (name, value, reason); catalog keys are not checked.
+ITEM_POISON: tuple[tuple[str, bytes, str], ...] = (
+    ("invalid utf-8 in a string", b'{"item_id":"i\xff","text":"an item"}', "invalid_utf8"),  # item-invalid-utf8.bin
+    ("not json", b"{not json", "invalid_json"),
+    ("missing item_id", b'{"text":"an item"}', "missing_field"),
+    ("an attribute beyond 64 bits", b'{"item_id":"i-big","attributes":{"year":18446744073709551616}}', "out_of_range"),
+    ("an attribute beyond float64", b'{"item_id":"i-inf","attributes":{"price":1e400}}', "out_of_range"),
 )
 
 #: A valid event that :func:`exploding_decode` raises on.
