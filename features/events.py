@@ -213,9 +213,7 @@ def _classify(message: str) -> str:
         return "not_an_object"
     if message.startswith("Expected `str` matching regex"):
         return "invalid_value"
-    if message.startswith("Number out of range") or message.startswith("Expected `int` >=") or message.startswith(
-        "Expected `int` <="
-    ):
+    if message.startswith(("Number out of range", "Expected `int` >=", "Expected `int` <=")):
         return "out_of_range"
     if message.startswith("Expected"):
         return "wrong_type"

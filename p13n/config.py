@@ -176,7 +176,9 @@ class StateConfig(_Section):
         int, Meta(ge=0), _doc("Events before this epoch-ms time are rejected (timestamp_too_old); default 1990-01-01.")
     ] = 631_152_000_000
     max_abs_value: Annotated[
-        float, Meta(gt=0, le=1e12), _doc("Events whose value is beyond ± this are rejected (out_of_range); far above any rating scale.")
+        float,
+        Meta(gt=0, le=1e12),
+        _doc("Events whose value is beyond ± this are rejected (out_of_range); far above any rating scale."),
     ] = 1e6
     popularity_tau_s: Annotated[float, Meta(gt=0), _doc("Time constant of item popularity decay.")] = 7 * 86400.0
     covisit_window: Annotated[int, Meta(ge=1, le=50), _doc("Preceding history items paired with a new item.")] = 5
