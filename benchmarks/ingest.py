@@ -192,7 +192,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
     try:
         # wait for the group join so the measured window is steady state
         warm = dict(template[0], event_id="warmup", timestamp=int(time.time() * 1000))
-        producer.send(cfg.kafka.events_topic, key=b"default/warmup", value=json.dumps(warm).encode())
+        producer.send(cfg.kafka.events_topic, key=f"{warm['tenant']}/{warm['user_id']}".encode(), value=json.dumps(warm).encode())
         producer.flush()
         deadline = time.monotonic() + 60
         while not freshness and time.monotonic() < deadline:
@@ -205,7 +205,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
                 stop.wait(due - elapsed)
             lag_ms.append(max(0.0, (time.perf_counter() - start - due) * 1000))
             event = dict(template[sent % len(template)], event_id=f"e2e-{sent}", timestamp=int(time.time() * 1000))
-            producer.send(cfg.kafka.events_topic, key=f"default/{event['user_id']}".encode(), value=json.dumps(event).encode())
+            producer.send(cfg.kafka.events_topic, key=f"{event['tenant']}/{event['user_id']}".encode(), value=json.dumps(event).encode())
             sent += 1
         producer.flush()
         deadline = time.monotonic() + 60

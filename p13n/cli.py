@@ -80,11 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_encoder_export)
 
     # produce ---------------------------------------------------------------------------
-    produce = sub.add_parser("produce", help="publish a JSONL file of events to Kafka")
+    produce = sub.add_parser("produce", help="publish a JSONL file of events (or catalog items) to Kafka")
     produce.add_argument("file", type=Path, metavar="FILE.jsonl")
     produce.add_argument("--topic", help="topic (default: kafka.events_topic)")
+    produce.add_argument("--schema", choices=("events", "items"),
+                         help="what the lines are (default: items on kafka.items_topic, events elsewhere)")  # fmt: skip
     produce.add_argument("--rate", type=_positive_float, help="records per second (default: as fast as possible)")
-    produce.add_argument("--no-validate", action="store_true", help="send lines untouched (invalid ones go to the DLQ)")
+    produce.add_argument("--no-validate", action="store_true",
+                         help="send every line untouched, unreadable ones without a key (the consumer dead-letters "
+                              "invalid ones)")  # fmt: skip
     produce.set_defaults(handler=_produce)
 
     # consume ---------------------------------------------------------------------------
@@ -285,8 +289,11 @@ def _produce(args: argparse.Namespace) -> int:
     from p13n.devstack import ensure_topics
     from stream.producer import make_producer, produce_lines, read_jsonl_lines
 
+    from features.events import event_limits
+
     cfg = _load(args)
     topic = args.topic or cfg.kafka.events_topic
+    schema = args.schema or ("items" if topic == cfg.kafka.items_topic else "events")
     lines = list(read_jsonl_lines(args.file))
     ensure_topics(cfg.kafka.bootstrap, {topic: cfg.kafka.partitions})
     producer = make_producer(cfg.kafka)
@@ -294,15 +301,20 @@ def _produce(args: argparse.Namespace) -> int:
     try:
         with Progress(*columns, console=_console(), transient=True) as progress:
             task = progress.add_task("produce", total=len(lines))
-            report = produce_lines(producer, topic, lines, rate=args.rate, validate=not args.no_validate,
-                                   on_sent=lambda n: progress.update(task, completed=n))  # fmt: skip
+            report = produce_lines(producer, topic, lines, schema=schema, limits=event_limits(cfg.state), rate=args.rate,
+                                   validate=not args.no_validate, on_sent=lambda n: progress.update(task, completed=n))  # fmt: skip
     finally:
         producer.close()
     for number, reason in report.rejected[:20]:
         print(f"{args.file}:{number}: rejected: {reason}", file=sys.stderr)
     if len(report.rejected) > 20:
         print(f"… and {len(report.rejected) - 20} more rejected lines", file=sys.stderr)
-    print(f"sent {report.sent} records to {topic} in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
+    for number in report.unkeyed[:20]:
+        print(f"{args.file}:{number}: sent without a key (no {'user_id' if schema == 'events' else 'item_id'} "
+              f"could be read; the consumer dead-letters it if it is invalid)", file=sys.stderr)  # fmt: skip
+    if len(report.unkeyed) > 20:
+        print(f"… and {len(report.unkeyed) - 20} more lines sent without a key", file=sys.stderr)
+    print(f"sent {report.sent} records to {topic} ({schema}) in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
           f"{len(report.rejected)} rejected")  # fmt: skip
     return 1 if report.rejected else 0
 

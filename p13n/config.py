@@ -151,6 +151,10 @@ class ConsumerConfig(_Section):
     ] = 20_000
 
 
+#: Upper bound of each ``state.event_weights`` entry.
+MAX_EVENT_WEIGHT = 1e6
+
+
 class StateConfig(_Section):
     """How events are folded into user state."""
 
@@ -168,6 +172,14 @@ class StateConfig(_Section):
     max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
     user_ttl_days: Annotated[float, Meta(gt=0), _doc("Inactive users expire after this many days.")] = 90.0
     max_future_ms: Annotated[int, Meta(ge=0), _doc("Events further in the future than this are rejected.")] = 86_400_000
+    min_timestamp_ms: Annotated[
+        int, Meta(ge=0), _doc("Events before this epoch-ms time are rejected (timestamp_too_old); default 1990-01-01.")
+    ] = 631_152_000_000
+    max_abs_value: Annotated[
+        float,
+        Meta(gt=0, le=1e12),
+        _doc("Events whose value is beyond ± this are rejected (out_of_range); far above any rating scale."),
+    ] = 1e6
     popularity_tau_s: Annotated[float, Meta(gt=0), _doc("Time constant of item popularity decay.")] = 7 * 86400.0
     covisit_window: Annotated[int, Meta(ge=1, le=50), _doc("Preceding history items paired with a new item.")] = 5
     covisit_top_m: Annotated[int, Meta(ge=1, le=1000), _doc("Co-visited items kept per item.")] = 100
@@ -185,9 +197,17 @@ class StateConfig(_Section):
         if unknown:
             raise ValueError(f"state.event_weights: unknown event type {unknown[0]!r} (known: {', '.join(EVENT_TYPES)})")
         for name, weight in self.event_weights.items():
-            if weight < 0:
-                raise ValueError(f"state.event_weights.{name} must be >= 0, got {weight}")
+            if not 0 <= weight <= MAX_EVENT_WEIGHT:
+                raise ValueError(f"state.event_weights.{name} must be in [0, {MAX_EVENT_WEIGHT:g}], got {weight}")
         self.event_weights = {**_DEFAULT_WEIGHTS, **self.event_weights}
+        # The heaviest rating: |value| <= max_abs_value. Bounded so that vector sums (float32, max 3.4e38)
+        # stay finite and far from overflow however many events they add up.
+        heaviest = self.event_weights["rating"] * (self.max_abs_value + abs(self.rating_midpoint)) / self.rating_scale
+        if not heaviest <= MAX_EVENT_WEIGHT * 1e6:
+            raise ValueError(
+                f"state: one rating could weigh {heaviest:g} (event_weights.rating·(max_abs_value + |rating_midpoint|)"
+                f"/rating_scale); keep it <= {MAX_EVENT_WEIGHT * 1e6:g}"
+            )
 
 
 #: Scorer features whose names do not depend on the horizons (those are ``sim_<horizon>``).

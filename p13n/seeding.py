@@ -25,6 +25,7 @@ def recent_synthetic(*, users: int, tenant: str, user_prefix: str, seed: int, da
 
 def publish(config: Config, data: SyntheticData):
     """Produce the catalog, then the events (validated); returns the events' ProduceReport."""
+    from features.events import event_limits
     from p13n.devstack import ensure_topics
     from stream.producer import make_producer, produce_lines
 
@@ -33,8 +34,9 @@ def publish(config: Config, data: SyntheticData):
     producer = make_producer(k)
     try:
         produce_lines(producer, k.items_topic, [(n, json.dumps(i).encode()) for n, i in enumerate(data.items, 1)],
-                      validate=False)  # fmt: skip
-        return produce_lines(producer, k.events_topic, [(n, json.dumps(e).encode()) for n, e in enumerate(data.events, 1)])
+                      schema="items")  # fmt: skip
+        return produce_lines(producer, k.events_topic, [(n, json.dumps(e).encode()) for n, e in enumerate(data.events, 1)],
+                             limits=event_limits(config.state))  # fmt: skip
     finally:
         producer.close()
 

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from features.events import Event, ItemRecord, Rejection, parse_event, parse_item
+from features.events import Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from features.state import ItemInfo, UserState, fold_users
 from features.deferred import DeferredPipeline, is_cluster_client
 from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_token
@@ -142,7 +142,7 @@ class BatchProcessor:
         groups: dict[tuple[str, str, int], list[tuple[int, Event]]] = defaultdict(list)
         with _Stopwatch(outcome, "decode"):
             for record in records:
-                parsed = parse_event(record.value or b"", now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
+                parsed = parse_event(record.value or b"", now_ms=now_ms, key=record.key, **event_limits(self.config.state))
                 if isinstance(parsed, Rejection):
                     outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
                 else:

@@ -1,25 +1,36 @@
-"""Publish JSONL events to Kafka (``p13n produce``): replays, demos, load.
+"""Publish JSONL events or catalog records to Kafka (``p13n produce``): replays, demos, load.
 
-Each line is validated with the same parser the consumer uses, so mistakes in
-a file are reported with their line number before anything reaches the topic;
+Each line is validated with the same parser the consumer uses for that topic's
+schema (:func:`~features.events.parse_event` for events, :func:`~features.events.parse_item`
+for the catalog), so mistakes in a file — invalid JSON or UTF-8 included — are
+reported with their line number before anything reaches the topic;
 ``validate=False`` sends lines untouched (to exercise the dead-letter path).
-Records are keyed ``tenant/user_id`` so a user's events share a partition.
+
+Events are keyed ``tenant/user_id`` so a user's events share a partition (the key
+rule the consumer checks, :func:`~features.events.check_key`); catalog records are keyed
+``tenant/item_id``, so an item's updates stay in order. A line whose key cannot be read
+(``validate=False`` only) is sent without a key. Partitions are chosen by kafka-python's
+default partitioner: murmur2 of the key, as the Java client does (README, "Producing events").
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
-from features.events import Rejection, parse_event, user_key
+from features.events import Rejection, parse_event, parse_item, user_key
 from p13n.config import KafkaConfig
 from p13n.errors import InputError, ServiceError
 
-__all__ = ["ProduceReport", "produce_lines", "read_jsonl_lines", "make_producer"]
+__all__ = ["ProduceReport", "Schema", "produce_lines", "read_jsonl_lines", "make_producer"]
+
+#: The record schema of a topic: user events or catalog items.
+Schema = Literal["events", "items"]
 
 
 @dataclass
@@ -28,6 +39,7 @@ class ProduceReport:
 
     sent: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason: detail)
+    unkeyed: list[int] = field(default_factory=list)  # line numbers sent without a key (validate=False only)
     seconds: float = 0.0
 
     @property
@@ -49,7 +61,10 @@ def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def make_producer(config: KafkaConfig):
-    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable)."""
+    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable).
+
+    Its partitioner is kafka-python's default: ``(murmur2(key) & 0x7fffffff) % partitions``, the Java
+    client's; librdkafka-based producers must set ``partitioner=murmur2_random`` to agree."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -65,14 +80,22 @@ def make_producer(config: KafkaConfig):
         raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
 
 
-def _key_of(raw: bytes) -> bytes | None:
+def _key_of(raw: bytes, schema: Schema) -> bytes | None:
+    """The key of an unvalidated line, or None when it has none to read (never raises)."""
+    id_field = "user_id" if schema == "events" else "item_id"
     try:
         obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON, or a string that is not UTF-8
         return None
-    if isinstance(obj, dict) and isinstance(obj.get("user_id"), str):
-        return user_key(str(obj.get("tenant") or "default"), obj["user_id"]).encode()
+    if isinstance(obj, dict) and isinstance(obj.get(id_field), str):
+        tenant = obj.get("tenant", "default")
+        return user_key(tenant if isinstance(tenant, str) else str(tenant), obj[id_field]).encode()
     return None
+
+
+def _validated_key(raw: bytes, schema: Schema, now_ms: int, limits: Mapping[str, int | float]) -> bytes | Rejection:
+    parsed = parse_event(raw, now_ms=now_ms, **limits) if schema == "events" else parse_item(raw)
+    return parsed if isinstance(parsed, Rejection) else parsed.key.encode()
 
 
 def produce_lines(
@@ -80,6 +103,8 @@ def produce_lines(
     topic: str,
     lines: Iterable[tuple[int, bytes]],
     *,
+    schema: Schema = "events",
+    limits: Mapping[str, int | float] | None = None,
     rate: float | None = None,
     validate: bool = True,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -87,7 +112,11 @@ def produce_lines(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ProduceReport:
-    """Send ``lines`` to ``topic``, at most ``rate`` records/s (None = as fast as possible)."""
+    """Send ``lines`` to ``topic``, at most ``rate`` records/s (None = as fast as possible).
+
+    ``schema`` names what the topic holds; with ``validate`` each line is parsed by it (``limits``:
+    :func:`~features.events.event_limits` of the configuration) and an invalid one is not sent but
+    reported with its line number. Without ``validate`` every line is sent as it is."""
     from kafka.errors import KafkaError
 
     report = ProduceReport()
@@ -95,13 +124,14 @@ def produce_lines(
     futures = []
     for number, raw in lines:
         if validate:
-            parsed = parse_event(raw, now_ms=now_ms())
-            if isinstance(parsed, Rejection):
-                report.rejected.append((number, f"{parsed.reason}: {parsed.detail}"))
+            key = _validated_key(raw, schema, now_ms(), limits or {})
+            if isinstance(key, Rejection):
+                report.rejected.append((number, f"{key.reason}: {key.detail}"))
                 continue
-            key = parsed.key.encode()
         else:
-            key = _key_of(raw)
+            key = _key_of(raw, schema)
+            if key is None:
+                report.unkeyed.append(number)
         if rate:
             due = start + report.sent / rate
             delay = due - clock()
