@@ -237,8 +237,8 @@ class BatchProcessor:
         for (tenant, partition), indexes in members.items():
             floor = floors[(tenant, partition)]
             with _Stopwatch(outcome, "fold"):
-                writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
-                                                      groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
+                writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes], groups,
+                                                      items.get(tenant, {}), text_vectors, now_ms, floor, outcome)  # fmt: skip
             with _Stopwatch(outcome, "redis_send"):
                 for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
                     batch.add_globals(tenant, partition, last_offset, pops, runs)
@@ -289,7 +289,8 @@ class BatchProcessor:
     def _fold_partition(self, keys: list[tuple], reads: list[tuple[int, UserState | None]], groups, items,
                         text_vectors, now_ms: int, floor: int,
                         outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list[tuple[int, list, list]]]:  # fmt: skip
-        """Fold each user's events above its applied offset (all users' vectors together).
+        """Fold each user's events above its applied offset (all users' vectors together). The users are
+        of one tenant and ``items`` are that tenant's (items are per tenant: ``sku-1`` of one is not another's).
 
         Returns the writes and, per event above the partition's global ``floor`` that has any,
         its offset and its global deltas (popularity, co-visit runs)."""
@@ -336,21 +337,23 @@ class BatchProcessor:
             deltas.extend((offset, pops, runs) for offset, (pops, runs) in by_offset.items())
         return writes, deltas
 
-    def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
-        """ItemInfo of every item the events name, embedding first-seen items that carry text."""
+    def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, dict[str, ItemInfo]]:
+        """``{tenant: {item_id: ItemInfo}}`` of every item the events name, embedding first-seen items that
+        carry text. Keyed by tenant first: two tenants' ``sku-1`` are different items."""
         by_tenant: dict[str, dict[str, str | None]] = defaultdict(dict)
         for e in events:
             if e.item_id is not None:
                 known = by_tenant[e.tenant]
                 if known.get(e.item_id) is None:
                     known[e.item_id] = e.item_text
-        resolved: dict[str, ItemInfo] = {}
+        resolved: dict[str, dict[str, ItemInfo]] = {}
         for tenant, wanted in by_tenant.items():
+            mine = resolved[tenant] = {}
             missing = []
             for item_id in wanted:
                 cached = self.items.get(f"{tenant}\0{item_id}")
                 if cached is not None and cached.vector is not None:
-                    resolved[item_id] = cached
+                    mine[item_id] = cached
                 else:
                     missing.append(item_id)
             if not missing:
@@ -368,7 +371,7 @@ class BatchProcessor:
                                          text=(old.text if old and old.text else to_embed[i]))  # fmt: skip
             for item_id, info in stored.items():
                 self.items.put(f"{tenant}\0{item_id}", info)
-                resolved[item_id] = info
+                mine[item_id] = info
         return resolved
 
     # --- items -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
 from stream.processing import BatchProcessor
-from tests.stream.replay import NOW_MS, assert_matches_replay, records_for, valid_events
+from tests.stream.replay import two_tenant_lines, NOW_MS, assert_matches_replay, records_for, valid_events
 
 
 @pytest.fixture
@@ -20,8 +20,9 @@ def processor(redis_client, config, consumer_encoder) -> BatchProcessor:
 
 
 def synthetic_lines(users: int = 25, seed: int = 3) -> list[bytes]:
-    data = generate(SyntheticSpec(users=users, events_per_user=30, seed=seed))
-    return [json.dumps(e).encode() for e in data.events]
+    """About ``users`` users' events, half of them in tenant "default", half in "acme" (same item ids,
+    other item texts)."""
+    return two_tenant_lines((users + 1) // 2, 30, seed)
 
 
 BAD = {
