@@ -49,7 +49,8 @@ from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserW
 from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
-from stream.records import BatchOutcome, DeadLetter, Record, global_chunks, records_from_lines
+from stream.catalog import Catalog, ChunkedEncoder
+from stream.records import BatchOutcome, DeadLetter, Record, decode_error, global_chunks, records_from_lines
 from stream.records import by_offset as _by_offset
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "Submitted", "records_from_lines"]
@@ -108,12 +109,21 @@ class BatchProcessor:
         encode: Callable[[list[str]], np.ndarray],
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        parse_event: Callable[..., Event | Rejection] = parse_event,
+        parse_item: Callable[[bytes], ItemRecord | Rejection] = parse_item,
     ) -> None:
+        """``encode`` is wrapped in a :class:`~stream.catalog.ChunkedEncoder` whose chunks take at most a
+        fifth of ``kafka.max_poll_interval_ms`` (its ``between_chunks`` is where the consumer keeps its
+        group membership alive). ``parse_event`` / ``parse_item`` decode one record (the seam tests use
+        to inject a failing decoder): an exception out of them dead-letters that record (``decode_error``)."""
         self.store = store
         self.config = config
-        self.encode = encode
+        self.encode = encode if isinstance(encode, ChunkedEncoder) else ChunkedEncoder(
+            encode, chunk_s=config.kafka.max_poll_interval_ms / 1000 / 5)  # fmt: skip
         self.clock_ms = clock_ms
+        self.parse_event = parse_event
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.catalog = Catalog(store, self.encode, self.items, parse_item)
         # States this process wrote last, keyed (tenant, user_id), with their version: a hit skips the read and the decode. A stale
         # entry (another process wrote the user since) fails the version check and is re-read. Entries are
         # taken out while a batch folds them and put back only once Redis applied the write, so a failed
@@ -142,7 +152,10 @@ class BatchProcessor:
         groups: dict[tuple[str, str, int], list[tuple[int, Event]]] = defaultdict(list)
         with _Stopwatch(outcome, "decode"):
             for record in records:
-                parsed = parse_event(record.value or b"", now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
+                try:
+                    parsed = self.parse_event(record.value or b"", now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
+                except Exception as exc:  # noqa: BLE001 - the safety net: no record's decoding may stop the loop
+                    parsed = decode_error(exc)
                 if isinstance(parsed, Rejection):
                     outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
                 else:
@@ -152,7 +165,7 @@ class BatchProcessor:
             return ticket
         events = [e for group in groups.values() for _, e in group]
         with _Stopwatch(outcome, "items"):
-            ticket.items = self._items_for(events, outcome)
+            ticket.items = self.catalog.resolve(events, outcome)
         with _Stopwatch(outcome, "encode_text"):
             phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
             ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
@@ -337,71 +350,8 @@ class BatchProcessor:
             deltas.extend((offset, pops, runs) for offset, (pops, runs) in by_offset.items())
         return writes, deltas
 
-    def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, dict[str, ItemInfo]]:
-        """``{tenant: {item_id: ItemInfo}}`` of every item the events name, embedding first-seen items that
-        carry text. Keyed by tenant first: two tenants' ``sku-1`` are different items."""
-        by_tenant: dict[str, dict[str, str | None]] = defaultdict(dict)
-        for e in events:
-            if e.item_id is not None:
-                known = by_tenant[e.tenant]
-                if known.get(e.item_id) is None:
-                    known[e.item_id] = e.item_text
-        resolved: dict[str, dict[str, ItemInfo]] = {}
-        for tenant, wanted in by_tenant.items():
-            mine = resolved[tenant] = {}
-            missing = []
-            for item_id in wanted:
-                cached = self.items.get(f"{tenant}\0{item_id}")
-                if cached is not None and cached.vector is not None:
-                    mine[item_id] = cached
-                else:
-                    missing.append(item_id)
-            if not missing:
-                continue
-            stored = self.store.get_items(tenant, missing)
-            to_embed = {i: wanted[i] for i in missing if (i not in stored or stored[i].vector is None) and wanted[i]}
-            if to_embed:
-                ids = sorted(to_embed)
-                vectors = self.encode([to_embed[i] or "" for i in ids])
-                self.store.put_item_vectors(tenant, {i: (to_embed[i] or "", v) for i, v in zip(ids, vectors)})
-                outcome.items_embedded += len(ids)
-                for i, v in zip(ids, vectors):
-                    old = stored.get(i)
-                    stored[i] = ItemInfo(vector=v, attributes=old.attributes if old else {},
-                                         text=(old.text if old and old.text else to_embed[i]))  # fmt: skip
-            for item_id, info in stored.items():
-                self.items.put(f"{tenant}\0{item_id}", info)
-                mine[item_id] = info
-        return resolved
-
     # --- items -------------------------------------------------------------------------------
     def process_items(self, records: Sequence[Record]) -> BatchOutcome:
-        """Catalog records: store text, attributes and a vector; ``deleted`` removes the item."""
-        outcome = BatchOutcome()
-        latest: dict[tuple[str, str], ItemRecord] = {}
-        for record in records:
-            parsed = parse_item(record.value or b"")
-            if isinstance(parsed, Rejection):
-                outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
-            else:
-                latest[(parsed.tenant, parsed.item_id)] = parsed  # last write in the batch wins
-        by_tenant: dict[str, list[ItemRecord]] = defaultdict(list)
-        for (tenant, _), item in latest.items():
-            by_tenant[tenant].append(item)
-        for tenant, tenant_items in by_tenant.items():
-            deleted = [i.item_id for i in tenant_items if i.deleted]
-            if deleted:
-                self.store.delete_items(tenant, deleted)
-            live = [i for i in tenant_items if not i.deleted]
-            with_text = [i for i in live if i.text]
-            vectors = self.encode([i.text or "" for i in with_text]) if with_text else []
-            vector_of = {i.item_id: v for i, v in zip(with_text, vectors)}
-            infos = {i.item_id: ItemInfo(vector=vector_of.get(i.item_id), attributes=dict(i.attributes), text=i.text)
-                     for i in live}  # fmt: skip
-            if infos:
-                self.store.put_items(tenant, infos)
-            outcome.items_embedded += len(with_text)
-            for item_id in [*deleted, *infos]:
-                self.items.discard(f"{tenant}\0{item_id}")
-            outcome.applied += len(live) + len(deleted)
-        return outcome
+        """Catalog records: store text, attributes and a vector; ``deleted`` removes the item
+        (:meth:`stream.catalog.Catalog.apply`)."""
+        return self.catalog.apply(records)

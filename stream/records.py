@@ -10,7 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Record", "DeadLetter", "BatchOutcome", "global_chunks", "records_from_lines"]
+from features.events import Rejection
+
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "DECODE_ERROR", "decode_error", "global_chunks", "records_from_lines"]
+
+#: Dead-letter reason of a record whose decoding raised (a decoder bug, not a contract violation).
+DECODE_ERROR = "decode_error"
 
 #: Sort key of ``(offset, …)`` pairs.
 by_offset = operator.itemgetter(0)
@@ -43,6 +48,16 @@ class BatchOutcome:
     conflicts: int = 0
     freshness_s: list[float] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def decode_error(exc: BaseException) -> Rejection:
+    """The rejection of a record whose parsing raised ``exc``: the safety net that turns any decoder
+    failure into a dead letter instead of an exception out of the consumer loop.
+
+    >>> decode_error(UnicodeDecodeError("utf-8", b"\\xff", 0, 1, "invalid start byte"))
+    Rejection(reason='decode_error', detail="UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte")
+    """
+    return Rejection(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[tuple[int, list, list]]:

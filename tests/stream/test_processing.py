@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
+from features.events import REJECTION_REASONS, parse_event, parse_item
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
-from stream.processing import BatchProcessor
+from stream.processing import BatchProcessor, Record
 from tests.stream.replay import two_tenant_lines, NOW_MS, assert_matches_replay, records_for, valid_events
 
 
@@ -137,3 +139,51 @@ def test_item_records_are_stored_deleted_and_dead_lettered(processor):
     assert [d.reason for d in outcome.dead_letters] == ["wrong_type"]
     items = processor.store.get_items("default", ["a", "b"])
     assert set(items) == {"a"} and items["a"].attributes == {"genre": "jazz"} and items["a"].vector is not None
+
+
+CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases" / "hardening"
+
+
+def invalid_utf8_reason() -> tuple[str, str]:
+    """What the invalid-UTF-8 case must become: ``invalid_utf8`` once parse_event names it, until then the
+    processor's own safety net (``decode_error``, the exception in the detail)."""
+    return ("invalid_utf8", "") if "invalid_utf8" in REJECTION_REASONS else ("decode_error", "UnicodeDecodeError")
+
+
+def exploding(parse, marker: bytes):
+    """``parse``, except that it raises on a record holding ``marker`` (a decoder bug)."""
+
+    name = marker.decode().strip('"')
+
+    def parse_or_raise(data: bytes, **kwargs):
+        if marker in data:
+            raise RuntimeError(f"decoder bug on {name}")
+        return parse(data, **kwargs)
+
+    return parse_or_raise
+
+
+def test_any_exception_out_of_decoding_one_record_is_a_dead_letter(redis_client, config, consumer_encoder):
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS,
+                               parse_event=exploding(parse_event, b'"boom-event"'),
+                               parse_item=exploding(parse_item, b'"boom-item"'))  # fmt: skip
+    good = synthetic_lines(users=4)
+    boom = json.dumps({"event_id": "boom-event", "user_id": "u", "type": "view", "timestamp": NOW_MS, "item_id": "i"}).encode()
+    utf8 = (CASES / "event-invalid-utf8.bin").read_bytes()
+    outcome = processor.process_events(records_for(good[:50] + [boom, utf8] + good[50:], "events"))
+    letters = {d.record.value: d for d in outcome.dead_letters}
+    assert set(letters) == {boom, utf8}
+    assert (letters[boom].reason, letters[boom].detail) == ("decode_error", "RuntimeError: decoder bug on boom-event")
+    reason, detail = invalid_utf8_reason()
+    assert letters[utf8].reason == reason and detail in letters[utf8].detail
+    assert_matches_replay(store, valid_events(good), processor.encode)
+
+    items = [Record("items", 0, 0, None, b'{"item_id": "a", "text": "Jazz vinyl"}'),
+             Record("items", 0, 1, None, b'{"item_id": "boom-item", "text": "x"}'),
+             Record("items", 0, 2, None, (CASES / "item-invalid-utf8.bin").read_bytes()),
+             Record("items", 0, 3, None, b'{"item_id": "b", "text": "Tent"}')]  # fmt: skip
+    outcome = processor.process_items(items)
+    assert [(d.record.offset, d.reason) for d in outcome.dead_letters] == [(1, "decode_error"), (2, reason)]
+    assert outcome.dead_letters[0].detail == "RuntimeError: decoder bug on boom-item"
+    assert outcome.applied == 2 and set(store.get_items("default", ["a", "b", "boom-item"])) == {"a", "b"}
