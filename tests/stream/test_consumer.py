@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.config(state={"covisit_top_m": 1000}
 
 def consumer_env(config: Config, **extra: str) -> dict[str, str]:
     k = config.kafka
-    return clean_env(
+    settings = dict(
         P13N_REDIS_URL=config.redis.url,
         P13N_REDIS_PREFIX=config.redis.prefix,
         P13N_KAFKA_BOOTSTRAP=k.bootstrap,
@@ -43,8 +43,8 @@ def consumer_env(config: Config, **extra: str) -> dict[str, str]:
         # no top-M trimming in these tests: a bounded sketch trimmed per batch depends on batch
         # boundaries, and these tests check the exactly-once effect, not the sketch
         P13N_STATE_COVISIT_TOP_M=str(config.state.covisit_top_m),
-        **extra,
     )
+    return clean_env(**{**settings, **extra})
 
 
 class Consumer:
