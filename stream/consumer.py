@@ -161,7 +161,8 @@ class ConsumerLoop:
                         self._report_lag(consumer)
                 except CommitFailedError as exc:  # group rebalanced under us: the new owner re-applies idempotently
                     log.warning("commit failed after a rebalance, batch left to the new owner: %s", exc)
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:  # refusals outside
+                    # the script calls too (e.g. out of memory on a catalog write): retried, never fatal
                     self._retry(consumer, [waiting, current, _Polled(polled)], "redis", exc)
                     current = None
                 except KafkaError as exc:

@@ -51,6 +51,7 @@ from p13n.errors import ServiceError
 from features.cache import TtlCache
 from stream.catalog import Catalog, ChunkedEncoder
 from stream.records import BatchOutcome, DeadLetter, Record, decode_error, global_chunks, records_from_lines
+from stream.rejections import GlobalCall, repair_global_call, user_rejected
 from stream.records import by_offset as _by_offset
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "Submitted", "records_from_lines"]
@@ -72,6 +73,7 @@ class _Writes:
 
     batch: WriteBatch
     sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]]
+    globals: list[GlobalCall] = field(default_factory=list)
     replies: list = field(default_factory=list)
 
 
@@ -84,8 +86,14 @@ class Submitted:
     items: dict
     text_vectors: dict
     now_ms: int
+    records: Sequence[Record] = ()
     writes: _Writes | None = None
     conflicted: dict = field(default_factory=dict)
+    refused: dict = field(default_factory=dict)  # users whose write Redis refused once: key -> message
+
+    def record_at(self, partition: int, offset: int) -> Record:
+        """The record at ``partition``/``offset`` of this batch."""
+        return next(r for r in self.records if r.partition == partition and r.offset == offset)
 
 
 class _Stopwatch:
@@ -160,7 +168,7 @@ class BatchProcessor:
                     outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
                 else:
                     groups[(parsed.tenant, parsed.user_id, record.partition)].append((record.offset, parsed))
-        ticket = Submitted(outcome, dict(groups), {}, {}, now_ms)
+        ticket = Submitted(outcome, dict(groups), {}, {}, now_ms, records)
         if not groups:
             return ticket
         events = [e for group in groups.values() for _, e in group]
@@ -190,7 +198,6 @@ class BatchProcessor:
         for _attempt in range(MAX_CONFLICT_RETRIES):
             if not pending:
                 return outcome
-            outcome.conflicts += len(pending)
             for tenant, user_id, _ in pending:  # re-read from Redis: a later batch's chained state is as stale
                 self._in_flight.pop((tenant, user_id), None)
                 self.users.discard((tenant, user_id))
@@ -214,10 +221,29 @@ class BatchProcessor:
         ticket.conflicted = self._acknowledged(writes, ticket)
 
     def _acknowledged(self, writes: _Writes, ticket: Submitted) -> dict:
-        """Wait for ``writes``' replies and count them; returns the groups whose write conflicted."""
-        with _Stopwatch(ticket.outcome, "redis_wait"):
-            writes.replies = writes.batch.finish()
-        return {key: ticket.groups[key] for key in self._results(writes, ticket.outcome)}
+        """Wait for ``writes``' replies and count them; returns the groups to fold again: their write
+        conflicted, or Redis refused it for the first time (:mod:`stream.rejections`). Refused global
+        calls are repaired here; what Redis refuses again is dead-lettered."""
+        import redis
+
+        outcome = ticket.outcome
+        with _Stopwatch(outcome, "redis_wait"):
+            writes.replies = writes.batch.finish(raise_on_error=False)
+        for call in writes.globals:
+            error = writes.replies[call[0]]
+            if isinstance(error, redis.ResponseError):
+                outcome.dead_letters.extend(repair_global_call(self.store, call, error, ticket.record_at))
+        conflicted, refused = self._results(writes, outcome)
+        outcome.conflicts += len(conflicted)
+        again = {}
+        for key, message in refused.items():
+            if key in ticket.refused:  # refused twice: the user's records of this batch are at fault
+                outcome.dead_letters.extend(user_rejected(ticket.record_at(key[2], offset), message)
+                                            for offset, _ in ticket.groups[key])  # fmt: skip
+            else:
+                ticket.refused[key] = message
+                again[key] = ticket.groups[key]
+        return {**{key: ticket.groups[key] for key in conflicted}, **again}
 
     def _send(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int, batch: WriteBatch) -> _Writes:
         """Read, fold and send ``groups`` on ``batch`` (whose connection earlier batches may share).
@@ -238,6 +264,7 @@ class BatchProcessor:
         for n, (tenant, _, partition) in enumerate(keys):
             members[(tenant, partition)].append(n)
         sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]] = []
+        calls: list[GlobalCall] = []
 
         def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
             with _Stopwatch(outcome, "redis_send"):
@@ -253,26 +280,34 @@ class BatchProcessor:
                 writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes], groups,
                                                       items.get(tenant, {}), text_vectors, now_ms, floor, outcome)  # fmt: skip
             with _Stopwatch(outcome, "redis_send"):
-                for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
-                    batch.add_globals(tenant, partition, last_offset, pops, runs)
+                for last_offset, pops, runs, events in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
+                    at = batch.add_globals(tenant, partition, last_offset, pops, runs)
+                    calls.append((at, tenant, partition, events))
                     if last_offset > self._sent_floors.get((tenant, partition), -1):
                         self._sent_floors[(tenant, partition)] = last_offset
             send_users(held)  # the previous partition's: Redis runs these globals meanwhile
             held = writes
         send_users(held)
-        return _Writes(batch, sent)
+        return _Writes(batch, sent, calls)
 
-    def _results(self, writes: _Writes, outcome: BatchOutcome) -> list:
-        """Count acknowledged writes and keep their states; returns the keys whose write conflicted."""
-        conflicted = []
+    def _results(self, writes: _Writes, outcome: BatchOutcome) -> tuple[list, dict]:
+        """Count acknowledged writes and keep their states; returns the keys whose write conflicted, and
+        those whose write Redis refused (key -> message)."""
+        conflicted: list = []
+        refused: dict = {}
         for key, write, stats, at in writes.sent:
-            status = WriteBatch.user_result(writes.replies, at)[0]
+            reply = writes.replies[at[0]]
+            status = CONFLICT if isinstance(reply, Exception) else WriteBatch.user_result(writes.replies, at)[0]
+            if isinstance(reply, Exception):
+                refused[key] = str(reply)
             key2 = key[:2]
             mine = self._in_flight.get(key2)
             if mine is not None and mine[0] == write.new_version:  # no later batch took this state over
                 del self._in_flight[key2]
                 if status == APPLIED:
                     self.users.put(key2, (write.new_version, write.state))
+            if key in refused:
+                continue  # not written: counted when the retry succeeds
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
@@ -281,7 +316,7 @@ class BatchProcessor:
                 outcome.applied += stats.applied
                 outcome.duplicates += stats.duplicates
                 outcome.freshness_s.extend(stats.freshness_s)
-        return conflicted
+        return conflicted, refused
 
     def _read_users(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[int, UserState | None]]:
         """(version, state) per key: as an unsettled batch sent it, or from this process's cache (both taken

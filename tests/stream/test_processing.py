@@ -6,9 +6,10 @@ import json
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from features.events import REJECTION_REASONS, parse_event, parse_item
+from features.events import REJECTION_REASONS, Event, parse_event, parse_item
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
 from stream.processing import BatchProcessor, Record
@@ -187,3 +188,41 @@ def test_any_exception_out_of_decoding_one_record_is_a_dead_letter(redis_client,
     assert [(d.record.offset, d.reason) for d in outcome.dead_letters] == [(1, "decode_error"), (2, reason)]
     assert outcome.dead_letters[0].detail == "RuntimeError: decoder bug on boom-item"
     assert outcome.applied == 2 and set(store.get_items("default", ["a", "b", "boom-item"])) == {"a", "b"}
+
+
+def poisoned(data: bytes, **kwargs):
+    """parse_event, with the rating of event ``poison`` raised to 1e300 after decoding (no decode bound
+    can stop a value that arrives this way: the store must cope with it)."""
+    event = parse_event(data, **kwargs)
+    if isinstance(event, Event) and event.event_id == "poison":
+        return msgspec.structs.replace(event, value=1e300)
+    return event
+
+
+# the poisoned user's own fold overflows float32 (features/decay.py); this test is about the globals script
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_rest(redis_client, config,
+                                                                                   consumer_encoder):  # fmt: skip
+    """A delta that turns non-finite in the globals script made Redis answer ``value is not a valid float``:
+    the consumer died and the poll's popularity/co-visitation updates were lost. Now the refused call is
+    retried, split, its culprit dead-lettered (store_rejected) and everything else applied; likewise for
+    any refusal (here WRONGTYPE: a tenant whose popularity key holds a string)."""
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS, parse_event=poisoned)
+    redis_client.set(store.keys.popularity("broken"), "not a sorted set")
+    good = synthetic_lines(users=6)
+    poison = json.dumps({"event_id": "poison", "user_id": "poisoned", "type": "rating", "value": 5,
+                         "timestamp": NOW_MS - 5000, "item_id": "poison-item"}).encode()  # fmt: skip
+    broken = json.dumps({"event_id": "b1", "user_id": "b", "tenant": "broken", "type": "purchase",
+                         "timestamp": NOW_MS - 5000, "item_id": "x"}).encode()  # fmt: skip
+    records = records_for(good[:60] + [poison] + good[60:] + [broken], "events")
+    # the poison shares its global call with good events of its partition: they must be applied all the same
+    assert sum(r.partition == records_for([poison], "events")[0].partition for r in records) > 20
+    outcome = processor.process_events(records)
+    letters = {d.record.value: d for d in outcome.dead_letters}
+    assert set(letters) == {poison, broken}
+    assert letters[poison].reason == "store_rejected"
+    assert "non-finite popularity delta for item poison-item" in letters[poison].detail
+    assert letters[broken].reason == "store_rejected" and "WRONGTYPE" in letters[broken].detail
+    assert_matches_replay(store, valid_events(good), processor.encode)
+    assert store.popularity("default", ["poison-item"], NOW_MS)[0] == 0
