@@ -337,6 +337,7 @@ class WriteBatch:
         self._pipe = DeferredPipeline(store.client) if pipe is None else pipe
         self._calls: list[tuple[str, list, list]] = []
         self._unread = 0
+        self.users_per_call = store.users_per_call  # 1 isolates each user's write (a refused call names one user)
 
     def send(self, calls: Iterable[tuple[str, list, list]]) -> range:
         """Send ``calls``; returns their positions in :meth:`finish`'s result."""
@@ -353,7 +354,7 @@ class WriteBatch:
 
     def add_users(self, writes: Sequence[UserWrite]) -> list[tuple[int, int]]:
         """Encode and send user writes; returns where each one's result will be, for :meth:`user_result`."""
-        per_call = self._store.users_per_call
+        per_call = self.users_per_call
         chunks = [writes[i : i + per_call] for i in range(0, len(writes), per_call)]
         positions = self.send([self._store._users_call(chunk) for chunk in chunks])
         return [(at, 2 * j) for at, chunk in zip(positions, chunks) for j in range(len(chunk))]

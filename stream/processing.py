@@ -202,6 +202,8 @@ class BatchProcessor:
                 self._in_flight.pop((tenant, user_id), None)
                 self.users.discard((tenant, user_id))
             with self.store.begin_writes() as batch:
+                if ticket.refused:  # one user per call: a refusal names its user
+                    batch.users_per_call = 1
                 writes = self._send(pending, ticket.items, ticket.text_vectors, outcome, ticket.now_ms, batch)
                 pending = self._acknowledged(writes, ticket)
         raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")

@@ -206,21 +206,26 @@ def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_re
     """A delta that turns non-finite in the globals script made Redis answer ``value is not a valid float``:
     the consumer died and the poll's popularity/co-visitation updates were lost. Now the refused call is
     retried, split, its culprit dead-lettered (store_rejected) and everything else applied; likewise for
-    any refusal (here WRONGTYPE: a tenant whose popularity key holds a string)."""
+    any refusal: a tenant whose popularity key holds a string (WRONGTYPE), a user whose applied offset is garbage."""
     store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
     processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS, parse_event=poisoned)
     redis_client.set(store.keys.popularity("broken"), "not a sorted set")
+    blocked_partition = records_for([b'{"user_id": "blocked"}'], "events")[0].partition
+    redis_client.hset(store.keys.user("default", "blocked"), f"o:{blocked_partition}", "garbage")  # its write is refused
     good = synthetic_lines(users=6)
     poison = json.dumps({"event_id": "poison", "user_id": "poisoned", "type": "rating", "value": 5,
                          "timestamp": NOW_MS - 5000, "item_id": "poison-item"}).encode()  # fmt: skip
     broken = json.dumps({"event_id": "b1", "user_id": "b", "tenant": "broken", "type": "purchase",
                          "timestamp": NOW_MS - 5000, "item_id": "x"}).encode()  # fmt: skip
-    records = records_for(good[:60] + [poison] + good[60:] + [broken], "events")
+    blocked = [json.dumps({"event_id": f"k{n}", "user_id": "blocked", "type": "click", "timestamp": NOW_MS - 5000 + n,
+                           "item_id": "sports-001"}).encode() for n in range(2)]  # fmt: skip
+    records = records_for(good[:60] + [poison, blocked[0]] + good[60:] + [broken, blocked[1]], "events")
     # the poison shares its global call with good events of its partition: they must be applied all the same
     assert sum(r.partition == records_for([poison], "events")[0].partition for r in records) > 20
     outcome = processor.process_events(records)
     letters = {d.record.value: d for d in outcome.dead_letters}
-    assert set(letters) == {poison, broken}
+    assert set(letters) == {poison, broken, *blocked}
+    assert all(letters[b].reason == "store_rejected" and "compare" in letters[b].detail for b in blocked)
     assert letters[poison].reason == "store_rejected"
     assert "non-finite popularity delta for item poison-item" in letters[poison].detail
     assert letters[broken].reason == "store_rejected" and "WRONGTYPE" in letters[broken].detail
