@@ -3,6 +3,7 @@ poll interval, partitions lost before a retry, the broker restarted mid-stream, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -14,7 +15,8 @@ from features.store import RedisStore
 from p13n.config import Config
 from p13n.devstack import ensure_topics, free_port, wait_until
 from stream.producer import make_producer, produce_lines
-from tests.stream.test_consumer import Consumer, consumer_env
+from tests.stream.replay import assert_matches_replay, valid_events
+from tests.stream.test_consumer import Consumer, applied_events, consumer_env, synthetic_lines, wait_for_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.config(state={"covisit_top_m": 1000})]
 
@@ -37,9 +39,12 @@ def produce_to(config: Config, topic: str, lines: list[bytes]) -> None:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """The consumer's /metrics as {series with labels: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        text = r.read().decode()
+    """The consumer's /metrics as {series with labels: value}; empty while it does not answer yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
     return {m[1]: float(m[2]) for m in re.finditer(r"^([a-z0-9_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
 
 
@@ -106,3 +111,121 @@ def test_a_retry_after_losing_a_partition_rewinds_only_the_partitions_still_assi
         assert consumer.assignment() == {kept}
     finally:
         consumer.close()
+
+
+def committed_and_end(config: Config) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed offset and the end offset of each events partition."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap, group_id=config.kafka.group_id,
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        tps = [TopicPartition(config.kafka.events_topic, p) for p in sorted(consumer.partitions_for_topic(config.kafka.events_topic))]
+        end = consumer.end_offsets(tps)
+        return {tp.partition: consumer.committed(tp) or 0 for tp in tps}, {tp.partition: end[tp] for tp in tps}
+    finally:
+        consumer.close()
+
+
+def records_below(config: Config, offsets: dict[int, int]) -> list[bytes]:
+    """Values of the events topic's records below ``offsets`` (per partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(config.kafka.events_topic, p) for p in offsets]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while any(consumer.position(tp) < offsets[tp.partition] for tp in tps) and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=300).items():
+                out.extend(r.value for r in batch if r.offset < offsets[tp.partition])
+    finally:
+        consumer.close()
+    return out
+
+
+def test_sigterm_mid_batch_finishes_and_commits_the_batch(config, store, consumer_encoder, tmp_path):
+    """SIGTERM while a poll is being processed (first-seen items being embedded): the poll is finished,
+    its offsets committed, and Redis holds exactly the events below the committed offsets."""
+    lines = [json.dumps({"event_id": f"s{n}", "user_id": f"u{n % 40}", "tenant": ("default", "acme")[n % 2],
+                         "type": "click", "timestamp": 1_767_225_600_000 + n * 1000, "item_id": f"sku-{n % 300}",
+                         "item_text": f"Item {n % 300} of tenant {n % 2}"}).encode() for n in range(900)]  # fmt: skip
+    produce_to(config, config.kafka.events_topic, lines)
+    port = free_port()
+    consumer = Consumer(consumer_env(config, P13N_CONSUMER_SHUTDOWN_GRACE_S="120"), tmp_path / "consumer.log", port)
+    try:
+        wait_until(lambda: scrape(port).get("p13n_consumer_batch_size_count", 0) >= 1, timeout=60,
+                   what="a poll being processed", interval=0.02)  # fmt: skip
+        before = scrape(port)
+    finally:
+        code = consumer.terminate()
+    assert before.get('p13n_consumer_events_total{outcome="applied"}', 0) == 0, "premise: SIGTERM lands mid-batch"
+    output = consumer.log.read_text()
+    assert code == 0, output[-3000:]
+    stopped = re.search(r"consumer stopped: (\d+) batches, (\d+) events applied", output)
+    assert stopped and int(stopped[1]) >= 1 and int(stopped[2]) > 0, output[-3000:]
+    committed, end = committed_and_end(config)
+    assert committed == end  # the whole backlog was that one poll (one fetch from one broker): finished, committed
+    assert sum(committed.values()) == int(stopped[2])  # every event applied is committed, and no other
+    events = valid_events(records_below(config, committed))
+    assert len(events) == sum(committed.values())
+    assert_matches_replay(store, events, consumer_encoder.encode)
+    users = sorted({(e.tenant, e.user_id) for e in events})
+    assert applied_events(store, sorted({(t, f"u{n}") for t in ("default", "acme") for n in range(40)})) == len(events)
+    assert users
+
+
+def test_broker_restart_while_consuming_recovers_and_applies_every_event_once(config, consumer_encoder, tmp_path,
+                                                                             redis_client):  # fmt: skip
+    """The broker is killed and restarted (same address) under a running consumer: it must neither exit nor
+    apply anything twice, and consume what is produced after the restart. The dev broker keeps its log in
+    memory, so the restarted one starts empty with offsets from 0 again: the events after the restart are
+    of other tenants (a broker that keeps its log, as Kafka does, continues its offsets)."""
+    import os
+    import signal
+
+    from p13n.devstack import DevStack, spawn_detached
+    from p13n.devstack import _tcp_answers as answers
+
+    stack = DevStack(tmp_path / "stack")
+    running, _ = stack.up(services=("kafka",))
+    broker = running["kafka"]
+    cfg = Config.from_sources(env={}, use_dev_stack=False, overrides={
+        "redis": {"url": config.redis.url, "prefix": config.redis.prefix}, "state": {"covisit_top_m": 1000},
+        "kafka": {**config.to_dict()["kafka"], "bootstrap": broker.url}})  # fmt: skip
+    store = RedisStore(redis_client, cfg, dim=consumer_encoder.dimension)
+    before = [line.replace(b'"tenant": "', b'"tenant": "b-') for line in synthetic_lines(users=40, per_user=20, seed=41)]
+    after = [line.replace(b'"tenant": "', b'"tenant": "a-') for line in synthetic_lines(users=40, per_user=20, seed=42)]
+    produce_to(cfg, cfg.kafka.events_topic, before)
+    port = free_port()
+    consumer = Consumer(consumer_env(cfg, P13N_CONSUMER_MAX_BATCH="100"), tmp_path / "consumer.log", port)
+    pid = broker.pid
+    try:
+        wait_for_all(store, valid_events(before), timeout=120, consumers=[consumer])
+        os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not answers(broker.port), timeout=10, what="the broker gone")
+
+        def restarted() -> bool:  # the port just released may still be busy for a moment
+            nonlocal pid
+            pid = spawn_detached(broker.argv, cwd=tmp_path / "stack", log=tmp_path / "stack" / "kafka-2.log")
+            try:
+                wait_until(lambda: answers(broker.port), timeout=5, what="the restarted broker")
+                return True
+            except Exception:  # noqa: BLE001 - did not bind: stop it and try again until the deadline
+                os.killpg(pid, signal.SIGKILL)
+                return False
+
+        wait_until(restarted, timeout=60, what="the broker restarted on its port", interval=0.5)
+        assert consumer.proc.poll() is None, consumer.log.read_text()[-3000:]
+        produce_to(cfg, cfg.kafka.events_topic, after)
+        wait_for_all(store, valid_events(before + after), timeout=180, consumers=[consumer])
+        assert_matches_replay(store, valid_events(before + after), consumer_encoder.encode)
+        wait_until(lambda: consumer.ready() == 200, timeout=30, what="readyz after the restart")
+    finally:
+        code = consumer.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        stack.down()
+    assert code == 0, consumer.log.read_text()[-3000:]
