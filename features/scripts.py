@@ -51,10 +51,16 @@ return out
 #: One packed argument instead of thousands keeps both the client's packing and the server's
 #: argument parsing cheap (``cmsgpack`` is built into Redis and Valkey); summing here moves that
 #: work off the consumer's core.
+#: ARGV[8] "1" forces the call (a repair of a call known not to have run): no offset check, and the
+#: partition's offset only ever rises.
+#: Every number is checked before anything is written: a non-finite time, weight, increment (at most
+#: ``w·e^limit``) or pair sum fails the whole call with an error naming it and nothing written (a Lua
+#: script's writes before an error are not rolled back, and ZINCRBY rejects NaN mid-way).
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
-if applied and tonumber(applied) >= tonumber(ARGV[2]) then
+local forced = ARGV[8] == '1'
+if applied and tonumber(applied) >= tonumber(ARGV[2]) and not forced then
   return 0
 end
 local tau = tonumber(ARGV[3])
@@ -63,6 +69,39 @@ local top_m = tonumber(ARGV[5])
 local trim_after = tonumber(ARGV[6])
 local packed = cmsgpack.unpack(ARGV[7])
 local pops, names, links = packed[1], packed[2], packed[3]
+local function finite(x)
+  return type(x) == 'number' and x == x and x > -math.huge and x < math.huge
+end
+local headroom = math.exp(limit)
+for i = 1, #pops, 3 do
+  if not (finite(pops[i + 1]) and finite(pops[i + 2]) and finite(pops[i + 2] * headroom)) then
+    return redis.error_reply('non-finite popularity delta for item ' .. tostring(pops[i]) .. ': time '
+      .. tostring(pops[i + 1]) .. ', weight ' .. tostring(pops[i + 2]))
+  end
+end
+local base = #names + 1
+local sums = {}
+local i = 1
+while i <= #links do
+  local b, delta, n = links[i], links[i + 1], links[i + 2]
+  if not finite(delta) then
+    return redis.error_reply('non-finite co-visitation delta for item ' .. tostring(names[b]) .. ': ' .. tostring(delta))
+  end
+  for j = i + 3, i + 2 + n do
+    local a = links[j]
+    if a ~= b then
+      local pair = (a < b) and (a * base + b) or (b * base + a)
+      sums[pair] = (sums[pair] or 0) + delta
+    end
+  end
+  i = i + 3 + n
+end
+for pair, delta in pairs(sums) do
+  if not finite(delta) then
+    return redis.error_reply('non-finite co-visitation sum for items ' .. tostring(names[math.floor(pair / base)])
+      .. ' and ' .. tostring(names[pair % base]))
+  end
+end
 local landmark = tonumber(redis.call('HGET', KEYS[2], 'landmark') or '')
 for i = 1, #pops, 3 do
   local item, t, w = pops[i], pops[i + 1], pops[i + 2]
@@ -83,20 +122,6 @@ for i = 1, #pops, 3 do
   end
   redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
 end
-local base = #names + 1
-local sums = {}
-local i = 1
-while i <= #links do
-  local b, delta, n = links[i], links[i + 1], links[i + 2]
-  for j = i + 3, i + 2 + n do
-    local a = links[j]
-    if a ~= b then
-      local pair = (a < b) and (a * base + b) or (b * base + a)
-      sums[pair] = (sums[pair] or 0) + delta
-    end
-  end
-  i = i + 3 + n
-end
 local grown = {}
 for pair, delta in pairs(sums) do
   if delta ~= 0 then
@@ -112,6 +137,8 @@ for k in pairs(grown) do
     redis.call('ZREMRANGEBYRANK', key, 0, size - top_m - 1)
   end
 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+if not applied or tonumber(applied) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+end
 return 1
 """

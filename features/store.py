@@ -152,6 +152,8 @@ class RedisStore:
         offset: int,
         popularity: Iterable[tuple],
         covisit_runs: Iterable[tuple],
+        *,
+        force: bool = False,
     ) -> tuple[str, list, list]:
         """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
         once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, …)``
@@ -160,7 +162,10 @@ class RedisStore:
         Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
         is exactly what the forward-decay script would add event by event; co-visitation deltas are summed
         per unordered pair by the script — so it does one update per item and two per pair, whatever the
-        batch size."""
+        batch size.
+
+        ``force`` repairs a call known not to have run (it failed): applied whatever the partition's offset.
+        Non-finite deltas are sent as they are: the script rejects the call, naming them."""
         cfg = self.config.state
         tau = cfg.popularity_tau_s
         per_item: dict[str, list[tuple[float, float]]] = {}
@@ -177,7 +182,11 @@ class RedisStore:
                 pop_args += [item_id, *obs[0]]
                 continue
             t_max = max([t for t, _ in obs])
-            pop_args += [item_id, t_max, math.fsum([w * math.exp((t - t_max) / tau) for t, w in obs])]
+            try:
+                total = math.fsum([w * math.exp((t - t_max) / tau) for t, w in obs])
+            except (OverflowError, ValueError):  # fsum raises on overflow and on inf - inf: the script names it
+                total = math.nan
+            pop_args += [item_id, t_max, total]
         names: dict[str, int] = {}  # item -> its 1-based position in the script's list
         pair_args: list = []  # per run: later's position, delta, n, the n earlier items' positions
         for run in covisit_runs:
@@ -186,7 +195,7 @@ class RedisStore:
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
                 *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
         args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),
-                _meta_encoder.encode([pop_args, list(names), pair_args])]  # fmt: skip
+                _meta_encoder.encode([pop_args, list(names), pair_args]), "1" if force else "0"]  # fmt: skip
         return (APPLY_GLOBALS, keys, args)
 
     def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -328,6 +337,7 @@ class WriteBatch:
         self._pipe = DeferredPipeline(store.client) if pipe is None else pipe
         self._calls: list[tuple[str, list, list]] = []
         self._unread = 0
+        self.users_per_call = store.users_per_call  # 1 isolates each user's write (a refused call names one user)
 
     def send(self, calls: Iterable[tuple[str, list, list]]) -> range:
         """Send ``calls``; returns their positions in :meth:`finish`'s result."""
@@ -344,7 +354,7 @@ class WriteBatch:
 
     def add_users(self, writes: Sequence[UserWrite]) -> list[tuple[int, int]]:
         """Encode and send user writes; returns where each one's result will be, for :meth:`user_result`."""
-        per_call = self._store.users_per_call
+        per_call = self.users_per_call
         chunks = [writes[i : i + per_call] for i in range(0, len(writes), per_call)]
         positions = self.send([self._store._users_call(chunk) for chunk in chunks])
         return [(at, 2 * j) for at, chunk in zip(positions, chunks) for j in range(len(chunk))]
@@ -355,16 +365,22 @@ class WriteBatch:
         call, at = ref
         return int(replies[call][at]), int(replies[call][at + 1])
 
-    def finish(self) -> list:
-        """Every call's result, in order; raises the first error."""
+    def finish(self, *, raise_on_error: bool = True) -> list:
+        """Every call's result, in order; raises the first error (``raise_on_error``), or leaves each
+        failed call's ``redis.ResponseError`` in its place."""
         import redis
 
         replies = self._pipe.replies(self._unread)
         self._unread = 0
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError):
-                raise reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    raise reply
         return replies
+
+    def calls(self, positions: Iterable[int]) -> list[tuple[str, list, list]]:
+        """The (script, keys, args) sent at ``positions``."""
+        return [self._calls[n] for n in positions]
 
     def __enter__(self) -> WriteBatch:
         return self

@@ -16,12 +16,21 @@ poll's records (positions restart at the committed offsets): they are skipped
 like any re-delivery, since the processor counts what it sent as applied.
 SIGTERM stops the loop after the current batch; a batch that outlives the grace
 period is abandoned uncommitted (its effects are idempotent).
+
+A rebalance can take partitions away at any poll, so error and retry paths (rewinds,
+commits) only touch partitions still assigned. Work between two polls is bounded by
+``kafka.max_poll_interval_ms``: embedding (the slow part of a bulk catalog) runs in
+chunks, and between chunks the loop pauses its partitions and polls — which returns
+nothing while they are paused but tells the group this member is alive (with
+kafka-python >= 2.1 heartbeats run on a thread, but the poll interval is enforced
+between poll() calls) — then resumes them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -89,6 +98,7 @@ class ConsumerLoop:
         self.sleep = sleep or self.stop.wait  # returns early when stopping
         self.backoff = Backoff(config.consumer.backoff_initial_ms / 1000, config.consumer.backoff_max_ms / 1000)
         self.stats = LoopStats()
+        self._last_poll = time.monotonic()
 
     def _set_ready(self, ready: bool) -> None:
         if self.health is not None:
@@ -100,9 +110,7 @@ class ConsumerLoop:
         from kafka import KafkaConsumer
 
         k = self.config.kafka
-        return KafkaConsumer(
-            k.events_topic,
-            k.items_topic,
+        consumer = KafkaConsumer(
             bootstrap_servers=k.bootstrap.split(","),
             group_id=k.group_id,
             enable_auto_commit=False,
@@ -113,6 +121,8 @@ class ConsumerLoop:
             max_poll_interval_ms=k.max_poll_interval_ms,
             client_id=f"p13n-consumer-{k.group_id}",
         )
+        consumer.subscribe([k.events_topic, k.items_topic], listener=_rebalance_counter(self.metrics))
+        return consumer
 
     def _producer(self):
         from kafka import KafkaProducer
@@ -133,11 +143,15 @@ class ConsumerLoop:
         if consumer is None or producer is None:
             return self.stats
         waiting: _Polled | None = None
+        chunked = getattr(self.processor.encode, "between_chunks", None) is not None
+        if chunked:
+            self.processor.encode.between_chunks = lambda: self._keep_alive(consumer)
         try:
             while not self.stop.is_set():
                 # Not poll(0) while a poll is unsettled: that raised end-to-end freshness p50 13 -> 42 ms and
                 # p90 24 -> 224 ms at 1000 events/s on the embedded broker (poll returns at once when records wait).
                 polled = consumer.poll(timeout_ms=200)
+                self._last_poll = time.monotonic()
                 current = None
                 try:
                     current = self._submit(polled) if polled else None
@@ -147,7 +161,8 @@ class ConsumerLoop:
                         self._report_lag(consumer)
                 except CommitFailedError as exc:  # group rebalanced under us: the new owner re-applies idempotently
                     log.warning("commit failed after a rebalance, batch left to the new owner: %s", exc)
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:  # refusals outside
+                    # the script calls too (e.g. out of memory on a catalog write): retried, never fatal
                     self._retry(consumer, [waiting, current, _Polled(polled)], "redis", exc)
                     current = None
                 except KafkaError as exc:
@@ -157,6 +172,8 @@ class ConsumerLoop:
             if waiting is not None:  # stopping: the last poll is settled and committed like any other
                 self._finish(waiting, consumer, producer)
         finally:
+            if chunked:
+                self.processor.encode.between_chunks = lambda: None
             self._set_ready(False)
             consumer.close(autocommit=False)
             producer.close(timeout=5)
@@ -223,11 +240,33 @@ class ConsumerLoop:
         self.stats.dead_letters += len(outcome.dead_letters)
 
     def _commit(self, consumer, polled) -> None:
+        """Commit what ``polled`` applied, for the partitions still assigned (a partition lost in a
+        rebalance is the new owner's: it re-applies the records idempotently)."""
         from kafka.structs import OffsetAndMetadata
 
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in polled.items() if records}
-        consumer.commit(offsets=offsets)
+        assigned = consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in polled.items() if records and tp in assigned}  # fmt: skip
+        if offsets:
+            consumer.commit(offsets=offsets)
         self._report_lag(consumer)
+
+    def _keep_alive(self, consumer) -> None:
+        """Between chunks of a long batch: once a quarter of ``max_poll_interval_ms`` passed since the
+        last poll, poll with every partition paused — nothing is fetched, the member stays in the group."""
+        if time.monotonic() - self._last_poll < self.config.kafka.max_poll_interval_ms / 1000 / 4:
+            return
+        paused = consumer.assignment()
+        consumer.pause(*paused)
+        try:
+            got = consumer.poll(timeout_ms=0)
+        finally:
+            still = consumer.assignment()  # a rebalance in that poll may have changed it
+            consumer.resume(*(tp for tp in paused if tp in still))
+        self._last_poll = time.monotonic()
+        for tp, records in got.items():  # not expected while paused; never skip records if it happens
+            if records and tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)
 
     def _retry(self, consumer, batches: list[_Polled | None], dependency: str, exc: Exception) -> None:
         """Forget the unsettled polls and rewind their partitions to their first offsets; wait a backoff."""
@@ -241,8 +280,10 @@ class ConsumerLoop:
             for tp, records in (batch.polled if batch is not None else {}).items():
                 if records and (tp not in first or records[0].offset < first[tp]):
                     first[tp] = records[0].offset
+        assigned = consumer.assignment()
         for tp, offset in first.items():
-            consumer.seek(tp, offset)
+            if tp in assigned:  # a partition lost in a rebalance restarts at its committed offset with its new owner
+                consumer.seek(tp, offset)
         self.sleep(delay)
 
     def _report_lag(self, consumer) -> None:
@@ -259,6 +300,23 @@ class ConsumerLoop:
                 continue
             if position is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def _rebalance_counter(metrics: ConsumerMetrics):
+    """A rebalance listener counting assignments and revocations (``p13n_consumer_rebalances_total``)."""
+    from kafka import ConsumerRebalanceListener
+
+    class RebalanceCounter(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked) -> None:
+            if revoked:
+                metrics.rebalances.labels("revoked").inc()
+                log.info("partitions revoked: %s", sorted(revoked))
+
+        def on_partitions_assigned(self, assigned) -> None:
+            metrics.rebalances.labels("assigned").inc()
+            log.info("partitions assigned: %s", sorted(assigned))
+
+    return RebalanceCounter()
 
 
 def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | None = None) -> LoopStats:

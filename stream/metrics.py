@@ -34,6 +34,8 @@ class ConsumerMetrics:
         self.freshness = Histogram("p13n_consumer_freshness_seconds", "now - event time when the event was applied",
                                    buckets=FRESHNESS_BUCKETS, registry=r)  # fmt: skip
         self.lag = Gauge("p13n_consumer_lag", "Records behind the end of the partition", ["topic", "partition"], registry=r)
+        self.rebalances = Counter("p13n_consumer_rebalances", "Partition assignments and revocations of this member",
+                                  ["event"], registry=r)  # fmt: skip
         self.ready = Gauge("p13n_consumer_ready", "1 when Redis and Kafka answer", registry=r)
 
     def render(self) -> bytes:

@@ -49,7 +49,9 @@ from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserW
 from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
-from stream.records import BatchOutcome, DeadLetter, Record, global_chunks, records_from_lines
+from stream.catalog import Catalog, ChunkedEncoder
+from stream.records import BatchOutcome, DeadLetter, Record, decode_error, global_chunks, records_from_lines
+from stream.rejections import GlobalCall, repair_global_call, user_rejected
 from stream.records import by_offset as _by_offset
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "BatchProcessor", "Submitted", "records_from_lines"]
@@ -71,6 +73,7 @@ class _Writes:
 
     batch: WriteBatch
     sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]]
+    globals: list[GlobalCall] = field(default_factory=list)
     replies: list = field(default_factory=list)
 
 
@@ -83,8 +86,14 @@ class Submitted:
     items: dict
     text_vectors: dict
     now_ms: int
+    records: Sequence[Record] = ()
     writes: _Writes | None = None
     conflicted: dict = field(default_factory=dict)
+    refused: dict = field(default_factory=dict)  # users whose write Redis refused once: key -> message
+
+    def record_at(self, partition: int, offset: int) -> Record:
+        """The record at ``partition``/``offset`` of this batch."""
+        return next(r for r in self.records if r.partition == partition and r.offset == offset)
 
 
 class _Stopwatch:
@@ -108,12 +117,21 @@ class BatchProcessor:
         encode: Callable[[list[str]], np.ndarray],
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        parse_event: Callable[..., Event | Rejection] = parse_event,
+        parse_item: Callable[[bytes], ItemRecord | Rejection] = parse_item,
     ) -> None:
+        """``encode`` is wrapped in a :class:`~stream.catalog.ChunkedEncoder` whose chunks take at most a
+        fifth of ``kafka.max_poll_interval_ms`` (its ``between_chunks`` is where the consumer keeps its
+        group membership alive). ``parse_event`` / ``parse_item`` decode one record (the seam tests use
+        to inject a failing decoder): an exception out of them dead-letters that record (``decode_error``)."""
         self.store = store
         self.config = config
-        self.encode = encode
+        self.encode = encode if isinstance(encode, ChunkedEncoder) else ChunkedEncoder(
+            encode, chunk_s=config.kafka.max_poll_interval_ms / 1000 / 5)  # fmt: skip
         self.clock_ms = clock_ms
+        self.parse_event = parse_event
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.catalog = Catalog(store, self.encode, self.items, parse_item)
         # States this process wrote last, keyed (tenant, user_id), with their version: a hit skips the read and the decode. A stale
         # entry (another process wrote the user since) fails the version check and is re-read. Entries are
         # taken out while a batch folds them and put back only once Redis applied the write, so a failed
@@ -142,17 +160,21 @@ class BatchProcessor:
         groups: dict[tuple[str, str, int], list[tuple[int, Event]]] = defaultdict(list)
         with _Stopwatch(outcome, "decode"):
             for record in records:
-                parsed = parse_event(record.value or b"", now_ms=now_ms, key=record.key, **event_limits(self.config.state))
+                try:
+                    parsed = self.parse_event(record.value or b"", now_ms=now_ms, key=record.key,
+                                              **event_limits(self.config.state))  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - the safety net: no record's decoding may stop the loop
+                    parsed = decode_error(exc)
                 if isinstance(parsed, Rejection):
                     outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
                 else:
                     groups[(parsed.tenant, parsed.user_id, record.partition)].append((record.offset, parsed))
-        ticket = Submitted(outcome, dict(groups), {}, {}, now_ms)
+        ticket = Submitted(outcome, dict(groups), {}, {}, now_ms, records)
         if not groups:
             return ticket
         events = [e for group in groups.values() for _, e in group]
         with _Stopwatch(outcome, "items"):
-            ticket.items = self._items_for(events, outcome)
+            ticket.items = self.catalog.resolve(events, outcome)
         with _Stopwatch(outcome, "encode_text"):
             phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
             ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
@@ -177,11 +199,12 @@ class BatchProcessor:
         for _attempt in range(MAX_CONFLICT_RETRIES):
             if not pending:
                 return outcome
-            outcome.conflicts += len(pending)
             for tenant, user_id, _ in pending:  # re-read from Redis: a later batch's chained state is as stale
                 self._in_flight.pop((tenant, user_id), None)
                 self.users.discard((tenant, user_id))
             with self.store.begin_writes() as batch:
+                if ticket.refused:  # one user per call: a refusal names its user
+                    batch.users_per_call = 1
                 writes = self._send(pending, ticket.items, ticket.text_vectors, outcome, ticket.now_ms, batch)
                 pending = self._acknowledged(writes, ticket)
         raise ServiceError(f"{len(pending)} users kept changing under this consumer; is another consumer writing them?")
@@ -201,10 +224,29 @@ class BatchProcessor:
         ticket.conflicted = self._acknowledged(writes, ticket)
 
     def _acknowledged(self, writes: _Writes, ticket: Submitted) -> dict:
-        """Wait for ``writes``' replies and count them; returns the groups whose write conflicted."""
-        with _Stopwatch(ticket.outcome, "redis_wait"):
-            writes.replies = writes.batch.finish()
-        return {key: ticket.groups[key] for key in self._results(writes, ticket.outcome)}
+        """Wait for ``writes``' replies and count them; returns the groups to fold again: their write
+        conflicted, or Redis refused it for the first time (:mod:`stream.rejections`). Refused global
+        calls are repaired here; what Redis refuses again is dead-lettered."""
+        import redis
+
+        outcome = ticket.outcome
+        with _Stopwatch(outcome, "redis_wait"):
+            writes.replies = writes.batch.finish(raise_on_error=False)
+        for call in writes.globals:
+            error = writes.replies[call[0]]
+            if isinstance(error, redis.ResponseError):
+                outcome.dead_letters.extend(repair_global_call(self.store, call, error, ticket.record_at))
+        conflicted, refused = self._results(writes, outcome)
+        outcome.conflicts += len(conflicted)
+        again = {}
+        for key, message in refused.items():
+            if key in ticket.refused:  # refused twice: the user's records of this batch are at fault
+                outcome.dead_letters.extend(user_rejected(ticket.record_at(key[2], offset), message)
+                                            for offset, _ in ticket.groups[key])  # fmt: skip
+            else:
+                ticket.refused[key] = message
+                again[key] = ticket.groups[key]
+        return {**{key: ticket.groups[key] for key in conflicted}, **again}
 
     def _send(self, groups, items, text_vectors, outcome: BatchOutcome, now_ms: int, batch: WriteBatch) -> _Writes:
         """Read, fold and send ``groups`` on ``batch`` (whose connection earlier batches may share).
@@ -225,6 +267,7 @@ class BatchProcessor:
         for n, (tenant, _, partition) in enumerate(keys):
             members[(tenant, partition)].append(n)
         sent: list[tuple[tuple, UserWrite, _WriteStats, tuple[int, int]]] = []
+        calls: list[GlobalCall] = []
 
         def send_users(writes: list[tuple[tuple, UserWrite, _WriteStats]]) -> None:
             with _Stopwatch(outcome, "redis_send"):
@@ -237,29 +280,37 @@ class BatchProcessor:
         for (tenant, partition), indexes in members.items():
             floor = floors[(tenant, partition)]
             with _Stopwatch(outcome, "fold"):
-                writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes],
-                                                      groups, items, text_vectors, now_ms, floor, outcome)  # fmt: skip
+                writes, deltas = self._fold_partition([keys[n] for n in indexes], [users[n] for n in indexes], groups,
+                                                      items.get(tenant, {}), text_vectors, now_ms, floor, outcome)  # fmt: skip
             with _Stopwatch(outcome, "redis_send"):
-                for last_offset, pops, runs in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
-                    batch.add_globals(tenant, partition, last_offset, pops, runs)
+                for last_offset, pops, runs, events in global_chunks(deltas, self.config.consumer.global_deltas_per_call):
+                    at = batch.add_globals(tenant, partition, last_offset, pops, runs)
+                    calls.append((at, tenant, partition, events))
                     if last_offset > self._sent_floors.get((tenant, partition), -1):
                         self._sent_floors[(tenant, partition)] = last_offset
             send_users(held)  # the previous partition's: Redis runs these globals meanwhile
             held = writes
         send_users(held)
-        return _Writes(batch, sent)
+        return _Writes(batch, sent, calls)
 
-    def _results(self, writes: _Writes, outcome: BatchOutcome) -> list:
-        """Count acknowledged writes and keep their states; returns the keys whose write conflicted."""
-        conflicted = []
+    def _results(self, writes: _Writes, outcome: BatchOutcome) -> tuple[list, dict]:
+        """Count acknowledged writes and keep their states; returns the keys whose write conflicted, and
+        those whose write Redis refused (key -> message)."""
+        conflicted: list = []
+        refused: dict = {}
         for key, write, stats, at in writes.sent:
-            status = WriteBatch.user_result(writes.replies, at)[0]
+            reply = writes.replies[at[0]]
+            status = CONFLICT if isinstance(reply, Exception) else WriteBatch.user_result(writes.replies, at)[0]
+            if isinstance(reply, Exception):
+                refused[key] = str(reply)
             key2 = key[:2]
             mine = self._in_flight.get(key2)
             if mine is not None and mine[0] == write.new_version:  # no later batch took this state over
                 del self._in_flight[key2]
                 if status == APPLIED:
                     self.users.put(key2, (write.new_version, write.state))
+            if key in refused:
+                continue  # not written: counted when the retry succeeds
             if status == CONFLICT:
                 conflicted.append(key)  # not written: counted when the retry succeeds
             elif status == ALREADY_APPLIED:
@@ -268,7 +319,7 @@ class BatchProcessor:
                 outcome.applied += stats.applied
                 outcome.duplicates += stats.duplicates
                 outcome.freshness_s.extend(stats.freshness_s)
-        return conflicted
+        return conflicted, refused
 
     def _read_users(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[int, UserState | None]]:
         """(version, state) per key: as an unsettled batch sent it, or from this process's cache (both taken
@@ -289,7 +340,8 @@ class BatchProcessor:
     def _fold_partition(self, keys: list[tuple], reads: list[tuple[int, UserState | None]], groups, items,
                         text_vectors, now_ms: int, floor: int,
                         outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list[tuple[int, list, list]]]:  # fmt: skip
-        """Fold each user's events above its applied offset (all users' vectors together).
+        """Fold each user's events above its applied offset (all users' vectors together). The users are
+        of one tenant and ``items`` are that tenant's (items are per tenant: ``sku-1`` of one is not another's).
 
         Returns the writes and, per event above the partition's global ``floor`` that has any,
         its offset and its global deltas (popularity, co-visit runs)."""
@@ -336,69 +388,8 @@ class BatchProcessor:
             deltas.extend((offset, pops, runs) for offset, (pops, runs) in by_offset.items())
         return writes, deltas
 
-    def _items_for(self, events: Sequence[Event], outcome: BatchOutcome) -> dict[str, ItemInfo]:
-        """ItemInfo of every item the events name, embedding first-seen items that carry text."""
-        by_tenant: dict[str, dict[str, str | None]] = defaultdict(dict)
-        for e in events:
-            if e.item_id is not None:
-                known = by_tenant[e.tenant]
-                if known.get(e.item_id) is None:
-                    known[e.item_id] = e.item_text
-        resolved: dict[str, ItemInfo] = {}
-        for tenant, wanted in by_tenant.items():
-            missing = []
-            for item_id in wanted:
-                cached = self.items.get(f"{tenant}\0{item_id}")
-                if cached is not None and cached.vector is not None:
-                    resolved[item_id] = cached
-                else:
-                    missing.append(item_id)
-            if not missing:
-                continue
-            stored = self.store.get_items(tenant, missing)
-            to_embed = {i: wanted[i] for i in missing if (i not in stored or stored[i].vector is None) and wanted[i]}
-            if to_embed:
-                ids = sorted(to_embed)
-                vectors = self.encode([to_embed[i] or "" for i in ids])
-                self.store.put_item_vectors(tenant, {i: (to_embed[i] or "", v) for i, v in zip(ids, vectors)})
-                outcome.items_embedded += len(ids)
-                for i, v in zip(ids, vectors):
-                    old = stored.get(i)
-                    stored[i] = ItemInfo(vector=v, attributes=old.attributes if old else {},
-                                         text=(old.text if old and old.text else to_embed[i]))  # fmt: skip
-            for item_id, info in stored.items():
-                self.items.put(f"{tenant}\0{item_id}", info)
-                resolved[item_id] = info
-        return resolved
-
     # --- items -------------------------------------------------------------------------------
     def process_items(self, records: Sequence[Record]) -> BatchOutcome:
-        """Catalog records: store text, attributes and a vector; ``deleted`` removes the item."""
-        outcome = BatchOutcome()
-        latest: dict[tuple[str, str], ItemRecord] = {}
-        for record in records:
-            parsed = parse_item(record.value or b"")
-            if isinstance(parsed, Rejection):
-                outcome.dead_letters.append(DeadLetter(record, parsed.reason, parsed.detail))
-            else:
-                latest[(parsed.tenant, parsed.item_id)] = parsed  # last write in the batch wins
-        by_tenant: dict[str, list[ItemRecord]] = defaultdict(list)
-        for (tenant, _), item in latest.items():
-            by_tenant[tenant].append(item)
-        for tenant, tenant_items in by_tenant.items():
-            deleted = [i.item_id for i in tenant_items if i.deleted]
-            if deleted:
-                self.store.delete_items(tenant, deleted)
-            live = [i for i in tenant_items if not i.deleted]
-            with_text = [i for i in live if i.text]
-            vectors = self.encode([i.text or "" for i in with_text]) if with_text else []
-            vector_of = {i.item_id: v for i, v in zip(with_text, vectors)}
-            infos = {i.item_id: ItemInfo(vector=vector_of.get(i.item_id), attributes=dict(i.attributes), text=i.text)
-                     for i in live}  # fmt: skip
-            if infos:
-                self.store.put_items(tenant, infos)
-            outcome.items_embedded += len(with_text)
-            for item_id in [*deleted, *infos]:
-                self.items.discard(f"{tenant}\0{item_id}")
-            outcome.applied += len(live) + len(deleted)
-        return outcome
+        """Catalog records: store text, attributes and a vector; ``deleted`` removes the item
+        (:meth:`stream.catalog.Catalog.apply`)."""
+        return self.catalog.apply(records)

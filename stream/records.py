@@ -10,7 +10,12 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Record", "DeadLetter", "BatchOutcome", "global_chunks", "records_from_lines"]
+from features.events import Rejection
+
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "DECODE_ERROR", "decode_error", "global_chunks", "records_from_lines"]
+
+#: Dead-letter reason of a record whose decoding raised (a decoder bug, not a contract violation).
+DECODE_ERROR = "decode_error"
 
 #: Sort key of ``(offset, …)`` pairs.
 by_offset = operator.itemgetter(0)
@@ -45,34 +50,45 @@ class BatchOutcome:
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
-def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[tuple[int, list, list]]:
+def decode_error(exc: BaseException) -> Rejection:
+    """The rejection of a record whose parsing raised ``exc``: the safety net that turns any decoder
+    failure into a dead letter instead of an exception out of the consumer loop.
+
+    >>> decode_error(UnicodeDecodeError("utf-8", b"\\xff", 0, 1, "invalid start byte"))
+    Rejection(reason='decode_error', detail="UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte")
+    """
+    return Rejection(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[tuple[int, list, list, list]]:
     """Per-event ``(offset, popularity, co-visit runs)`` deltas of one partition, in offset order, cut into
     calls of about ``limit`` updates (popularity deltas and co-visited pairs): ``(last offset, popularity,
-    co-visit runs)`` each.
+    co-visit runs, the events' deltas)`` each.
 
     A call covers a contiguous range of offsets and records its last one, so after a crash between
     calls the replay skips exactly the events at or below it (the global ``floor``) — whatever batch
     boundaries the replay sees.
 
     >>> run = ("b", ["a", "c"], 1.0, "e7")
-    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [run]), (3, [4], [])], limit=1)]
-    [(3, 1, 0), (7, 1, 1)]
-    >>> [(last, len(p), len(c)) for last, p, c in global_chunks([(7, [1], [run]), (3, [4], [])], limit=100)]
-    [(7, 2, 1)]
+    >>> [(last, len(p), len(c), len(e)) for last, p, c, e in global_chunks([(7, [1], [run]), (3, [4], [])], limit=1)]
+    [(3, 1, 0, 1), (7, 1, 1, 1)]
+    >>> [(last, len(p), len(c), len(e)) for last, p, c, e in global_chunks([(7, [1], [run]), (3, [4], [])], limit=100)]
+    [(7, 2, 1, 2)]
     """
     deltas.sort(key=by_offset)
     pops: list = []
     runs: list = []
     size = 0
-    for offset, event_pops, event_runs in deltas:
+    first = 0
+    for n, (offset, event_pops, event_runs) in enumerate(deltas):
         pops += event_pops
         runs += event_runs
         size += len(event_pops) + sum([len(run[1]) for run in event_runs])
         if size >= limit:
-            yield offset, pops, runs
-            pops, runs, size = [], [], 0
+            yield offset, pops, runs, deltas[first : n + 1]
+            pops, runs, size, first = [], [], 0, n + 1
     if pops or runs:
-        yield deltas[-1][0], pops, runs
+        yield deltas[-1][0], pops, runs, deltas[first:]
 
 
 def records_from_lines(lines: Sequence[bytes], topic: str, partitions: int = 4) -> list[Record]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -10,10 +12,23 @@ import pytest
 from features.events import Event, Rejection, parse_event
 from features.signals import CoVisitation, Popularity
 from features.state import UserState
+from features.synthetic import SyntheticSpec, generate
 from features.store import RedisStore
 from stream.processing import records_from_lines as records_for  # noqa: F401 (re-exported for tests)
 
 NOW_MS = 1_900_000_000_000
+
+
+def two_tenant_lines(users: int, per_user: int, seed: int) -> list[bytes]:
+    """Synthetic events of two tenants whose item ids (and user ids) are the same but whose item texts
+    differ (another seed), interleaved in time: a consumer that mixes the tenants' items up folds the
+    other tenant's vectors and differs from :func:`assert_matches_replay`."""
+    tenants = [generate(SyntheticSpec(users=users, events_per_user=per_user, seed=seed + n, tenant=tenant))
+               for n, tenant in enumerate(("default", "acme"))]  # fmt: skip
+    texts = [{i["item_id"]: i["text"] for i in data.items} for data in tenants]
+    assert sum(texts[0][i] != texts[1][i] for i in texts[0]) > len(texts[0]) // 2, "the tenants' item texts must differ"
+    merged = heapq.merge(*(data.events for data in tenants), key=lambda e: e["timestamp"])  # keeps each one's disorder
+    return [json.dumps(e).encode() for e in merged]
 
 
 def valid_events(lines: list[bytes]) -> list[Event]:
@@ -28,9 +43,7 @@ def assert_matches_replay(store: RedisStore, events: list[Event], encode) -> Non
         by_user[(e.tenant, e.user_id)].append(e)
     tenants = {t for t, _ in by_user}
     item_ids = sorted({e.item_id for e in events if e.item_id})
-    items = {}
-    for tenant in tenants:
-        items.update(store.get_items(tenant, item_ids))
+    items = {tenant: store.get_items(tenant, item_ids) for tenant in tenants}  # items are per tenant
     phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
     text_vectors = dict(zip(phrases, encode(phrases))) if phrases else {}
     popularity = {t: Popularity(store.config.state.popularity_tau_s) for t in tenants}
@@ -39,7 +52,7 @@ def assert_matches_replay(store: RedisStore, events: list[Event], encode) -> Non
     stored = store.read_users(keys)
     for (tenant, user_id), (_, actual) in zip(keys, stored):
         expected = UserState.new(store.spec)
-        result = expected.fold(sorted(by_user[(tenant, user_id)], key=lambda e: e.ts_ms), items, text_vectors)
+        result = expected.fold(sorted(by_user[(tenant, user_id)], key=lambda e: e.ts_ms), items[tenant], text_vectors)
         for d in result.popularity:
             popularity[tenant].add(d.item_id, d.ts_ms, d.weight)
         covisits[tenant].add(result.covisits)

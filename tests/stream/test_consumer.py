@@ -21,14 +21,14 @@ from p13n.config import Config
 from p13n.devstack import ensure_topics, free_port, wait_until
 from stream.producer import make_producer, produce_lines
 from tests.conftest import REPO, clean_env
-from tests.stream.replay import assert_matches_replay, valid_events
+from tests.stream.replay import two_tenant_lines, assert_matches_replay, valid_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.config(state={"covisit_top_m": 1000})]
 
 
 def consumer_env(config: Config, **extra: str) -> dict[str, str]:
     k = config.kafka
-    return clean_env(
+    settings = dict(
         P13N_REDIS_URL=config.redis.url,
         P13N_REDIS_PREFIX=config.redis.prefix,
         P13N_KAFKA_BOOTSTRAP=k.bootstrap,
@@ -43,8 +43,8 @@ def consumer_env(config: Config, **extra: str) -> dict[str, str]:
         # no top-M trimming in these tests: a bounded sketch trimmed per batch depends on batch
         # boundaries, and these tests check the exactly-once effect, not the sketch
         P13N_STATE_COVISIT_TOP_M=str(config.state.covisit_top_m),
-        **extra,
     )
+    return clean_env(**{**settings, **extra})
 
 
 class Consumer:
@@ -103,8 +103,9 @@ def wait_for_all(store: RedisStore, events, timeout: float, consumers: list[Cons
 
 
 def synthetic_lines(users: int, per_user: int, seed: int) -> list[bytes]:
-    data = generate(SyntheticSpec(users=users, events_per_user=per_user, seed=seed))
-    return [json.dumps(e).encode() for e in data.events]
+    """About ``users`` users' events, half of them in tenant "default", half in "acme" (same item ids,
+    other item texts)."""
+    return two_tenant_lines((users + 1) // 2, per_user, seed)
 
 
 @pytest.fixture

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
+import msgspec
 import pytest
 
+from features.events import REJECTION_REASONS, Event, parse_event, parse_item
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
-from stream.processing import BatchProcessor
-from tests.stream.replay import NOW_MS, assert_matches_replay, records_for, valid_events
+from stream.processing import BatchProcessor, Record
+from tests.stream.replay import two_tenant_lines, NOW_MS, assert_matches_replay, records_for, valid_events
 
 
 @pytest.fixture
@@ -20,8 +23,9 @@ def processor(redis_client, config, consumer_encoder) -> BatchProcessor:
 
 
 def synthetic_lines(users: int = 25, seed: int = 3) -> list[bytes]:
-    data = generate(SyntheticSpec(users=users, events_per_user=30, seed=seed))
-    return [json.dumps(e).encode() for e in data.events]
+    """About ``users`` users' events, half of them in tenant "default", half in "acme" (same item ids,
+    other item texts)."""
+    return two_tenant_lines((users + 1) // 2, 30, seed)
 
 
 BAD = {
@@ -136,3 +140,94 @@ def test_item_records_are_stored_deleted_and_dead_lettered(processor):
     assert [d.reason for d in outcome.dead_letters] == ["wrong_type"]
     items = processor.store.get_items("default", ["a", "b"])
     assert set(items) == {"a"} and items["a"].attributes == {"genre": "jazz"} and items["a"].vector is not None
+
+
+CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases" / "hardening"
+
+
+def invalid_utf8_reason() -> tuple[str, str]:
+    """What the invalid-UTF-8 case must become: ``invalid_utf8`` once parse_event names it, until then the
+    processor's own safety net (``decode_error``, the exception in the detail)."""
+    return ("invalid_utf8", "") if "invalid_utf8" in REJECTION_REASONS else ("decode_error", "UnicodeDecodeError")
+
+
+def exploding(parse, marker: bytes):
+    """``parse``, except that it raises on a record holding ``marker`` (a decoder bug)."""
+
+    name = marker.decode().strip('"')
+
+    def parse_or_raise(data: bytes, **kwargs):
+        if marker in data:
+            raise RuntimeError(f"decoder bug on {name}")
+        return parse(data, **kwargs)
+
+    return parse_or_raise
+
+
+def test_any_exception_out_of_decoding_one_record_is_a_dead_letter(redis_client, config, consumer_encoder):
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS,
+                               parse_event=exploding(parse_event, b'"boom-event"'),
+                               parse_item=exploding(parse_item, b'"boom-item"'))  # fmt: skip
+    good = synthetic_lines(users=4)
+    boom = json.dumps({"event_id": "boom-event", "user_id": "u", "type": "view", "timestamp": NOW_MS, "item_id": "i"}).encode()
+    utf8 = (CASES / "event-invalid-utf8.bin").read_bytes()
+    outcome = processor.process_events(records_for(good[:50] + [boom, utf8] + good[50:], "events"))
+    letters = {d.record.value: d for d in outcome.dead_letters}
+    assert set(letters) == {boom, utf8}
+    assert (letters[boom].reason, letters[boom].detail) == ("decode_error", "RuntimeError: decoder bug on boom-event")
+    reason, detail = invalid_utf8_reason()
+    assert letters[utf8].reason == reason and detail in letters[utf8].detail
+    assert_matches_replay(store, valid_events(good), processor.encode)
+
+    items = [Record("items", 0, 0, None, b'{"item_id": "a", "text": "Jazz vinyl"}'),
+             Record("items", 0, 1, None, b'{"item_id": "boom-item", "text": "x"}'),
+             Record("items", 0, 2, None, (CASES / "item-invalid-utf8.bin").read_bytes()),
+             Record("items", 0, 3, None, b'{"item_id": "b", "text": "Tent"}')]  # fmt: skip
+    outcome = processor.process_items(items)
+    assert [(d.record.offset, d.reason) for d in outcome.dead_letters] == [(1, "decode_error"), (2, reason)]
+    assert outcome.dead_letters[0].detail == "RuntimeError: decoder bug on boom-item"
+    assert outcome.applied == 2 and set(store.get_items("default", ["a", "b", "boom-item"])) == {"a", "b"}
+
+
+def poisoned(data: bytes, **kwargs):
+    """parse_event, with the rating of event ``poison`` raised to 1e300 after decoding (no decode bound
+    can stop a value that arrives this way: the store must cope with it)."""
+    event = parse_event(data, **kwargs)
+    if isinstance(event, Event) and event.event_id == "poison":
+        return msgspec.structs.replace(event, value=1e300)
+    return event
+
+
+# the poisoned user's own fold overflows float32 (features/decay.py); this test is about the globals script
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_rest(redis_client, config,
+                                                                                   consumer_encoder):  # fmt: skip
+    """A delta that turns non-finite in the globals script made Redis answer ``value is not a valid float``:
+    the consumer died and the poll's popularity/co-visitation updates were lost. Now the refused call is
+    retried, split, its culprit dead-lettered (store_rejected) and everything else applied; likewise for
+    any refusal: a tenant whose popularity key holds a string (WRONGTYPE), a user whose applied offset is garbage."""
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS, parse_event=poisoned)
+    redis_client.set(store.keys.popularity("broken"), "not a sorted set")
+    blocked_partition = records_for([b'{"user_id": "blocked"}'], "events")[0].partition
+    redis_client.hset(store.keys.user("default", "blocked"), f"o:{blocked_partition}", "garbage")  # its write is refused
+    good = synthetic_lines(users=6)
+    poison = json.dumps({"event_id": "poison", "user_id": "poisoned", "type": "rating", "value": 5,
+                         "timestamp": NOW_MS - 5000, "item_id": "poison-item"}).encode()  # fmt: skip
+    broken = json.dumps({"event_id": "b1", "user_id": "b", "tenant": "broken", "type": "purchase",
+                         "timestamp": NOW_MS - 5000, "item_id": "x"}).encode()  # fmt: skip
+    blocked = [json.dumps({"event_id": f"k{n}", "user_id": "blocked", "type": "click", "timestamp": NOW_MS - 5000 + n,
+                           "item_id": "sports-001"}).encode() for n in range(2)]  # fmt: skip
+    records = records_for(good[:60] + [poison, blocked[0]] + good[60:] + [broken, blocked[1]], "events")
+    # the poison shares its global call with good events of its partition: they must be applied all the same
+    assert sum(r.partition == records_for([poison], "events")[0].partition for r in records) > 20
+    outcome = processor.process_events(records)
+    letters = {d.record.value: d for d in outcome.dead_letters}
+    assert set(letters) == {poison, broken, *blocked}
+    assert all(letters[b].reason == "store_rejected" and "compare" in letters[b].detail for b in blocked)
+    assert letters[poison].reason == "store_rejected"
+    assert "non-finite popularity delta for item poison-item" in letters[poison].detail
+    assert letters[broken].reason == "store_rejected" and "WRONGTYPE" in letters[broken].detail
+    assert_matches_replay(store, valid_events(good), processor.encode)
+    assert store.popularity("default", ["poison-item"], NOW_MS)[0] == 0
