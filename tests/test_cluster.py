@@ -156,3 +156,68 @@ async def request_path_answers(config: Config, interests: dict, items: list[byte
     finally:
         await personalizer.close()
     return out
+
+
+@pytest.mark.slow
+def test_master_killed_mid_replay_loses_no_acknowledged_event(config, cluster, cluster_store, consumer_encoder, tmp_path):
+    """SIGKILL the master holding the tenant's global signals (and some users) while `p13n consume` applies
+    events; restart it on its port and directory (AOF, appendfsync always): the consumer retries, and Redis
+    ends as a clean replay — nothing lost, nothing applied twice."""
+    from tests.stream.test_consumer import Consumer, consumer_env, produce, synthetic_lines, wait_for_all
+
+    cfg = cluster_store.config
+    lines = synthetic_lines(users=60, per_user=30, seed=23)
+    events = valid_events(lines)
+    users = sorted({(e.tenant, e.user_id) for e in events})
+    victim = cluster.node_of(cluster_store.keys.popularity("default"))
+    assert any(cluster.node_of(cluster_store.keys.user(t, u)) is victim for t, u in users)
+    produce(cfg, lines)
+    metrics_port = free_port()
+    consumer = Consumer(consumer_env(cfg, P13N_REDIS_CLUSTER="true", P13N_CONSUMER_MAX_BATCH="40"),
+                        tmp_path / "consumer.log", metrics_port)  # fmt: skip
+    try:
+        wait_until(lambda: applied(cluster_store, users) > 300, timeout=90, what="progress", interval=0.01)
+        victim.kill()
+        wait_until(lambda: consumer.ready() == 503, timeout=30, what="readyz to report the outage")
+        victim.start()
+        cluster.wait_ok()
+        wait_for_all(cluster_store, events, timeout=180, consumers=[consumer])
+        assert_matches_replay(cluster_store, events, consumer_encoder.encode)
+        wait_until(lambda: consumer.ready() == 200, timeout=30, what="readyz after recovery")
+    finally:
+        assert consumer.terminate() == 0
+    assert "redis failed" in consumer.log.read_text()
+
+
+def applied(store: RedisStore, users: list[tuple[str, str]]) -> int:
+    """Events applied so far, 0 while the cluster cannot answer."""
+    from p13n.connections import REDIS_UNAVAILABLE
+
+    try:
+        return sum(state.events_applied for _, state in store.read_users(users) if state is not None)
+    except REDIS_UNAVAILABLE:
+        return 0
+
+
+def test_a_cluster_group_is_acknowledged_when_sent_and_a_dead_node_raises(config, cluster, cluster_store):
+    """The consumer's global deltas must be applied before its users' writes go out: on a cluster each group
+    of commands runs when it is sent; a group meeting a dead master raises (never a reply to misread)."""
+    from features.deferred import DeferredPipeline
+    from p13n.connections import REDIS_UNAVAILABLE
+
+    client, prefix = cluster_store.client, cluster_store.config.redis.prefix
+    keys = [f"{prefix}:{{k{n}}}" for n in range(40)]
+    victim = cluster.node_of(keys[0])
+    alive = next(k for k in keys if cluster.node_of(k) is not victim)
+    pipe = DeferredPipeline(client)
+    pipe.send([("SET", alive, "first")])
+    assert client.get(alive) == b"first"  # applied before any later group is sent
+    victim.kill()
+    try:
+        with pytest.raises(REDIS_UNAVAILABLE):
+            pipe.send([("SET", keys[0], "lost")])
+        assert pipe.replies() == [True]  # the first group's reply; the failed group left none
+    finally:
+        victim.start()
+        cluster.wait_ok()
+    assert client.get(keys[0]) is None
