@@ -6,6 +6,10 @@
 Traceback (most recent call last):
 ...
 p13n.errors.ConfigError: redis.url: cannot connect to redis://127.0.0.1:1/0 (Error 111 connecting to 127.0.0.1:1. Connection refused.)
+>>> check_redis(RedisConfig(url="redis://127.0.0.1:1/0", cluster=True, timeout_ms=200))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+p13n.errors.ConfigError: redis.url: cannot connect to the cluster at redis://127.0.0.1:1/0 (Redis Cluster cannot be connected...)
 """
 
 from __future__ import annotations

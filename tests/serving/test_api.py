@@ -262,7 +262,8 @@ def test_redis_restarted_under_serving_load(api, seeded, serving_redis):
             answers.append((path, sent, time.monotonic(), status, body.get("degraded")))
 
     def full_since(moment: float) -> bool:
-        return all(any(a[0] == path and a[1] > moment and a[3] == 200 and a[4] == [] for a in answers) for path in bodies)
+        return all(any(a[0] == path and a[1] > moment and a[3] == 200 and a[4] == [] for a in answers)
+                   for path in bodies)
 
     threads = [threading.Thread(target=client, args=(path,), daemon=True) for path in bodies]
     for thread in threads:

@@ -47,7 +47,8 @@ def cluster_store(cluster_config, seeded, consumer_encoder) -> RedisStore:
 
 @pytest.fixture(scope="module")
 def cluster_api(cluster_config, cluster_store, fake_llm, tmp_path_factory) -> Iterator[Api]:
-    with running_api(cluster_config, fake_llm, tmp_path_factory.mktemp("serve-cluster"), P13N_REDIS_CLUSTER="true") as api:
+    log_dir = tmp_path_factory.mktemp("serve-cluster")
+    with running_api(cluster_config, fake_llm, log_dir, P13N_REDIS_CLUSTER="true") as api:
         yield api
 
 
@@ -63,8 +64,8 @@ def test_serve_on_a_cluster_answers_as_on_one_node(cluster_api, seeded):
     for tenant, key in (("shop", "key-shop"), ("news", "key-news")):
         user = sorted(seeded.data[tenant].interests)[0]
         candidates = [{"item_id": i["item_id"]} for i in seeded.data[tenant].items[:100]]
-        status, body, _ = cluster_api.call("POST", "/v1/score", {"user_id": user, "candidates": candidates, "k": 20,
-                                                                 "explain": True, "budget_ms": 5000}, key=key)  # fmt: skip
+        request = {"user_id": user, "candidates": candidates, "k": 20, "explain": True, "budget_ms": 5000}
+        status, body, _ = cluster_api.call("POST", "/v1/score", request, key=key)
         assert status == 200 and body["degraded"] == [], body
         direct = score_candidates(seeded.store, tenant, user, [CandidateIn(c["item_id"]) for c in candidates],
                                   now_ms=int(time.time() * 1000), weights=seeded.config.scoring.weights, k=20,
@@ -78,7 +79,8 @@ def test_serve_on_a_cluster_answers_as_on_one_node(cluster_api, seeded):
             {"role": "user", "content": question}]}, key=key)  # fmt: skip
         assert status == 200 and body["degraded"] == [], body
         context, _ = context_for(seeded.store, tenant, user, now_ms=int(time.time() * 1000), max_tokens=256,
-                                 count_tokens=encoder.count_tokens, query_vector=encoder.encode([question])[0])  # fmt: skip
+                                 count_tokens=encoder.count_tokens,
+                                 query_vector=encoder.encode([question])[0])  # fmt: skip
         want = json.loads(json.dumps(context.as_json()))
         assert body["context"]["profile"] == want["profile"] and body["context"]["preferences"] == want["preferences"]
         assert [(h["item_id"], h["text"]) for h in body["context"]["history"]] == \
