@@ -79,11 +79,17 @@ def async_redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
     on the next command."""
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     timeout, connect_timeout = _timeouts(config, timeout_ms)
     if config.cluster:
+        # No cluster-level retries: redis-py's closes every connection of the client and sleeps 250 ms per
+        # attempt (a request waited ~2.5 s on a dead master, past any latency budget, and disturbed the
+        # requests sharing the client). A failed read degrades this request; the next one tries again.
+        # MOVED and ASK redirections are still followed.
         return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                     max_connections=config.max_connections)  # fmt: skip
+                                     max_connections=config.max_connections, retry=Retry(NoBackoff(), 0))  # fmt: skip
     return aioredis.Redis.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
                                    max_connections=config.max_connections)  # fmt: skip
 

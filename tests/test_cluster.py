@@ -221,3 +221,50 @@ def test_a_cluster_group_is_acknowledged_when_sent_and_a_dead_node_raises(config
         victim.start()
         cluster.wait_ok()
     assert client.get(keys[0]) is None
+
+
+def test_request_path_degrades_while_a_master_is_down_and_recovers(config, cluster, cluster_store, consumer_encoder):
+    """The Serve app's Personalizer on a cluster: a dead master gives degraded answers (never an exception),
+    and full ones again once it is back (its async cluster client re-learns the node)."""
+    items, events, interests = two_tenants()
+    fold(cluster_store, cluster_store.config, consumer_encoder.encode, items, events)
+    tenant, user = "shop", interests["shop"][0]
+    victim = cluster.node_of(cluster_store.keys.user(tenant, user))
+    ids = [json.loads(i)["item_id"] for i in items if json.loads(i)["tenant"] == tenant][:30]
+
+    async def scenario() -> tuple[list, list]:
+        from serving.personalizer import Personalizer
+
+        encoder = Encoder.from_directory(default_encoder_dir())
+
+        async def encode(text: str, remaining_ms: float) -> np.ndarray:
+            return encoder.encode([text])[0]
+
+        personalizer = Personalizer(cluster_store.config, encode, encoder.count_tokens, encoder.dimension)
+
+        async def answers(budget_ms: float = 5000) -> list[list[str]]:
+            scored = await personalizer.score(tenant, user, [CandidateIn(i) for i in ids], k=5, explain=False,
+                                              budget_ms=budget_ms, now_ms=NOW_MS)  # fmt: skip
+            rewritten = await personalizer.rewrite(tenant, user, [{"role": "user", "content": "hi"}], max_tokens=128,
+                                                   budget_ms=budget_ms, now_ms=NOW_MS)  # fmt: skip
+            return [scored["degraded"], rewritten["degraded"]]
+
+        try:
+            assert await answers() == [[], []]
+            victim.kill()
+            during = await answers(budget_ms=1000)  # a dead master is an error at once, not a wait past the budget
+            victim.start()
+            await asyncio.to_thread(cluster.wait_ok)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            after = await answers()
+            while after != [[], []] and loop.time() < deadline:
+                await asyncio.sleep(0.05)  # polling interval
+                after = await answers()
+            return during, after
+        finally:
+            await personalizer.close()
+
+    during, after = asyncio.run(scenario())
+    assert during == [["redis_unavailable"], ["redis_unavailable"]]
+    assert after == [[], []]
