@@ -7,9 +7,13 @@ soon as it is ready and reads every reply at the end. All commands travel on one
 connection, so Redis applies them in the order they were sent — the order the
 exactly-once protocol relies on (a partition's global deltas before its users).
 
-With a Redis Cluster client, whose commands go to several nodes, the commands are
-queued on a cluster pipeline and executed when the replies are asked for: the
-same results, without the overlap.
+With a Redis Cluster client, whose commands go to several nodes over several
+connections, there is no such order between nodes: each group of commands is
+executed when it is sent (a cluster pipeline, split by node) and its replies are
+kept until they are asked for. The same results, without the overlap; a group
+is acknowledged before the next one is sent, so a partition's global deltas are
+applied before its users' writes go out, as on one node. A group that meets an
+unavailable node raises at once (the commands after it are never sent).
 
 >>> import redis
 >>> pipe = DeferredPipeline(redis.Redis(port=1))  # nothing is sent before the first command
@@ -44,16 +48,16 @@ class DeferredPipeline:
 
     def __init__(self, client) -> None:
         self._client = client
-        self._cluster_pipe = client.pipeline(transaction=False) if is_cluster_client(client) else None
+        self._cluster = is_cluster_client(client)
+        self._done: list = []  # a cluster client's replies, executed but not yet read
         self._conn = None
         self._count = 0
 
     def send(self, commands: Iterable[Sequence]) -> None:
-        """Write ``commands`` (tuples of arguments: bytes, str or int) to Redis without waiting."""
-        if self._cluster_pipe is not None:
-            for command in commands:
-                self._cluster_pipe.execute_command(*command)
-                self._count += 1
+        """Write ``commands`` (tuples of arguments: bytes, str or int) to Redis without waiting (a cluster
+        client: executed now, replies kept)."""
+        if self._cluster:
+            self._execute_on_cluster(commands)
             return
         first = self._conn is None
         if first:
@@ -84,14 +88,13 @@ class DeferredPipeline:
         with replies still unread)."""
         import redis
 
-        if self._cluster_pipe is not None:
-            if count is not None and count != self._count:
-                raise ValueError("a Redis Cluster pipeline answers all its commands at once")
-            try:
-                return self._cluster_pipe.execute(raise_on_error=False) if self._count else []
-            finally:
-                self._cluster_pipe.reset()
-                self._count = 0
+        if self._cluster:
+            count = len(self._done) if count is None else count
+            if count > len(self._done):
+                raise ValueError(f"{count} replies asked for, {len(self._done)} outstanding")
+            out, self._done = self._done[:count], self._done[count:]
+            self._count = len(self._done)
+            return out
         count = self._count if count is None else count
         if count > self._count:
             raise ValueError(f"{count} replies asked for, {self._count} outstanding")
@@ -114,10 +117,34 @@ class DeferredPipeline:
 
     def abandon(self) -> None:
         """Drop the connection and every unread reply (after an error; the commands' effects are unknown)."""
+        self._done = []
         self._release(broken=True)
 
+    def _execute_on_cluster(self, commands: Iterable[Sequence]) -> None:
+        """Run ``commands`` as one non-transactional cluster pipeline (one round trip per node, redis-py
+        retries redirections and broken connections); command errors are kept as replies, an unavailable
+        node or cluster is raised."""
+        from p13n.connections import REDIS_UNAVAILABLE
+
+        pipe = self._client.pipeline(transaction=False)
+        queued = 0
+        for command in commands:
+            pipe.execute_command(*command)
+            queued += 1
+        if not queued:
+            return
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        finally:
+            pipe.reset()
+        for reply in replies:
+            if isinstance(reply, REDIS_UNAVAILABLE):
+                raise reply
+        self._done.extend(replies)
+        self._count = len(self._done)
+
     def _release(self, *, broken: bool) -> None:
-        conn, self._conn, self._count = self._conn, None, 0
+        conn, self._conn, self._count, self._done = self._conn, None, 0, []
         if conn is None:
             return
         if broken:

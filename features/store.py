@@ -212,12 +212,15 @@ class RedisStore:
 
     def _queue_popularity(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
         pipe.hget(self.keys.global_meta(tenant), "landmark")
-        pipe.zmscore(self.keys.popularity(tenant), list(item_ids)) if item_ids else pipe.echo(b"")
+        if item_ids:
+            pipe.zmscore(self.keys.popularity(tenant), list(item_ids))
+        else:  # ZMSCORE needs a member; the stand-in has a key (a cluster client cannot route ECHO)
+            pipe.exists(self.keys.popularity(tenant))
 
     def _popularity_from(self, replies: Sequence, now_ms: int) -> np.ndarray:
         landmark, scores = replies
-        if landmark is None or not scores:
-            return np.zeros(len(scores or []), dtype=np.float64)
+        if landmark is None or not isinstance(scores, list) or not scores:
+            return np.zeros(len(scores) if isinstance(scores, list) else 0, dtype=np.float64)
         factor = np.exp(-(now_ms / 1000.0 - float(landmark)) / self.config.state.popularity_tau_s)
         return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
 

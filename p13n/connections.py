@@ -6,44 +6,105 @@
 Traceback (most recent call last):
 ...
 p13n.errors.ConfigError: redis.url: cannot connect to redis://127.0.0.1:1/0 (Error 111 connecting to 127.0.0.1:1. Connection refused.)
+>>> check_redis(RedisConfig(url="redis://127.0.0.1:1/0", cluster=True, timeout_ms=200))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+p13n.errors.ConfigError: redis.url: cannot connect to the cluster at redis://127.0.0.1:1/0 (Redis Cluster cannot be connected...)
 """
 
 from __future__ import annotations
 
 import socket
 
+import redis.exceptions as _redis_errors
+
 from p13n.config import KafkaConfig, RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "check_redis", "check_kafka"]
+__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "check_kafka"]
+
+#: redis-py's errors that mean "Redis cannot serve this right now; retry later or answer degraded", a
+#: Redis Cluster's included: refused or reset connections, timeouts, LOADING while a restarted server reads
+#: its append-only file, READONLY after a failover, CLUSTERDOWN / TRYAGAIN / MOVED-ASK left after the
+#: client's own retries, and slots no reachable master serves while one is down.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    _redis_errors.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError
+    _redis_errors.TimeoutError,
+    _redis_errors.ReadOnlyError,
+    _redis_errors.ClusterError,  # ClusterDownError, MasterDownError
+    _redis_errors.TryAgainError,
+    _redis_errors.AskError,  # MovedError
+    _redis_errors.SlotNotCoveredError,
+)
+
+
+def _timeouts(config: RedisConfig, timeout_ms: float | None) -> tuple[float, float]:
+    """(socket timeout, connect timeout) in seconds; connecting waits at most 1 s (a dead host should fail
+    fast, a slow command may take the whole timeout)."""
+    timeout = (timeout_ms if timeout_ms is not None else config.timeout_ms) / 1000
+    return timeout, min(1.0, timeout)
 
 
 def redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
-    """A redis-py client (or cluster client) with its own connection pool."""
+    """A redis-py client with its own connections: ``redis.Redis`` over a blocking pool of
+    ``max_connections`` (a caller waits up to the timeout for a free connection), or, with
+    ``redis.cluster``, a ``redis.cluster.RedisCluster`` (``max_connections`` per node) that learns the
+    slot map from the node in ``redis.url`` (at once: it raises ``RedisClusterException`` when no node
+    answers). ``timeout_ms`` overrides ``redis.timeout_ms``. A single-node client connects on its first
+    command."""
     import redis
     from redis.cluster import RedisCluster
 
-    timeout = (timeout_ms if timeout_ms is not None else config.timeout_ms) / 1000
+    timeout, connect_timeout = _timeouts(config, timeout_ms)
     if config.cluster:
-        return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                                     max_connections=config.max_connections)  # fmt: skip
     pool = redis.BlockingConnectionPool.from_url(
         config.url,
         max_connections=config.max_connections,
         socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
         timeout=timeout,
     )
     return redis.Redis(connection_pool=pool)
 
 
+def async_redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
+    """The asyncio twin of :func:`redis_client` (the Serve app's request path): ``redis.asyncio.Redis`` or,
+    with ``redis.cluster``, ``redis.asyncio.cluster.RedisCluster``, same timeouts and ``max_connections``.
+
+    The pool does not block: with every connection busy a command fails at once
+    (``MaxConnectionsError``, one of :data:`REDIS_UNAVAILABLE`) instead of queueing past a request's
+    latency budget. Connections broken by a Redis restart are dropped and re-opened by redis-py's retry
+    on the next command."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    timeout, connect_timeout = _timeouts(config, timeout_ms)
+    if config.cluster:
+        # No cluster-level retries: redis-py's closes every connection of the client and sleeps 250 ms per
+        # attempt (a request waited ~2.5 s on a dead master, past any latency budget, and disturbed the
+        # requests sharing the client). A failed read degrades this request; the next one tries again.
+        # MOVED and ASK redirections are still followed.
+        return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                                     max_connections=config.max_connections, retry=Retry(NoBackoff(), 0))  # fmt: skip
+    return aioredis.Redis.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
+                                   max_connections=config.max_connections)  # fmt: skip
+
+
 def check_redis(config: RedisConfig) -> None:
-    """Raise :class:`ConfigError` naming ``redis.url`` unless Redis answers PING."""
+    """Raise :class:`ConfigError` naming ``redis.url`` unless Redis (every node of a cluster) answers PING."""
     import redis
 
-    client = redis_client(config)
+    try:
+        client = redis_client(config)
+    except _redis_errors.RedisClusterException as exc:  # the cluster client reads the slot map at once
+        raise ConfigError(f"redis.url: cannot connect to the cluster at {config.url} ({exc})") from exc
     try:
         client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_UNAVAILABLE as exc:
         raise ConfigError(f"redis.url: cannot connect to {config.url} ({exc})") from exc
     except redis.ResponseError as exc:
         raise ConfigError(f"redis.url: {config.url} answered with an error ({exc})") from exc

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
@@ -32,12 +31,14 @@ from features.state import ItemInfo
 from features.state_codec import decode_state
 from features.store import RedisStore
 from p13n.config import Config
+from p13n.connections import async_redis_client
 from serving.budget import Deadline, StageTimeout, within
 from features.cache import TtlCache
 
 __all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS", "given_order"]
 
-REDIS_ERRORS = (redis.RedisError, OSError, StageTimeout)
+#: RedisClusterException is no RedisError: a cluster client raises it when no node serves a slot.
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError, StageTimeout)
 #: A dependency (Redis, the Encoder deployment) failed or ran out of time: skip the stage, say so.
 DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.TimeoutError)
 log = logging.getLogger("p13n.serving")
@@ -69,12 +70,7 @@ class Personalizer:
         self.encode = encode
         # prompt lines repeat across requests (the header, section titles, popular items): count each once
         self.count_tokens = functools.lru_cache(maxsize=100_000)(count_tokens)
-        self.client = aioredis.Redis.from_url(
-            config.redis.url,
-            socket_timeout=config.redis.timeout_ms / 1000,
-            socket_connect_timeout=min(1.0, config.redis.timeout_ms / 1000),
-            max_connections=config.redis.max_connections,
-        )
+        self.client = async_redis_client(config.redis)  # a cluster client with redis.cluster
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before

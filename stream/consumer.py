@@ -135,8 +135,11 @@ class ConsumerLoop:
 
         Each poll's writes are submitted before the previous poll is settled, so Redis applies one
         while the next one folds; a poll is committed once Redis (and the DLQ) acknowledged it."""
-        import redis
         from kafka.errors import CommitFailedError, KafkaError
+
+        from redis.exceptions import ResponseError
+
+        from p13n.connections import REDIS_UNAVAILABLE
 
         consumer = self._connect(lambda: self._kafka_consumer())
         producer = self._connect(lambda: self._producer())
@@ -161,8 +164,8 @@ class ConsumerLoop:
                         self._report_lag(consumer)
                 except CommitFailedError as exc:  # group rebalanced under us: the new owner re-applies idempotently
                     log.warning("commit failed after a rebalance, batch left to the new owner: %s", exc)
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:  # refusals outside
-                    # the script calls too (e.g. out of memory on a catalog write): retried, never fatal
+                except (*REDIS_UNAVAILABLE, ResponseError) as exc:  # a cluster's CLUSTERDOWN and TRYAGAIN;
+                    # refusals outside the script calls too (e.g. out of memory on a catalog write): retried, never fatal
                     self._retry(consumer, [waiting, current, _Polled(polled)], "redis", exc)
                     current = None
                 except KafkaError as exc:

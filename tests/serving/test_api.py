@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 
@@ -242,6 +243,51 @@ def test_redis_down_answers_degraded_then_recovers(api, seeded, serving_redis):
 
     wait_until(recovered, timeout=30, what="serving to recover after Redis returned", interval=0.2)
     assert api.call("GET", "/readyz", key=None)[0] == 200
+
+
+def test_redis_restarted_under_serving_load(api, seeded, serving_redis):
+    """A steady stream of /v1/score and /v1/rewrite (two clients, back to back) while Redis is killed and
+    restarted: never a 5xx; while it is down every answer is degraded with ``redis_unavailable``; full
+    answers again within 30 s of the restart (the pool's broken connections are not reused)."""
+    user = a_user(seeded, "news")
+    bodies = {"/v1/score": {"user_id": user, "candidates": catalog(seeded, "news", 30), "k": 5, "budget_ms": 2000},
+              "/v1/rewrite": {"user_id": user, "budget_ms": 2000, "messages": [{"role": "user", "content": "news?"}]}}
+    answers: list[tuple[str, float, float, int, list]] = []  # (path, sent, received, status, degraded)
+    stop = threading.Event()
+
+    def client(path: str) -> None:
+        while not stop.is_set():
+            sent = time.monotonic()
+            status, body, _ = api.call("POST", path, bodies[path], key="key-news")
+            answers.append((path, sent, time.monotonic(), status, body.get("degraded")))
+
+    def full_since(moment: float) -> bool:
+        return all(any(a[0] == path and a[1] > moment and a[3] == 200 and a[4] == [] for a in answers)
+                   for path in bodies)
+
+    threads = [threading.Thread(target=client, args=(path,), daemon=True) for path in bodies]
+    for thread in threads:
+        thread.start()
+    try:
+        started = time.monotonic()
+        wait_until(lambda: full_since(started), timeout=30, what="full answers before the outage")
+        serving_redis.kill()
+        down = time.monotonic()
+        wait_until(lambda: all(sum(a[0] == path and a[1] > down for a in answers) >= 10 for path in bodies), timeout=30,
+                   what="answers during the outage")  # fmt: skip
+        restarting = time.monotonic()
+        serving_redis.start()
+        restarted = time.monotonic()
+        wait_until(lambda: full_since(restarted), timeout=30, what="full answers after Redis returned", interval=0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert [a for a in answers if a[3] >= 500] == []
+    assert all(a[3] == 200 for a in answers), {a[3] for a in answers}
+    during = [a for a in answers if a[1] > down and a[2] < restarting]
+    assert {a[0] for a in during} == set(bodies)
+    assert all("redis_unavailable" in a[4] for a in during), [a[4] for a in during]
 
 
 def prometheus_samples(text: str) -> dict[tuple[str, frozenset], float]:
