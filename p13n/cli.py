@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from p13n.cli_memory import register as register_memory_commands
+from p13n.cli_memory import route as route_eval_memory
 from p13n.config import Config
 from p13n.errors import ConfigError, P13nError, ServiceError
 
@@ -158,12 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument("--users", type=_positive_int, default=200, help="synthetic users of the load test")
     everything.add_argument("--url", help=argparse.SUPPRESS)
     everything.set_defaults(handler=_bench_all)
+    register_memory_commands(sub)  # eval-memory (`p13n eval memory FILE`), synth-memory
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route_eval_memory(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.handler(args) or 0)
     except P13nError as exc:
