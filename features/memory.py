@@ -136,6 +136,7 @@ class Memory:
     vector: np.ndarray | None
     mentions: list[Mention] = field(default_factory=list)
     terms: np.ndarray | None = None
+    exact_vector: bool = True  # False: the vector is a raw text's, to be replaced by the cleaned text's
 
     def __post_init__(self) -> None:
         if self.terms is None:
@@ -172,8 +173,10 @@ def _unit(vector: np.ndarray | None) -> np.ndarray | None:
 class MemorySet:
     """A user's memories. :meth:`fold` adds message events (any order, any batches, replays welcome).
 
-    A memory's vector is that of its earliest mention's raw text (texts that clean to the same form
-    may embed a little differently), so it too does not depend on the order."""
+    A memory's vector is that of its cleaned text (the key of ``text_vectors`` the consumer encodes), so
+    it does not depend on the order; when only the raw text's vector is given, the earliest mention's is
+    taken (raw texts that clean to the same form may embed a little differently, and which mention
+    was the earliest can depend on what was evicted in between)."""
 
     def __init__(self, spec: MemorySpec, dim: int) -> None:
         self.spec = spec
@@ -185,8 +188,8 @@ class MemorySet:
     def fold(self, events: Iterable[Event], text_vectors: Mapping[str, np.ndarray] | None = None,
              *, role_of=None) -> int:  # fmt: skip
         """Add the ``message`` events among ``events``; returns how many new mentions were added (before
-        eviction). ``text_vectors`` maps an event's raw ``text`` to its embedding (the consumer's encoder
-        output); ``role_of(event)`` gives its role (default: ``context["role"]`` when it is a known
+        eviction). ``text_vectors`` maps a text to its embedding (the consumer's encoder output): the
+        cleaned text (:func:`clean_text`; :meth:`texts_to_embed` lists them), else the raw ``text``; ``role_of(event)`` gives its role (default: ``context["role"]`` when it is a known
         role, else ``"user"``). Other event types and already folded ids are ignored."""
         vectors = text_vectors or {}
         added = 0
@@ -202,10 +205,14 @@ class MemorySet:
             if memory is None:
                 memory = self._by_key[key] = Memory(text, role, None)
             mention = Mention(event.ts_ms, event.event_id, event.session_id)
-            vector = vectors.get(event.text)
-            if vector is not None and np.size(vector) == self.dim and (
-                    memory.vector is None or not memory.mentions or mention < memory.mentions[0]):  # fmt: skip
-                memory.vector = _unit(vector)  # the earliest mention's: the same whatever the order
+            if memory.exact_vector is False or memory.vector is None:
+                vector = vectors.get(text)
+                if vector is not None and np.size(vector) == self.dim:
+                    memory.vector, memory.exact_vector = _unit(vector), True
+                elif memory.vector is None or mention < memory.mentions[0]:
+                    vector = vectors.get(event.text)
+                    if vector is not None and np.size(vector) == self.dim:
+                        memory.vector, memory.exact_vector = _unit(vector), False
             memory.mentions.append(mention)
             if len(memory.mentions) > 1 and mention < memory.mentions[-2]:
                 memory.mentions.sort()
@@ -214,6 +221,18 @@ class MemorySet:
         if len(self._ids) > self.spec.max_mentions:
             self._evict()
         return added
+
+    def texts_to_embed(self, events: Iterable[Event]) -> list[str]:
+        """The cleaned texts of ``events``' new messages whose memory has no vector yet: what to encode."""
+        out: dict[str, None] = {}
+        for event in events:
+            if event.type != "message" or not event.text or event.event_id in self._ids:
+                continue
+            text = clean_text(event.text, self.spec.max_chars)
+            memory = self._by_key.get((_role(event), text))
+            if text and (memory is None or memory.vector is None or not memory.exact_vector):
+                out[text] = None
+        return list(out)
 
     def _evict(self) -> None:
         """Drop the least important mentions down to the bound (module docstring)."""

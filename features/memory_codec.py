@@ -4,7 +4,9 @@ Layout (a msgpack array): ``[format, dim, vector type, texts, roles, vectors, sc
 term counts, mentions]`` —
 texts and roles as lists of strings, ``vectors`` all memories' vectors back to back (``n × dim``
 int8 or little-endian float16), ``scales`` one little-endian float32 per memory (int8: the
-quantization step, ``max|v|/127``; float16: 1; 0 marks a memory without a vector), every memory's
+quantization step, ``max|v|/127``; float16: 1; 0 marks a memory without a vector, a negative scale
+one whose vector is its raw text's, not its cleaned text's — :class:`~features.memory.Memory`'s
+``exact_vector``), every memory's
 BM25 terms back to back (:mod:`features.bm25`, 4 B each) with the number of terms per memory, and per
 memory a list of mentions ``[ts_ms, event_id, session_id]``. The request path reads the columns
 as they are (:func:`decode_columns`), without building a memory object per row.
@@ -104,6 +106,7 @@ def encode_memories(memories: MemorySet, vector_type: str = "i8") -> bytes:
         if memory.vector is not None:
             matrix[i] = memory.vector
     data, scales = quantize(matrix, vector_type)
+    scales *= np.array([1.0 if m.exact_vector else -1.0 for m in rows], dtype=np.float32)
     terms = b"".join([m.terms.tobytes() for m in rows])
     return _encoder.encode((
         FORMAT, dim, vector_type, [m.text for m in rows], [m.role for m in rows], data, scales.tobytes(),
@@ -121,6 +124,7 @@ class Columns(NamedTuple):
     terms: np.ndarray  # uint32, every memory's terms back to back
     term_offsets: np.ndarray  # int64, n + 1
     mentions: list[list[Mention]]
+    exact: np.ndarray  # bool, n: the vector is the cleaned text's
 
 
 def decode_columns(data: bytes, dim: int) -> Columns:
@@ -148,7 +152,7 @@ def decode_columns(data: bytes, dim: int) -> Columns:
     mentions = [[Mention(*m) for m in row] for row in record.mentions]
     if any(not row for row in mentions):
         raise MemoryFormatError("a stored memory has no mention")
-    return Columns(record.texts, record.roles, matrix, scales > 0, terms, offsets, mentions)
+    return Columns(record.texts, record.roles, matrix, scales != 0, terms, offsets, mentions, scales >= 0)
 
 
 def decode_memories(data: bytes, spec: MemorySpec, dim: int) -> MemorySet:
@@ -158,5 +162,6 @@ def decode_memories(data: bytes, spec: MemorySpec, dim: int) -> MemorySet:
     offsets = cols.term_offsets
     for i, text in enumerate(cols.texts):
         vector = cols.vectors[i] if cols.has_vector[i] else None
-        out.add_memory(Memory(text, cols.roles[i], vector, cols.mentions[i], cols.terms[offsets[i] : offsets[i + 1]]))
+        out.add_memory(Memory(text, cols.roles[i], vector, cols.mentions[i], cols.terms[offsets[i] : offsets[i + 1]],
+                              bool(cols.exact[i])))
     return out

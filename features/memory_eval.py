@@ -7,7 +7,7 @@ a list of them, or items that hold it under ``conversation`` with ``qa`` beside 
 Each conversation is one user: every turn is a ``message`` event (text ``"Speaker: words"``,
 ``event_id`` = its ``dia_id``, ``session_id`` = ``session_<n>``, event time = the session's date
 in UTC + 30 s × the turn's index in the session), folded by the very code the consumer runs
-(:meth:`~features.memory.MemorySet.fold` with the encoder's vectors of the texts), written and read
+(:meth:`~features.memory.MemorySet.fold` with the encoder's vectors of the cleaned texts), written and read
 back through :mod:`features.memory_codec`. Questions are asked one minute after the last turn.
 
 Metric: evidence recall, micro-averaged — over all questions of categories 1–4 with evidence, the
@@ -148,9 +148,9 @@ def evaluate_memory(
     timings: list[float] = []
     for n, conv in enumerate(conversations):
         events = conversation_events(conv, f"conversation-{n}")
-        texts = list(dict.fromkeys(e.text for e in events))
-        vectors = dict(zip(texts, encode(texts))) if texts else {}
         memories = MemorySet(spec, dim)
+        texts = memories.texts_to_embed(events)
+        vectors = dict(zip(texts, encode(texts))) if texts else {}
         memories.fold(events, vectors)
         blob = encode_memories(memories, vector_type)
         table = MemoryTable(decode_columns(blob, dim))

@@ -87,7 +87,7 @@ class MemoryTable:
         np.cumsum([len(m.terms) for m in rows], out=offsets[1:])
         terms = np.concatenate([m.terms for m in rows]) if rows else np.zeros(0, np.uint32)
         return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets,
-                           [list(m.mentions) for m in rows]))  # fmt: skip
+                           [list(m.mentions) for m in rows], np.array([m.exact_vector for m in rows], dtype=bool)))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.texts)
