@@ -29,6 +29,8 @@ from bm25s.stopwords import STOPWORDS_EN
 __all__ = ["Corpus", "tokenize", "term_hashes", "K1", "B"]
 
 K1, B = 1.5, 0.75
+#: Fewest texts a term must be found in to be common (:meth:`Corpus.rare_matches`).
+MIN_COMMON = 8
 _SPLIT = re.compile(r"(?u)\b\w\w+\b").findall
 _STOP = frozenset(STOPWORDS_EN)
 TERM_DTYPE = np.dtype("<u4")
@@ -71,6 +73,35 @@ class Corpus:
         np.cumsum([len(h) for h in per_text], out=offsets[1:])
         terms = np.concatenate(per_text).astype(TERM_DTYPE, copy=False) if per_text else np.zeros(0, TERM_DTYPE)
         return cls(terms, offsets)
+
+    def rare_matches(self, query: str, cutoff: float) -> np.ndarray:
+        """Which texts hold a query term that is not *common* (bool, one per text): common terms are found in
+        more than ``cutoff`` of the texts and in more than ``MIN_COMMON`` of them (a handful of texts has
+        no common term).
+
+        Lucene's *common terms* rule: a term in most texts (a speaker's name in every turn they said, in
+        a conversation stored as ``"Speaker: words"``) still adds to the scores, but cannot alone make a
+        text a match.
+
+        >>> corpus = Corpus.from_texts(["Ana: hi"] * 8 + ["Ana: we got a puppy", "Ben: hi Ana"])
+        >>> corpus.rare_matches("Ana's puppy", 0.5).tolist()[-2:], corpus.rare_matches("Ana", 0.5).any()
+        ([True, False], np.False_)
+        """
+        wanted = np.unique(term_hashes(query))
+        hit = np.zeros(self.size, dtype=bool)
+        if not self.size or not wanted.size:
+            return hit
+        positions = np.flatnonzero(np.isin(self.terms, wanted))
+        docs = np.searchsorted(self.offsets, positions, side="right") - 1
+        found = self.terms[positions]
+        limit = max(cutoff * self.size, MIN_COMMON)
+        rare = np.zeros(len(positions), dtype=bool)
+        for term in np.unique(found).tolist():
+            mine = found == term
+            if len(np.unique(docs[mine])) <= limit:
+                rare |= mine
+        hit[docs[rare]] = True
+        return hit
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 of every text for ``query`` (float64, one per text; 0 where no query term occurs)."""
