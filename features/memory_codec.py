@@ -62,7 +62,7 @@ class _Record(msgspec.Struct, array_like=True):
     scales: bytes
     terms: bytes
     term_counts: list[int]
-    mentions: list[list[tuple[int, str, str | None]]]
+    mentions: list[list[Mention]]  # msgspec builds the NamedTuples itself
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -149,7 +149,7 @@ def decode_columns(data: bytes, dim: int) -> Columns:
     np.cumsum(record.term_counts, out=offsets[1:])
     if terms is None or offsets[-1] != terms.size:
         raise MemoryFormatError("stored memory terms do not match their counts")
-    mentions = [[Mention(*m) for m in row] for row in record.mentions]
+    mentions = record.mentions
     if any(not row for row in mentions):
         raise MemoryFormatError("a stored memory has no mention")
     return Columns(record.texts, record.roles, matrix, scales != 0, terms, offsets, mentions, scales >= 0)

@@ -220,6 +220,7 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
     merged: dict[int, list[int]] = {}  # taken row -> rows merged into it
     taken_rows: list[int] = []
     lines: dict[int, str] = {}
+    costs: dict[int, int] = {}
     misses = 0
 
     def take(row: int, shown: float) -> bool:
@@ -234,8 +235,10 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
                 merged.setdefault(int(rows[best]), []).append(row)
                 taken[row] = shown
                 return True
+        if row in costs:  # tried before and did not fit
+            return False
         line = lines[row] = render_line(table.texts[row], int(table.last_ms[row]), now_ms, spec.max_chars)
-        cost = count_tokens(line) + 1
+        cost = costs[row] = count_tokens(line) + 1
         if used + cost > max_tokens:
             return False
         used += cost
@@ -256,8 +259,9 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
         if len(hits) <= spec.neighbour_hits:  # the best hits bring their context at once
             for other in table.neighbours(row, spec.neighbour_gap_ms):
                 take(other, 0.0)
+    smallest = min(costs.values(), default=1)
     for row in hits[spec.neighbour_hits:]:  # then, while the budget allows, the others' neighbours
-        if max_tokens - used < 16:
+        if max_tokens - used < max(16, smallest):
             break
         for other in table.neighbours(row, spec.neighbour_gap_ms):
             take(other, 0.0)
