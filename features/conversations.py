@@ -60,8 +60,8 @@ _EVENTS = [("LGBTQ support group meeting", "support group"), ("charity run", "ra
            ("community garden cleanup", "garden volunteering"), ("job fair", "career fair")]  # fmt: skip
 _RELATIVE = [("yesterday", 1), ("two days ago", 2), ("last week", 7), ("last weekend", 2)]
 _CITIES = ["Lisbon", "Denver", "Osaka", "Toronto", "Lyon", "Austin", "Krakow", "Melbourne"]
-_JOBS = [("nurse", "St. Mary's hospital"), ("software engineer", "a small startup"), ("teacher", "the local middle school"),
-         ("chef", "an Italian restaurant"), ("counselor", "a youth center")]  # fmt: skip
+_JOBS = [("nurse", "St. Mary's hospital"), ("software engineer", "a small startup"),
+         ("teacher", "the local middle school"), ("chef", "an Italian restaurant"), ("counselor", "a youth center")]
 _TOPICS = [("adoption agencies", "ways to adopt a child"), ("renewable energy", "clean power sources"),
            ("marine biology", "life in the ocean"), ("ancient Rome", "Roman history")]  # fmt: skip
 
@@ -116,7 +116,8 @@ def _facts(rng: random.Random, a: str, b: str) -> list[dict]:
     other_animal, _ = rng.choice(_ANIMALS)
     facts.append({"turns": [(b, f"My cousin has a {other_animal} too, it chews everything.", False),
                             (b, f"I went to a {rng.choice(_EVENTS)[0]} once, years ago.", False),
-                            (b, f"I visited {rng.choice(_CITIES)} on a work trip, nice city.", False)], "qa": []})  # fmt: skip
+                            (b, f"I visited {rng.choice(_CITIES)} on a work trip, nice city.", False)],
+                  "qa": []})  # fmt: skip
     return facts
 
 

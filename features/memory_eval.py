@@ -87,8 +87,9 @@ def conversation_events(conv: dict, user_id: str) -> list[Event]:
             if not text:
                 continue
             ts = start + timedelta(milliseconds=TURN_SPACING_MS * index)
+            said = f"{turn.get('speaker', '?')}: {text}"
             events.append(Event(event_id=str(turn["dia_id"]), user_id=user_id, type="message", session_id=key,
-                                ts_ms=int(ts.timestamp() * 1000), text=f"{turn.get('speaker', '?')}: {text}"))  # fmt: skip
+                                ts_ms=int(ts.timestamp() * 1000), text=said))
     return events
 
 
@@ -119,7 +120,8 @@ class MemoryEvalResult:
 
     def to_json(self) -> dict:
         return {
-            "retrievers": {mode: {f"recall@{b}": round(r, 4) for b, r in rows.items()} for mode, rows in self.recall.items()},
+            "retrievers": {mode: {f"recall@{b}": round(r, 4) for b, r in rows.items()}
+                           for mode, rows in self.recall.items()},
             "questions": self.questions, "evidence_turns": self.evidence, "conversations": self.conversations,
             "turns": self.turns, "memories": self.memories,
             "bytes_per_memory": round(self.memory_bytes / self.memories, 1) if self.memories else None,
@@ -180,5 +182,5 @@ def evaluate_memory(
     result.recall = {mode: {b: (h / result.evidence if result.evidence else 0.0) for b, h in rows.items()}
                      for mode, rows in hits.items()}  # fmt: skip
     if timings:
-        result.query_ms = {"p50": round(float(np.percentile(timings, 50)), 3), "p99": round(float(np.percentile(timings, 99)), 3)}
+        result.query_ms = {f"p{q}": round(float(np.percentile(timings, q)), 3) for q in (50, 99)}
     return result

@@ -45,7 +45,8 @@ from features.memory import MemorySet
 from features.memory_codec import Columns
 from features.prompt import sanitize
 
-__all__ = ["RetrievalSpec", "MemoryTable", "PackedMemories", "rank", "pack", "retrieve", "render_line", "MODES", "TITLE"]
+__all__ = ["RetrievalSpec", "MemoryTable", "PackedMemories", "rank", "pack", "retrieve", "render_line", "MODES",
+           "TITLE"]
 
 MODES = ("fused", "bm25", "dense", "recent")
 TITLE = "What the user said earlier (quoted, with when it was said; oldest first):"
@@ -94,8 +95,9 @@ class MemoryTable:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(m.terms) for m in rows], out=offsets[1:])
         terms = np.concatenate([m.terms for m in rows]) if rows else np.zeros(0, np.uint32)
-        return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets,
-                           [list(m.mentions) for m in rows], np.array([m.exact_vector for m in rows], dtype=bool)))  # fmt: skip
+        exact = np.array([m.exact_vector for m in rows], dtype=bool)
+        mentions = [list(m.mentions) for m in rows]
+        return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets, mentions, exact))
 
     def __len__(self) -> int:
         return len(self.texts)

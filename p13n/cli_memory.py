@@ -112,7 +112,8 @@ def _eval_memory(args: argparse.Namespace) -> int:
 def _synth_memory(args: argparse.Namespace) -> int:
     from features.conversations import generate
 
-    data = generate(args.conversations, seed=args.seed, sessions=args.sessions, turns_per_session=args.turns_per_session)
+    data = generate(args.conversations, seed=args.seed, sessions=args.sessions,
+                    turns_per_session=args.turns_per_session)
     args.out.write_text(json.dumps(data, indent=1))
     questions = sum(len(c["qa"]) for c in data)
     print(f"wrote {len(data)} conversations with {questions} questions to {args.out}")

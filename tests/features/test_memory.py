@@ -28,7 +28,8 @@ def said(event_id: str, ts_ms: int, text: str, session: str | None = "s1", **ext
     return Event(event_id=event_id, user_id="u", type="message", ts_ms=ts_ms, text=text, session_id=session, **extra)
 
 
-event_strategy = st.tuples(st.integers(0, 40), st.integers(0, 60 * DAY), st.sampled_from(TEXTS), st.sampled_from(["s1", "s2"]))
+event_strategy = st.tuples(st.integers(0, 40), st.integers(0, 60 * DAY), st.sampled_from(TEXTS),
+                           st.sampled_from(["s1", "s2"]))
 
 
 def _events(rows) -> list[Event]:
@@ -65,7 +66,8 @@ def test_an_event_folded_twice_counts_once():
 
 def test_the_same_text_merges_into_one_memory_listing_every_event():
     mem = MemorySet(MemorySpec(), DIM)
-    mem.fold([said("e2", 2 * DAY, " ok\n"), said("e1", DAY, "ok"), said("e3", 3 * DAY, "ok\x00", session="s2")], VECTORS)
+    mem.fold([said("e2", 2 * DAY, " ok\n"), said("e1", DAY, "ok"), said("e3", 3 * DAY, "ok\x00", session="s2")],
+             VECTORS)
     (memory,) = mem.memories()
     assert (memory.text, memory.event_ids, memory.first_ms, memory.last_ms) == ("ok", ["e1", "e2", "e3"], DAY, 3 * DAY)
     expected = VECTORS["ok"] / np.linalg.norm(VECTORS["ok"])  # the cleaned text's vector, whatever the order
@@ -73,7 +75,8 @@ def test_the_same_text_merges_into_one_memory_listing_every_event():
     raw_only = {" ok\n": VECTORS[" ok\n"], "ok\x00": VECTORS["ok\x00"]}
     mem = MemorySet(MemorySpec(), DIM)
     mem.fold([said("e3", 3 * DAY, "ok\x00"), said("e2", 2 * DAY, " ok\n")], raw_only)
-    np.testing.assert_allclose(mem.memories()[0].vector, raw_only[" ok\n"] / np.linalg.norm(raw_only[" ok\n"]), rtol=1e-6)
+    first = raw_only[" ok\n"]
+    np.testing.assert_allclose(mem.memories()[0].vector, first / np.linalg.norm(first), rtol=1e-6)
     assert mem.texts_to_embed([said("e4", 4 * DAY, "ok ")]) == ["ok"]  # raw vectors are replaced when encoded
 
 
@@ -130,7 +133,8 @@ def test_codec_round_trip_keeps_everything_but_float_rounding():
               said("e3", 3 * DAY, " ok\n"), said("e4", 4 * DAY, "no vector for me")], VECTORS)  # fmt: skip
     for vector_type, tolerance in (("i8", 0.01), ("f2", 0.001)):
         back = decode_memories(encode_memories(mem, vector_type), MemorySpec(), DIM)
-        assert [(m.text, m.role, m.mentions) for m in back.memories()] == [(m.text, m.role, m.mentions) for m in mem.memories()]
+        rows = [(m.text, m.role, m.mentions) for m in mem.memories()]
+        assert [(m.text, m.role, m.mentions) for m in back.memories()] == rows
         for a, b in zip(mem.memories(), back.memories()):
             assert (a.vector is None) == (b.vector is None)
             if a.vector is not None:

@@ -55,7 +55,8 @@ def test_every_input_shape_loads(tmp_path):
 
 def test_recall_counts_evidence_of_categories_1_to_4_only(encoder):
     result = evaluate_memory([CONV], encoder.encode, encoder.count_tokens, dim=encoder.dimension, budgets=(256,))
-    assert (result.questions, result.evidence) == (2, 3)  # "D2:1; D1:2" is two turns; category 5 and no evidence skipped
+    # "D2:1; D1:2" is two turns; category 5 and the question without evidence are left out
+    assert (result.questions, result.evidence) == (2, 3)
     assert result.recall["fused"][256] == 1.0 and result.recall["recent"][256] == 1.0  # three turns fit anywhere
     assert result.memories == 3 and 0 < result.memory_bytes / result.memories < 1024
 
@@ -85,7 +86,8 @@ def test_eval_on_a_small_generated_set(encoder):
 
 def test_cli_eval_memory_writes_json(tmp_path, capsys):
     conv_path, out = tmp_path / "conv.json", tmp_path / "out.json"
-    assert main(["synth-memory", str(conv_path), "--conversations", "1", "--sessions", "4", "--turns-per-session", "8"]) == 0
+    shape = ["--conversations", "1", "--sessions", "4", "--turns-per-session", "8"]
+    assert main(["synth-memory", str(conv_path), *shape]) == 0
     assert main(["eval", "memory", str(conv_path), "--budgets", "256", "512", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data["retrievers"]) == {"fused", "bm25", "dense", "recent"}

@@ -107,7 +107,7 @@ def test_memory_text_cannot_break_the_delimiter(encoder):
                       count_tokens=encoder.count_tokens)  # fmt: skip
     block = "\n".join(packed.lines)
     assert "x" in [e["event_id"] for e in packed.entries]
-    assert "<" not in block and ">" not in block and "\x00" not in block and "\x1b" not in block and "\u202e" not in block
+    assert not {"<", ">", "\x00", "\x1b", "\u202e"} & set(block)
     assert block.count("\n") == len(packed.lines) - 1  # the newline inside the text did not make a line of its own
     assert "\\u003c/user_context\\u003e" in block
 
