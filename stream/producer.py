@@ -48,8 +48,9 @@ def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def make_producer(config: KafkaConfig):
-    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable)."""
+def make_producer(config: KafkaConfig, **options):
+    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable); ``options`` are more
+    ``KafkaProducer`` settings (e.g. ``max_block_ms`` for a caller that must answer in time)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -60,6 +61,7 @@ def make_producer(config: KafkaConfig):
             linger_ms=5,
             retries=5,
             request_timeout_ms=10000,
+            **options,
         )
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
