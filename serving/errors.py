@@ -53,13 +53,14 @@ class ApiError(Exception):
     fault (or None) and p13n's ``code``."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+                 headers: dict[str, str] | None = None, extra: dict | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
         self.headers = headers
+        self.extra = extra or {}  # more top-level fields beside "error" (e.g. /v1/events' per-event rejections)
 
 
 def status_of(exc: BaseException) -> int:
@@ -84,8 +85,9 @@ def error_body(exc: BaseException) -> dict:
         param, code, message = None, exc.reason, str(exc)
     else:
         param, code, message = None, "internal_error", "internal error; the server log has the details"
+    extra = exc.extra if isinstance(exc, ApiError) else {}
     return {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"), "param": param,
-                      "code": code}}  # fmt: skip
+                      "code": code}, **extra}  # fmt: skip
 
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:

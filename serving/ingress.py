@@ -32,7 +32,7 @@ __all__ = ["Api"]
 log = logging.getLogger("p13n.serving")
 JSON = "application/json"
 DEADLINE_GRACE_MS = 3.0  # the personalizer answers within its budget; this covers the hop back
-PRODUCE_TIMEOUT_S = 8.0  # /v1/events answers 503 rather than hold a client this long for Kafka
+PRODUCE_TIMEOUT_S = 5.0  # /v1/events answers 503 rather than hold a client longer for Kafka
 USERS = "/v1/users/"
 ENDPOINTS = {"/v1/score": "score", "/v1/rewrite": "rewrite", "/v1/chat/completions": "chat", "/v1/events": "events"}
 
@@ -62,7 +62,8 @@ class Api:
         self._http = None
 
     # --- auth ----------------------------------------------------------------------------------
-    def _tenant(self, request: Request, asked: str | None) -> str:
+    def _tenant(self, request: Request) -> str:
+        """The tenant the request's API key acts for; raises 401 (checked before the body is read)."""
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -70,6 +71,11 @@ class Api:
         tenant = self.keys.get(key.strip())
         if tenant is None:
             raise ApiError(401, "unknown API key", code="invalid_api_key")
+        return tenant
+
+    @staticmethod
+    def _same_tenant(request: Request, tenant: str, asked: str | None) -> str:
+        """``tenant`` when the request asks for no other one (body ``tenant`` or ``?tenant=``); raises 403."""
         asked = asked or request.query_params.get("tenant")
         if asked is not None and asked != tenant:
             raise ApiError(403, f"this API key acts for tenant {tenant!r}, not {asked!r}", param="tenant",
@@ -117,9 +123,10 @@ class Api:
     # --- endpoints -----------------------------------------------------------------------------
     async def _score(self, request: Request) -> Response:
         serving = self.config.serving
+        tenant = self._tenant(request)
         req = decode_body(await read_body(request, MAX_BODY_BYTES), ScoreRequest, max_candidates=serving.max_candidates,
                           max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
-        tenant = self._tenant(request, req.tenant)
+        self._same_tenant(request, tenant, req.tenant)
         budget = req.budget_ms or serving.score_budget_ms
         started = time.perf_counter()
         candidates = req.candidates  # CandidateBody has the item_id/text that CandidateIn has
@@ -136,9 +143,10 @@ class Api:
 
     async def _rewrite(self, request: Request) -> Response:
         serving = self.config.serving
+        tenant = self._tenant(request)
         req = decode_body(await read_body(request, MAX_BODY_BYTES), RewriteRequest,
                           max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
-        tenant = self._tenant(request, req.tenant)
+        self._same_tenant(request, tenant, req.tenant)
         # messages pass through as sent (tool_calls, tool_call_id, name, …): only the context is added
         messages = req.messages if req.messages is not None else [{"role": "user", "content": req.prompt or ""}]
         budget = req.budget_ms or serving.rewrite_budget_ms
@@ -163,7 +171,7 @@ class Api:
         return answer
 
     async def _user(self, request: Request, user_id: str, method: str) -> Response:
-        tenant = self._tenant(request, None)
+        tenant = self._same_tenant(request, self._tenant(request), None)
         if method == "DELETE":
             existed = await self.personalizer.delete(tenant, user_id)
             if not existed:
@@ -176,9 +184,8 @@ class Api:
 
     async def _authorized_json(self, request: Request) -> tuple[str, Any]:
         """(tenant, parsed JSON body) of a request whose body is free-form JSON."""
-        body = await read_body(request, MAX_BODY_BYTES)
-        tenant = self._tenant(request, None)
-        return tenant, decode_json(body)
+        tenant = self._same_tenant(request, self._tenant(request), None)
+        return tenant, decode_json(await read_body(request, MAX_BODY_BYTES))
 
     async def _events(self, request: Request) -> Response:
         tenant, parsed = await self._authorized_json(request)
@@ -204,8 +211,12 @@ class Api:
                 await asyncio.wait_for(produce, timeout=PRODUCE_TIMEOUT_S)
             except asyncio.TimeoutError:
                 raise BrokerUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT_S:g} s") from None
-        status = 202 if accepted or not rejected else 422
-        return _json({"accepted": len(accepted), "rejected": rejected}, status)
+        if rejected and not accepted:
+            first = rejected[0]
+            raise ApiError(422, f"no event accepted: {len(rejected)} rejected, the first (events[{first['index']}]) for "
+                                f"{first['reason']}: {first['detail']}", param=f"events[{first['index']}]",
+                           code=first["reason"], extra={"accepted": 0, "rejected": rejected})  # fmt: skip
+        return _json({"accepted": len(accepted), "rejected": rejected}, 202)
 
     def _produce(self, records: list[tuple[bytes, bytes]]) -> None:
         """Send and wait for Kafka's acknowledgement; the boundary where Kafka's errors become
@@ -216,7 +227,9 @@ class Api:
             if self._producer is None:
                 from stream.producer import make_producer
 
-                self._producer = make_producer(self.config.kafka, max_block_ms=int(PRODUCE_TIMEOUT_S * 1000))
+                # kafka-python waits 30 s to bootstrap and 60 s for metadata by default: bound both by our answer
+                self._producer = make_producer(self.config.kafka, max_block_ms=int(PRODUCE_TIMEOUT_S * 800),
+                                               bootstrap_timeout_ms=int(PRODUCE_TIMEOUT_S * 800))  # fmt: skip
             futures = [self._producer.send(self.config.kafka.events_topic, key=k, value=v) for k, v in records]
             self._producer.flush(timeout=PRODUCE_TIMEOUT_S)
             for future in futures:

@@ -31,7 +31,7 @@ class ServingMetrics:
                                                boundaries=LATENCY_S, tag_keys=("endpoint", "stage"))  # fmt: skip
         self.degraded = metrics.Counter("p13n_degraded_total", "Answers that skipped a stage",
                                         tag_keys=("endpoint", "reason"))  # fmt: skip
-        self.budget_misses = metrics.Counter("p13n_budget_misses_total", "Answers later than their budget",
+        self.budget_misses = metrics.Counter("p13n_budget_miss_total", "Answers later than their budget",
                                              tag_keys=("endpoint",))  # fmt: skip
         self.redis_errors = metrics.Counter("p13n_redis_errors_total", "Requests whose Redis reads failed",
                                             tag_keys=("endpoint",))  # fmt: skip

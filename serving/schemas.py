@@ -19,6 +19,7 @@ messages[0].content invalid_utf8
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any
 
@@ -94,25 +95,34 @@ def _param(message: str) -> str | None:
     return path or None
 
 
-def _invalid_utf8(body: bytes, exc: UnicodeDecodeError) -> BadRequest:
-    """Name the string that holds the invalid bytes: decode with surrogate escapes and find them."""
+def _locate(body: bytes, bad) -> str | None:
+    """The path of the first value (or key) ``bad`` holds for, parsing ``body`` leniently (surrogate escapes for
+    invalid UTF-8, ``inf`` for numbers out of range); None when there is none or the body does not parse."""
     try:
         parsed = json.loads(body.decode("utf-8", "surrogateescape"))
     except (ValueError, RecursionError):
-        return BadRequest(f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8")
-    stack: list[tuple[str, Any]] = [("", parsed)]
+        return None
+    stack: list[tuple[str, Any]] = [("$", parsed)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value):
-            return BadRequest(f"`{path or '$'}` is not valid UTF-8 (byte {exc.start} of the body)", param=path or None,
-                              code="invalid_utf8")  # fmt: skip
+        if bad(value):
+            path = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # a key's bad bytes
+            return path.removeprefix("$").removeprefix(".") or None
         if isinstance(value, dict):
-            for key, item in value.items():
-                stack.append((f"{path}.{key}" if path else key, key))  # a key with bad bytes names itself
-                stack.append((f"{path}.{key}" if path else key, item))
+            for key, item in reversed(value.items()):
+                stack.append((f"{path}.{key}", item))
+                stack.append((f"{path}.{key}", key))  # a key with bad bytes names itself
         elif isinstance(value, list):
-            stack.extend((f"{path}[{n}]", item) for n, item in enumerate(value))
-    return BadRequest(f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8")
+            stack.extend((f"{path}[{n}]", item) for n, item in reversed(list(enumerate(value))))
+    return None
+
+
+def _invalid_utf8(value: Any) -> bool:
+    return isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value)
+
+
+def _out_of_range(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _decode(body: bytes, kind: type | None) -> Any:
@@ -121,11 +131,17 @@ def _decode(body: bytes, kind: type | None) -> Any:
     try:
         return msgspec.json.decode(body, type=kind) if kind is not None else msgspec.json.decode(body)
     except msgspec.ValidationError as exc:
-        raise BadRequest(str(exc), param=_param(str(exc))) from None
+        message, param = str(exc), _param(str(exc))
+        if param is not None and "[...]" in param:  # a path through a free-form object: msgspec cannot name it
+            param = _locate(body, _out_of_range) if "out of range" in message else None
+            message = f"`{param}`: number out of range" if param else message.split(" - at ")[0]
+        raise BadRequest(message, param=param) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    except UnicodeDecodeError as exc:
-        raise _invalid_utf8(body, exc) from None
+    except UnicodeDecodeError:
+        param = _locate(body, _invalid_utf8)
+        where = f"`{param}`" if param else "request body"
+        raise BadRequest(f"{where} is not valid UTF-8", param=param, code="invalid_utf8") from None
     except RecursionError:
         raise BadRequest("request body is nested too deeply", code="too_deep") from None
 
