@@ -25,6 +25,9 @@ is a bug and keeps its traceback.
 (True, 'messages[0].content[1].text', 'invalid_field')
 >>> BrokerUnavailable("no broker").reason
 'broker_unavailable'
+>>> import pickle  # errors cross process boundaries (Ray handles) with their fields
+>>> pickle.loads(pickle.dumps(e)).param
+'messages[0].content[1].text'
 """
 
 from __future__ import annotations

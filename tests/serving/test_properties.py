@@ -51,10 +51,11 @@ messages = st.lists(message, min_size=0, max_size=4)
 candidate = shaped({"item_id": ids}, {"text": st.text(max_size=30)})
 BODIES = {
     "/v1/score": shaped({"user_id": ids, "candidates": st.lists(candidate, max_size=6)},
-                        {"k": st.integers(-2, 8), "budget_ms": st.floats(-1, 200), "explain": st.booleans(),
+                        {"k": st.integers(-2, 8) | st.integers(), "budget_ms": st.floats(-1, 200) | st.floats(), "explain": st.booleans(),
                          "tenant": st.sampled_from(["shop", "news", "../x"])}),
     "/v1/rewrite": shaped({"user_id": ids}, {"prompt": st.text(max_size=60), "messages": messages,
-                                             "max_context_tokens": st.integers(0, 600), "budget_ms": st.floats(-1, 200),
+                                             "max_context_tokens": st.integers(0, 600) | st.integers(),
+                                             "budget_ms": st.floats(-1, 200),
                                              "tenant": st.sampled_from(["shop", "news"])}),
     "/v1/chat/completions": shaped({"model": st.just("m"), "messages": messages},
                                    {"user": ids, "stream": st.booleans(), "temperature": st.floats(0, 2)}),
