@@ -1,7 +1,7 @@
 """Dependencies down: the endpoints that cannot degrade answer 503 with the reason, never 500.
 
-This module's Serve instance is configured with a Kafka bootstrap where nothing listens (the broker is
-unreachable for its whole life); Redis is the session's serving Redis, killed and restarted here.
+This module's Serve instance is configured with a Kafka bootstrap and an upstream LLM where nothing listens
+(unreachable for its whole life); Redis is the session's serving Redis, killed and restarted here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def api(serving_config, fake_llm, tmp_path_factory):
     with running_api(serving_config, fake_llm, tmp_path_factory.mktemp("serve-outages"),
-                     P13N_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}") as service:  # fmt: skip
+                     P13N_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+                     P13N_SERVING_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}/v1") as service:  # fmt: skip
         yield service
 
 
@@ -57,3 +58,10 @@ def test_events_answer_503_when_the_broker_is_unreachable(api):
         assert elapsed_ms < 7000
     status, answer, _ = api.call("POST", "/v1/events", {"events": [{**event, "type": "teleport"}]})
     assert status == 422 and answer["error"]["code"] == "unknown_type", "bad input is still named while Kafka is down"
+
+
+def test_chat_answers_502_when_the_upstream_llm_is_unreachable(api):
+    status, answer, _ = api.call("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user",
+                                                                                              "content": "hi"}]})  # fmt: skip
+    assert status == 502, answer
+    assert_unavailable(answer, "upstream_unavailable", "upstream LLM unreachable")
