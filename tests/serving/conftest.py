@@ -131,7 +131,7 @@ def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -
     """``p13n serve`` as a subprocess with the test configuration (plus ``env_overrides``), polled for readiness."""
     port, metrics_port = free_port(), free_port()
     log = log_dir / "serve.log"
-    env = clean_env(
+    env = clean_env(**{**dict(
         P13N_REDIS_URL=serving_config.redis.url,
         P13N_REDIS_PREFIX=PREFIX,
         P13N_REDIS_TIMEOUT_MS="300",
@@ -142,8 +142,7 @@ def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -
         P13N_SERVING_UPSTREAM_API_KEY="upstream-secret",
         P13N_SERVING_MAX_CANDIDATES="300",
         P13N_SERVING_MAX_PROMPT_BYTES="4000",
-        **env_overrides,
-    )
+    ), **env_overrides})  # overrides may replace any of the defaults
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "p13n.cli", "serve", "--port", str(port), "--num-cpus", "2",
                                  "--metrics-port", str(metrics_port)],
