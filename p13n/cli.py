@@ -187,12 +187,12 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from p13n.connections import check_kafka, check_redis
+    from p13n.connections import check_kafka, check_redis, redacted_url
 
     cfg = _load(args)
     check_redis(cfg.redis)
     check_kafka(cfg.kafka)
-    print(f"configuration ok; Redis at {cfg.redis.url} and Kafka at {cfg.kafka.bootstrap} answer")
+    print(f"configuration ok; Redis at {redacted_url(cfg.redis.url)} and Kafka at {cfg.kafka.bootstrap} answer")
     return 0
 
 

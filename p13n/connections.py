@@ -11,11 +11,30 @@ p13n.errors.ConfigError: redis.url: cannot connect to redis://127.0.0.1:1/0 (Err
 from __future__ import annotations
 
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 from p13n.config import KafkaConfig, RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "check_redis", "check_kafka"]
+__all__ = ["redis_client", "check_redis", "check_kafka", "redacted_url"]
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs.
+
+    >>> redacted_url("redis://:s3cret@10.0.0.5:6379/0"), redacted_url("redis://app:s3cret@h/1")
+    ('redis://:***@10.0.0.5:6379/0', 'redis://app:***@h/1')
+    >>> redacted_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "(unparsable URL)"
 
 
 def redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
@@ -44,9 +63,9 @@ def check_redis(config: RedisConfig) -> None:
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise ConfigError(f"redis.url: cannot connect to {config.url} ({exc})") from exc
+        raise ConfigError(f"redis.url: cannot connect to {redacted_url(config.url)} ({exc})") from exc
     except redis.ResponseError as exc:
-        raise ConfigError(f"redis.url: {config.url} answered with an error ({exc})") from exc
+        raise ConfigError(f"redis.url: {redacted_url(config.url)} answered with an error ({exc})") from exc
     finally:
         client.close()
 

@@ -65,6 +65,14 @@ def test_unreachable_redis_is_one_line_and_exit_code_2(tmp_path, servers):
     assert "redis.url: cannot connect to redis://127.0.0.1:1/0" in result.stderr
 
 
+def test_unreachable_redis_error_hides_the_password(tmp_path, servers):
+    env = clean_env(P13N_REDIS_URL="redis://:hunter2-pw@127.0.0.1:1/0", P13N_KAFKA_BOOTSTRAP=servers["kafka"])
+    result = run(["config", "check"], env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "redis.url: cannot connect to redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2-pw" not in result.stderr + result.stdout
+
+
 def test_config_check_passes_against_live_servers(tmp_path, servers):
     env = clean_env(P13N_REDIS_URL=servers["redis"], P13N_KAFKA_BOOTSTRAP=servers["kafka"])
     result = run(["config", "check"], env, cwd=tmp_path)
