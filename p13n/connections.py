@@ -10,8 +10,9 @@ p13n.errors.ConfigError: redis.url: cannot connect to redis://127.0.0.1:1/0 (Err
 
 from __future__ import annotations
 
+import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from p13n.config import KafkaConfig, RedisConfig
 from p13n.errors import ConfigError
@@ -24,17 +25,16 @@ def redacted_url(url: str) -> str:
 
     >>> redacted_url("redis://:s3cret@10.0.0.5:6379/0"), redacted_url("redis://app:s3cret@h/1")
     ('redis://:***@10.0.0.5:6379/0', 'redis://app:***@h/1')
-    >>> redacted_url("redis://127.0.0.1:6379/0")
-    'redis://127.0.0.1:6379/0'
+    >>> redacted_url("redis://127.0.0.1:6379/0"), redacted_url("unix:///run/redis.sock?db=0&password=s3cret")
+    ('redis://127.0.0.1:6379/0', 'unix:///run/redis.sock?db=0&password=***')
     """
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
     except ValueError:
         return "(unparsable URL)"
+    if parts.password is not None:
+        url = url.replace(parts.netloc, f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def redis_client(config: RedisConfig, *, timeout_ms: float | None = None):

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -64,11 +64,14 @@ def is_secret(name: str, value: str) -> bool:
     (True, False)
     >>> is_secret("P13N_REDIS_URL", "redis://127.0.0.1:6379/0"), is_secret("P13N_REDIS_URL", "redis://:pw@h:6379/0")
     (False, True)
+    >>> is_secret("P13N_REDIS_URL", "unix:///run/redis.sock?db=0&password=pw")
+    True
     """
     if name != "P13N_REDIS_URL":
         return name in SECRET_VARIABLES
     try:
-        return urlsplit(value).password is not None
+        parts = urlsplit(value)
+        return parts.password is not None or "password" in parse_qs(parts.query)
     except ValueError:  # not a URL at all: the configuration rejects it; never log it meanwhile
         return True
 
