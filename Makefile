@@ -7,9 +7,18 @@ STAMP  := $(VENV)/.p13n-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test down encoder readme k8s clean
+.PHONY: setup demo test down encoder promtool readme k8s clean
 
-setup: $(STAMP) encoder
+setup: $(STAMP) encoder promtool
+
+# promtool (Debian package prometheus) lints metric names and tests alert rules in the suite. Installed only
+# when missing, as root and non-interactively; the package's server is not left running.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "promtool is missing: install the prometheus package (Debian/Ubuntu: apt-get install prometheus)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	    && { service prometheus stop >/dev/null 2>&1 || true; }; }
 
 # torch first, pinned: it is the CPU build this machine keeps on disk; an unpinned torch
 # pulled in by sentence-transformers would be a multi-GB CUDA build.

@@ -69,12 +69,13 @@ def bench_serve_batching(config: Config, *, clients: int = 32, seconds: float = 
     from p13n.devstack import free_port
     from serving.encoder_deployment import EncoderDeployment
 
-    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    from serving.runner import PORT_VARIABLES
+
+    for name in PORT_VARIABLES:  # fixed by default: another Serve instance on this machine would share them
+        os.environ.setdefault(name, str(free_port()))
     started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("P13N_", "RAY_SERVE_"))}})  # fmt: skip
+    if started_ray:  # its workers inherit this environment (no runtime_env: Ray logs it, secrets included)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         handle = serve.run(EncoderDeployment.options(user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.002})

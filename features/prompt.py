@@ -181,19 +181,27 @@ def build_context(
 
 
 def query_text(messages: Sequence[Mapping]) -> str:
-    """The text of the last user message (string content or OpenAI content parts)."""
+    """The text of the last user message (string content or the text parts of OpenAI content parts); parts
+    that are not text, or whose text is not a string, add nothing.
+
+    >>> query_text([{"role": "user", "content": [{"type": "text", "text": "red"}, {"type": "image_url"},
+    ...                                          {"type": "text", "text": None}, {"type": "text", "text": "shoes"}]}])
+    'red shoes'
+    """
     for message in reversed(messages):
-        if message.get("role") == "user":
+        if isinstance(message, Mapping) and message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+                return " ".join(p["text"] for p in content
+                                if isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str))  # fmt: skip
     return ""
 
 
 def rewrite_messages(messages: Sequence[Mapping], context: PromptContext) -> list[dict]:
-    """``messages`` with the context as a system message after the leading system messages.
+    """``messages`` with the context as a system message after the leading system messages; every message and
+    each of its fields (``tool_calls``, ``tool_call_id``, ``name``, a null ``content``, …) is kept as given.
 
     >>> ctx = PromptContext(text="<user_context>…</user_context>")
     >>> [m["role"] for m in rewrite_messages([{"role": "system", "content": "Be brief."},

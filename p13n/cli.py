@@ -194,12 +194,12 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from p13n.connections import check_kafka, check_redis
+    from p13n.connections import check_kafka, check_redis, redacted_url
 
     cfg = _load(args)
     check_redis(cfg.redis)
     check_kafka(cfg.kafka)
-    print(f"configuration ok; Redis at {cfg.redis.url} and Kafka at {cfg.kafka.bootstrap} answer")
+    print(f"configuration ok; Redis at {redacted_url(cfg.redis.url)} and Kafka at {cfg.kafka.bootstrap} answer")
     return 0
 
 
@@ -250,12 +250,21 @@ def _dev_down(args: argparse.Namespace) -> int:
 
 
 def _dev_status(args: argparse.Namespace) -> int:
+    """Every recorded service, running or dead; exit 0 if all run, 1 if one is dead, 3 if none was started."""
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
-    running = _dev_stack(cfg).status()
-    if not running:
+    records = _dev_stack(cfg).records()
+    if not records:
         print("the dev stack is not running (start it with: p13n dev up)")
         return 3
-    _print_stack(_console(), running, [])
+    console = _console()
+    dead = [rec.name for rec in records if not rec.is_alive()]
+    for rec in records:
+        state = "[bold red]DEAD[/bold red]   " if rec.name in dead else "running"
+        console.print(f"  {rec.name:<8} {rec.url:<28} pid {rec.pid:<8} {state}   log {rec.log}")
+    if dead:
+        print(f"p13n: error: {', '.join(dead)} not running (see the log above; `p13n dev up` restarts it)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -267,7 +267,7 @@ class ServingConfig(_Section):
     score_budget_ms: Annotated[float, Meta(gt=0), _doc("Default budget of /v1/score.")] = 50.0
     rewrite_budget_ms: Annotated[float, Meta(gt=0), _doc("Default budget of /v1/rewrite.")] = 150.0
     max_candidates: Annotated[int, Meta(ge=1), _doc("Most candidates one /v1/score request may carry.")] = 1000
-    max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt /v1/rewrite accepts.")] = 65536
+    max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt (bytes) /v1/rewrite and /v1/chat/completions accept.")] = 65536
     max_context_tokens: Annotated[int, Meta(ge=16), _doc("Default token budget of the rewritten context.")] = 256
     prompt_tokenizer: Annotated[
         str, _doc("tokenizer.json that measures context tokens (empty: the encoder's tokenizer).")

@@ -14,14 +14,16 @@ p13n.errors.ConfigError: redis.url: cannot connect to the cluster at redis://127
 
 from __future__ import annotations
 
+import re
 import socket
+from urllib.parse import urlsplit
 
 import redis.exceptions as _redis_errors
 
 from p13n.config import KafkaConfig, RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "check_kafka"]
+__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "check_kafka", "redacted_url"]
 
 #: redis-py's errors that mean "Redis cannot serve this right now; retry later or answer degraded", a
 #: Redis Cluster's included: refused or reset connections, timeouts, LOADING while a restarted server reads
@@ -43,6 +45,23 @@ def _timeouts(config: RedisConfig, timeout_ms: float | None) -> tuple[float, flo
     fast, a slow command may take the whole timeout)."""
     timeout = (timeout_ms if timeout_ms is not None else config.timeout_ms) / 1000
     return timeout, min(1.0, timeout)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs.
+
+    >>> redacted_url("redis://:s3cret@10.0.0.5:6379/0"), redacted_url("redis://app:s3cret@h/1")
+    ('redis://:***@10.0.0.5:6379/0', 'redis://app:***@h/1')
+    >>> redacted_url("redis://127.0.0.1:6379/0"), redacted_url("unix:///run/redis.sock?db=0&password=s3cret")
+    ('redis://127.0.0.1:6379/0', 'unix:///run/redis.sock?db=0&password=***')
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if parts.password is not None:
+        url = url.replace(parts.netloc, f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
@@ -101,13 +120,13 @@ def check_redis(config: RedisConfig) -> None:
     try:
         client = redis_client(config)
     except _redis_errors.RedisClusterException as exc:  # the cluster client reads the slot map at once
-        raise ConfigError(f"redis.url: cannot connect to the cluster at {config.url} ({exc})") from exc
+        raise ConfigError(f"redis.url: cannot connect to the cluster at {redacted_url(config.url)} ({exc})") from exc
     try:
         client.ping()
     except REDIS_UNAVAILABLE as exc:
-        raise ConfigError(f"redis.url: cannot connect to {config.url} ({exc})") from exc
+        raise ConfigError(f"redis.url: cannot connect to {redacted_url(config.url)} ({exc})") from exc
     except redis.ResponseError as exc:
-        raise ConfigError(f"redis.url: {config.url} answered with an error ({exc})") from exc
+        raise ConfigError(f"redis.url: {redacted_url(config.url)} answered with an error ({exc})") from exc
     finally:
         client.close()
 

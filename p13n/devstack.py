@@ -97,9 +97,9 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval
 
 
 _LAUNCHER = """
-import subprocess, sys
+import os, subprocess, sys
 cwd, log, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-with open(log, "ab") as out:
+with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
     proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
 print(proc.pid)
@@ -108,7 +108,8 @@ print(proc.pid)
 
 def spawn_detached(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` in its own session, re-parented to init (so it outlives us and is reaped by
-    init, not left a zombie of ours); stdout/stderr append to ``log``. Returns its PID."""
+    init, not left a zombie of ours); stdout/stderr append to ``log`` (created readable by its owner
+    only). Returns its PID."""
     import sys
 
     try:
@@ -218,8 +219,12 @@ class DevStack:
             raise ServiceError(f"{self.stack_file} is corrupt ({exc.msg}); remove it after stopping the stack") from exc
         return [ServiceRecord(**item) for item in data.get("services", [])]
 
+    def _make_state_dir(self) -> None:
+        """The state directory, private to its owner (the services' logs and environment-derived state)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
     def _write(self, records: list[ServiceRecord]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._make_state_dir()
         tmp = self.stack_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"services": [asdict(r) for r in records]}, indent=2))
         tmp.replace(self.stack_file)
@@ -284,7 +289,7 @@ class DevStack:
 
     # --- starters ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], port: int, url: str) -> ServiceRecord:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._make_state_dir()
         log_path = self.state_dir / f"{name}.log"
         pid = spawn_detached(argv, cwd=self.state_dir, log=log_path)
         return ServiceRecord(name=name, pid=pid, port=port, url=url, argv=argv, log=str(log_path))
@@ -339,7 +344,7 @@ class DevStack:
         port = free_port()
         child_env = self._child_env(running, env)
         argv = [sys.executable, "-m", "p13n.cli", "consume", "--metrics-port", str(port)]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._make_state_dir()
         log_path = self.state_dir / "consumer.log"
         pid = spawn_detached(argv, cwd=self.state_dir, log=log_path, env=child_env)
         rec = ServiceRecord(name="consumer", pid=pid, port=port, url=f"http://127.0.0.1:{port}/metrics", argv=argv,

@@ -1,24 +1,47 @@
-"""Errors p13n raises on purpose, and the exit code the command line gives each.
+"""Errors p13n raises on purpose: one tree for the command line and the request path.
 
 Hierarchy::
 
-    P13nError              base class; its message is one line a person can act on
-    ├── ConfigError        invalid configuration or CLI argument           (exit 2)
-    ├── InputError         an input file or record cannot be used         (exit 2)
-    └── ServiceError       a server p13n needs did not answer or failed    (exit 1)
+    P13nError                  base class; its message is one line a person can act on
+    ├── ConfigError            invalid configuration or CLI argument                (exit 2)
+    ├── InputError             an input file, record or request cannot be used      (exit 2)
+    │   └── BadRequest         a request field is invalid; names it (``param``)
+    └── ServiceError           a server p13n needs did not answer or failed         (exit 1)
+        ├── StoreUnavailable   Redis (connection, timeout, command refused)
+        ├── BrokerUnavailable  Kafka (no broker, metadata or produce timed out)
+        └── UpstreamUnavailable the upstream LLM of /v1/chat/completions
 
-Third-party errors are translated at the boundary with ``raise ... from exc``
-so the CLI can print one line; anything else is a bug and keeps its traceback.
+Third-party errors (redis-py, kafka-python, aiohttp) are translated once, at the module that talks
+to that dependency, with ``raise StoreUnavailable(...) from exc``; callers above that boundary catch
+these classes only, and the HTTP API renders them in one place (``serving/errors.py``). Anything else
+is a bug and keeps its traceback.
 
 >>> str(ConfigError("redis.url: expected a redis:// URL"))
 'redis.url: expected a redis:// URL'
->>> ConfigError("x").exit_code, ServiceError("y").exit_code
-(2, 1)
+>>> ConfigError("x").exit_code, ServiceError("y").exit_code, StoreUnavailable("z").exit_code
+(2, 1, 1)
+>>> e = BadRequest("expected a string", param="messages[0].content[1].text")
+>>> isinstance(e, InputError), e.param, e.code
+(True, 'messages[0].content[1].text', 'invalid_field')
+>>> BrokerUnavailable("no broker").reason
+'broker_unavailable'
+>>> import pickle  # errors cross process boundaries (Ray handles) with their fields
+>>> pickle.loads(pickle.dumps(e)).param
+'messages[0].content[1].text'
 """
 
 from __future__ import annotations
 
-__all__ = ["P13nError", "ConfigError", "InputError", "ServiceError"]
+__all__ = [
+    "P13nError",
+    "ConfigError",
+    "InputError",
+    "BadRequest",
+    "ServiceError",
+    "StoreUnavailable",
+    "BrokerUnavailable",
+    "UpstreamUnavailable",
+]
 
 
 class P13nError(Exception):
@@ -34,12 +57,48 @@ class ConfigError(P13nError):
 
 
 class InputError(P13nError):
-    """An input file or record cannot be used as given."""
+    """An input file, record or request cannot be used as given."""
 
     exit_code = 2
+
+
+class BadRequest(InputError):
+    """A request field is invalid. ``param``: the field's path (``candidates[2].item_id``) or None for the
+    whole body; ``code``: a short machine-readable reason (``invalid_field``, ``invalid_json``, …)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_field") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+    def __reduce__(self):  # keep param and code across processes (Ray handles pickle exceptions)
+        return (_bad_request, (str(self), self.param, self.code))
+
+
+def _bad_request(message: str, param: str | None, code: str) -> BadRequest:
+    return BadRequest(message, param=param, code=code)
 
 
 class ServiceError(P13nError):
     """A server p13n depends on (Redis, Kafka, a subprocess) failed or did not answer."""
 
     exit_code = 1
+    reason = "service_unavailable"
+
+
+class StoreUnavailable(ServiceError):
+    """Redis refused, timed out or failed a command."""
+
+    reason = "store_unavailable"
+
+
+class BrokerUnavailable(ServiceError):
+    """Kafka could not be reached or did not acknowledge in time."""
+
+    reason = "broker_unavailable"
+
+
+class UpstreamUnavailable(ServiceError):
+    """The upstream LLM could not be reached."""
+
+    reason = "upstream_unavailable"

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ray import serve
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +23,7 @@ from features.encoder_export import METADATA_FILE
 from features.personalize import CandidateIn
 from features.prompt import token_counter
 from p13n.config import Config, load_config
+from p13n.errors import P13nError
 from serving.encoder_deployment import EncoderDeployment
 from serving.ingress import Api
 from serving.local_encoder import BatchingEncoder, EncoderProcess
@@ -83,6 +85,17 @@ class PersonalizerDeployment:
         return await self.core.ping()
 
 
+async def _unwrapped(response: Any) -> Any:
+    """Await a handle call; an error p13n raised on purpose comes back as itself (Ray wraps it in a
+    ``RayTaskError`` whose message is the remote traceback)."""
+    try:
+        return await response
+    except RayTaskError as exc:
+        if isinstance(exc.cause, P13nError):
+            raise exc.cause from None
+        raise
+
+
 class _Remote:
     """Calls a PersonalizerDeployment through its handle with the Personalizer's signatures."""
 
@@ -96,10 +109,10 @@ class _Remote:
         return await self.handle.rewrite.remote(*args, **kwargs)
 
     async def profile(self, *args: Any) -> dict | None:
-        return await self.handle.profile.remote(*args)
+        return await _unwrapped(self.handle.profile.remote(*args))
 
     async def delete(self, *args: Any) -> bool:
-        return await self.handle.delete.remote(*args)
+        return await _unwrapped(self.handle.delete.remote(*args))
 
     async def ping(self) -> bool:
         return await self.handle.ping.remote()

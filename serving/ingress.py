@@ -1,41 +1,53 @@
 """The HTTP API (DESIGN.md §7): routing, auth, limits, budgets; the work is the Personalizer's.
 
-Errors are JSON ``{"error": "..."}`` with 400 (not JSON), 401 (no or unknown key), 403 (another
-tenant), 404, 413 (too large), 422 (invalid field, named). ``/v1/score`` and ``/v1/rewrite``
-never answer 5xx because a dependency is slow or down: they answer in time, degraded.
+Handlers raise; :meth:`Api.handle` renders every error in OpenAI's shape (``serving/errors.py``):
+400 (not JSON, not UTF-8, nested too deep), 401 (no or unknown key), 403 (another tenant), 404, 405,
+413 (over a limit, counted on the bytes read), 422 (invalid field, named in ``param``), 502 (upstream LLM
+unreachable) and 503 (Redis or Kafka unavailable, with the reason in ``code``). ``/v1/score`` and
+``/v1/rewrite`` never answer 5xx because a dependency is slow or down: they answer in time, degraded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from features.events import Rejection, parse_event
 from p13n.config import Config
+from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
+from serving.errors import ApiError, error_response
 from serving.metrics import ServingMetrics
 from serving.personalizer import given_order
-from serving.schemas import MAX_BODY_BYTES, ApiError, RewriteRequest, ScoreRequest, decode_body
+from serving.schemas import MAX_BODY_BYTES, RewriteRequest, ScoreRequest, check_chat, decode_body, decode_json
+from serving.wire import raw_path, read_body, user_id_from_path
 
 __all__ = ["Api"]
 
 log = logging.getLogger("p13n.serving")
 JSON = "application/json"
 DEADLINE_GRACE_MS = 3.0  # the personalizer answers within its budget; this covers the hop back
+PRODUCE_TIMEOUT_S = 5.0  # /v1/events answers 503 rather than hold a client longer for Kafka
+USERS = "/v1/users/"
+ENDPOINTS = {"/v1/score": "score", "/v1/rewrite": "rewrite", "/v1/chat/completions": "chat", "/v1/events": "events"}
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type=JSON, headers=headers)
 
 
-def _error(error: ApiError) -> Response:
-    return _json({"error": error.message}, error.status)
+def _endpoint(path: str) -> str:
+    """The metrics label of a path (a bounded set: unknown paths are ``other``)."""
+    if path in ENDPOINTS:
+        return ENDPOINTS[path]
+    if path.startswith(USERS):
+        return "users"
+    return path.strip("/") if path in ("/healthz", "/readyz") else "other"
 
 
 class Api:
@@ -50,61 +62,71 @@ class Api:
         self._http = None
 
     # --- auth ----------------------------------------------------------------------------------
-    def _tenant(self, request: Request, asked: str | None) -> str | ApiError:
+    def _tenant(self, request: Request) -> str:
+        """The tenant the request's API key acts for; raises 401 (checked before the body is read)."""
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            return ApiError(401, "missing API key: send `Authorization: Bearer <key>`")
+            raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
         tenant = self.keys.get(key.strip())
         if tenant is None:
-            return ApiError(401, "unknown API key")
+            raise ApiError(401, "unknown API key", code="invalid_api_key")
+        return tenant
+
+    @staticmethod
+    def _same_tenant(request: Request, tenant: str, asked: str | None) -> str:
+        """``tenant`` when the request asks for no other one (body ``tenant`` or ``?tenant=``); raises 403."""
         asked = asked or request.query_params.get("tenant")
         if asked is not None and asked != tenant:
-            return ApiError(403, f"this API key acts for tenant {tenant!r}, not {asked!r}")
+            raise ApiError(403, f"this API key acts for tenant {tenant!r}, not {asked!r}", param="tenant",
+                           code="wrong_tenant")  # fmt: skip
         return tenant
 
     # --- routing -------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        path, method = request.url.path.rstrip("/") or "/", request.method
+        """Answer one request; every error is rendered here, and every answer is timed here."""
+        started = time.perf_counter()
+        path = raw_path(request.scope)
+        path = path if path.startswith(USERS) else (request.url.path.rstrip("/") or "/")
         try:
-            if path == "/healthz":
-                return _json({"status": "ok"})
-            if path == "/readyz":
-                ok = await self.personalizer.ping()
-                return _json({"status": "ready" if ok else "redis unavailable"}, 200 if ok else 503)
-            if path == "/v1/score" and method == "POST":
-                return await self._score(request)
-            if path == "/v1/rewrite" and method == "POST":
-                return await self._rewrite(request)
-            if path == "/v1/chat/completions" and method == "POST":
-                return await self._chat(request)
-            if path == "/v1/events" and method == "POST":
-                return await self._events(request)
-            if path.startswith("/v1/users/") and method in ("GET", "DELETE"):
-                return await self._user(request, path[len("/v1/users/") :], method)
-            if path in ("/v1/score", "/v1/rewrite", "/v1/chat/completions", "/v1/events"):
-                return _error(ApiError(405, f"{path} accepts POST"))
-            return _error(ApiError(404, f"no route {method} {path}"))
+            response = await self._route(request, path, request.method)
+        except (ApiError, P13nError) as exc:
+            response = error_response(exc)
         except ClientDisconnect:
-            return _error(ApiError(400, "client disconnected"))
+            response = error_response(ApiError(400, "client disconnected before the body was read",
+                                               code="client_disconnected"))  # fmt: skip
+        except Exception as exc:  # a bug: answered in the error shape, logged with its traceback
+            log.exception("unhandled error on %s %s", request.method, path)
+            response = error_response(exc)
+        if self.metrics is not None:
+            self.metrics.observe_request(_endpoint(path), response.status_code, time.perf_counter() - started)
+        return response
 
-    async def _body(self, request: Request) -> bytes | ApiError:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return ApiError(413, f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-        return await request.body()
+    async def _route(self, request: Request, path: str, method: str) -> Response:
+        if path == "/healthz":
+            return _json({"status": "ok"})
+        if path == "/readyz":
+            if await self.personalizer.ping():
+                return _json({"status": "ready"})
+            raise StoreUnavailable("not ready: Redis does not answer")
+        if path.startswith(USERS):
+            if method not in ("GET", "DELETE"):
+                raise ApiError(405, f"{USERS}{{user_id}} accepts GET and DELETE", code="method_not_allowed")
+            return await self._user(request, user_id_from_path(request.scope, USERS), method)
+        if path in ENDPOINTS:
+            if method != "POST":
+                raise ApiError(405, f"{path} accepts POST", code="method_not_allowed")
+            handler = {"score": self._score, "rewrite": self._rewrite, "chat": self._chat, "events": self._events}
+            return await handler[ENDPOINTS[path]](request)
+        raise ApiError(404, f"no route {method} {path}", code="not_found")
 
     # --- endpoints -----------------------------------------------------------------------------
     async def _score(self, request: Request) -> Response:
         serving = self.config.serving
-        body = await self._body(request)
-        req = body if isinstance(body, ApiError) else decode_body(body, ScoreRequest, max_candidates=serving.max_candidates,
-                                                                    max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
-        if isinstance(req, ApiError):
-            return _error(req)
-        tenant = self._tenant(request, req.tenant)
-        if isinstance(tenant, ApiError):
-            return _error(tenant)
+        tenant = self._tenant(request)
+        req = decode_body(await read_body(request, MAX_BODY_BYTES), ScoreRequest, max_candidates=serving.max_candidates,
+                          max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
+        self._same_tenant(request, tenant, req.tenant)
         budget = req.budget_ms or serving.score_budget_ms
         started = time.perf_counter()
         candidates = req.candidates  # CandidateBody has the item_id/text that CandidateIn has
@@ -116,27 +138,20 @@ class Api:
         except asyncio.TimeoutError:
             answer = given_order([c.item_id for c in req.candidates], req.k, ["deadline_exceeded"], {})
         answer["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
-        self._observe("score", 200, answer, budget)
+        self._observe("score", answer, budget)
         return _json(answer)
 
     async def _rewrite(self, request: Request) -> Response:
         serving = self.config.serving
-        body = await self._body(request)
-        req = body if isinstance(body, ApiError) else decode_body(body, RewriteRequest,
-                                                                    max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
-        if isinstance(req, ApiError):
-            return _error(req)
-        tenant = self._tenant(request, req.tenant)
-        if isinstance(tenant, ApiError):
-            return _error(tenant)
-        if req.messages is not None:
-            messages = [msgspec.to_builtins(m) for m in req.messages]
-            messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
-        else:
-            messages = [{"role": "user", "content": req.prompt or ""}]
+        tenant = self._tenant(request)
+        req = decode_body(await read_body(request, MAX_BODY_BYTES), RewriteRequest,
+                          max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
+        self._same_tenant(request, tenant, req.tenant)
+        # messages pass through as sent (tool_calls, tool_call_id, name, …): only the context is added
+        messages = req.messages if req.messages is not None else [{"role": "user", "content": req.prompt or ""}]
         budget = req.budget_ms or serving.rewrite_budget_ms
         answer = await self._rewrite_messages(tenant, req.user_id, messages, req.max_context_tokens, budget)
-        self._observe("rewrite", 200, answer, budget)
+        self._observe("rewrite", answer, budget)
         return _json(answer)
 
     async def _rewrite_messages(self, tenant: str, user_id: str, messages: list[dict], max_tokens: int | None,
@@ -156,40 +171,24 @@ class Api:
         return answer
 
     async def _user(self, request: Request, user_id: str, method: str) -> Response:
-        if not user_id or len(user_id) > 256:
-            return _error(ApiError(422, "user_id must be 1 to 256 characters"))
-        tenant = self._tenant(request, None)
-        if isinstance(tenant, ApiError):
-            return _error(tenant)
-        try:
-            if method == "DELETE":
-                existed = await self.personalizer.delete(tenant, user_id)
-                return _json({"deleted": existed, "user_id": user_id}, 200 if existed else 404)
-            profile = await self.personalizer.profile(tenant, user_id)
-        except (OSError, ConnectionError) as exc:
-            return _error(ApiError(503, f"Redis unavailable: {type(exc).__name__}"))
+        tenant = self._same_tenant(request, self._tenant(request), None)
+        if method == "DELETE":
+            existed = await self.personalizer.delete(tenant, user_id)
+            if not existed:
+                raise ApiError(404, f"no user {user_id!r} in tenant {tenant!r}", param="user_id", code="user_not_found")
+            return _json({"deleted": True, "user_id": user_id})
+        profile = await self.personalizer.profile(tenant, user_id)
         if profile is None:
-            return _error(ApiError(404, f"no user {user_id!r} in tenant {tenant!r}"))
+            raise ApiError(404, f"no user {user_id!r} in tenant {tenant!r}", param="user_id", code="user_not_found")
         return _json(profile)
 
-    async def _authorized_json(self, request: Request) -> tuple[str, Any] | ApiError:
+    async def _authorized_json(self, request: Request) -> tuple[str, Any]:
         """(tenant, parsed JSON body) of a request whose body is free-form JSON."""
-        body = await self._body(request)
-        if isinstance(body, ApiError):
-            return body
-        tenant = self._tenant(request, None)
-        if isinstance(tenant, ApiError):
-            return tenant
-        try:
-            return tenant, json.loads(body)
-        except ValueError as exc:
-            return ApiError(400, f"request body is not valid JSON: {exc}")
+        tenant = self._same_tenant(request, self._tenant(request), None)
+        return tenant, decode_json(await read_body(request, MAX_BODY_BYTES))
 
     async def _events(self, request: Request) -> Response:
-        got = await self._authorized_json(request)
-        if isinstance(got, ApiError):
-            return _error(got)
-        tenant, parsed = got
+        tenant, parsed = await self._authorized_json(request)
         raw_events = parsed.get("events") if isinstance(parsed, dict) and "events" in parsed else parsed
         raw_events = raw_events if isinstance(raw_events, list) else [raw_events]
         now_ms = int(time.time() * 1000)
@@ -200,59 +199,68 @@ class Api:
                 if raw["tenant"] != tenant:
                     rejected.append({"index": index, "reason": "forbidden", "detail": f"tenant must be {tenant!r}"})
                     continue
-            data = json.dumps(raw).encode()
+            data = msgspec.json.encode(raw)
             event = parse_event(data, now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
             if isinstance(event, Rejection):
                 rejected.append({"index": index, "reason": event.reason, "detail": event.detail})
             else:
                 accepted.append((event.key.encode(), data))
         if accepted:
+            produce = asyncio.get_running_loop().run_in_executor(None, self._produce, accepted)
             try:
-                await asyncio.get_running_loop().run_in_executor(None, self._produce, accepted)
-            except OSError as exc:
-                return _error(ApiError(503, f"Kafka unavailable: {exc}"))
-        status = 202 if accepted or not rejected else 422
-        return _json({"accepted": len(accepted), "rejected": rejected}, status)
+                await asyncio.wait_for(produce, timeout=PRODUCE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise BrokerUnavailable(f"Kafka did not acknowledge within {PRODUCE_TIMEOUT_S:g} s") from None
+        if rejected and not accepted:
+            first = rejected[0]
+            raise ApiError(422, f"no event accepted: {len(rejected)} rejected, the first (events[{first['index']}]) for "
+                                f"{first['reason']}: {first['detail']}", param=f"events[{first['index']}]",
+                           code=first["reason"], extra={"accepted": 0, "rejected": rejected})  # fmt: skip
+        return _json({"accepted": len(accepted), "rejected": rejected}, 202)
 
     def _produce(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Send and wait for Kafka's acknowledgement; the boundary where Kafka's errors become
+        :class:`BrokerUnavailable`."""
         from kafka.errors import KafkaError
 
         try:
             if self._producer is None:
                 from stream.producer import make_producer
 
-                self._producer = make_producer(self.config.kafka)
+                # kafka-python waits 30 s to bootstrap and 60 s for metadata by default: bound both by our answer
+                self._producer = make_producer(self.config.kafka, max_block_ms=int(PRODUCE_TIMEOUT_S * 800),
+                                               bootstrap_timeout_ms=int(PRODUCE_TIMEOUT_S * 800))  # fmt: skip
             futures = [self._producer.send(self.config.kafka.events_topic, key=k, value=v) for k, v in records]
-            self._producer.flush(timeout=10)
+            self._producer.flush(timeout=PRODUCE_TIMEOUT_S)
             for future in futures:
-                future.get(timeout=10)
-        except KafkaError as exc:
-            raise OSError(str(exc)) from exc
+                future.get(timeout=PRODUCE_TIMEOUT_S)
+        except (KafkaError, ServiceError) as exc:
+            raise BrokerUnavailable(f"Kafka unavailable at {self.config.kafka.bootstrap}: {exc}") from exc
 
     # --- OpenAI-compatible proxy ---------------------------------------------------------------
     async def _chat(self, request: Request) -> Response:
         serving = self.config.serving
         if not serving.upstream_url:
-            return _error(ApiError(503, "no upstream LLM configured (serving.upstream_url)"))
-        got = await self._authorized_json(request)
-        if isinstance(got, ApiError):
-            return _error(got)
-        tenant, payload = got
-        if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list) or not payload["messages"]:
-            return _error(ApiError(422, "`messages` must be a non-empty list"))
-        degraded: list[str] = []
+            raise UpstreamUnavailable("no upstream LLM configured (serving.upstream_url)")
+        tenant, payload = await self._authorized_json(request)
+        payload = check_chat(payload, max_prompt_bytes=serving.max_prompt_bytes)
         user_id = payload.get("user")
-        if isinstance(user_id, str) and user_id:
+        if user_id:
             answer = await self._rewrite_messages(tenant, user_id, payload["messages"], None, serving.rewrite_budget_ms)
             payload["messages"] = answer["messages"]
             degraded = answer["degraded"]
-            self._observe("chat", 200, answer, serving.rewrite_budget_ms)
+            self._observe("chat", answer, serving.rewrite_budget_ms)
         else:
             degraded = ["no_user"]
         headers = {"x-p13n-degraded": ",".join(degraded)}
-        return await self._forward(payload, headers)
+        try:
+            return await self._forward(payload, headers)
+        except UpstreamUnavailable as exc:
+            return error_response(exc, headers)
 
     async def _forward(self, payload: dict, headers: dict[str, str]) -> Response:
+        """POST to the upstream and relay its answer unchanged; the boundary where aiohttp's errors become
+        :class:`UpstreamUnavailable`."""
         import aiohttp
 
         if self._http is None:
@@ -262,9 +270,9 @@ class Api:
             upstream_headers["authorization"] = f"Bearer {self.config.serving.upstream_api_key}"
         url = self.config.serving.upstream_url.rstrip("/") + "/chat/completions"
         try:
-            upstream = await self._http.post(url, data=json.dumps(payload), headers=upstream_headers)
-        except (aiohttp.ClientError, OSError) as exc:
-            return _json({"error": f"upstream LLM unreachable: {type(exc).__name__}"}, 502, headers)
+            upstream = await self._http.post(url, data=msgspec.json.encode(payload), headers=upstream_headers)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamUnavailable(f"upstream LLM unreachable: {type(exc).__name__}: {exc}") from exc
         content_type = upstream.headers.get("content-type", JSON)
         if payload.get("stream") and upstream.status == 200:
 
@@ -276,16 +284,14 @@ class Api:
                     upstream.release()
 
             return StreamingResponse(relay(), status_code=upstream.status, media_type=content_type, headers=headers)
-        data = await upstream.read()
-        upstream.release()
+        try:
+            data = await upstream.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamUnavailable(f"upstream LLM failed mid-answer: {type(exc).__name__}: {exc}") from exc
+        finally:
+            upstream.release()
         return Response(data, status_code=upstream.status, media_type=content_type, headers=headers)
 
-    def _observe(self, endpoint: str, status: int, answer: dict, budget: float | None) -> None:
+    def _observe(self, endpoint: str, answer: dict, budget: float | None) -> None:
         if self.metrics is not None:
-            self.metrics.observe(endpoint, status, answer, budget)
-
-
-try:  # starlette raises this when the client goes away mid-body
-    from starlette.requests import ClientDisconnect
-except ImportError:  # pragma: no cover - older starlette
-    ClientDisconnect = ConnectionError  # type: ignore[misc,assignment]
+            self.metrics.observe_answer(endpoint, answer, budget)

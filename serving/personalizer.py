@@ -10,6 +10,9 @@ and named in ``degraded``:
   → candidates in the given order, score 0; ``covisit_skipped``; ``candidate_encoding_skipped``;
 * rewrite: ``query_encoding_skipped`` → context by recency; ``redis_timeout`` /
   ``redis_unavailable`` → messages unchanged.
+
+``profile`` and ``delete`` have no degraded answer: when Redis fails they raise
+:class:`~p13n.errors.StoreUnavailable` (this module is where redis-py's errors are translated).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from features.state_codec import decode_state
 from features.store import RedisStore
 from p13n.config import Config
 from p13n.connections import async_redis_client
+from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
 from features.cache import TtlCache
 
@@ -229,8 +233,12 @@ class Personalizer:
 
     # --- users ---------------------------------------------------------------------------------
     async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> dict | None:
+        """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        user, items = await self._user_and_history(tenant, user_id)
+        try:
+            user, items = await self._user_and_history(tenant, user_id)
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         if user is None:
             return None
         clock = user.interest_clock(now_ms)
@@ -249,7 +257,11 @@ class Personalizer:
         }  # fmt: skip
 
     async def delete(self, tenant: str, user_id: str) -> bool:
-        return bool(await self.client.delete(self.store.keys.user(tenant, user_id)))
+        """Remove every key of the user; False when there was none. Raises :class:`StoreUnavailable`."""
+        try:
+            return bool(await self.client.delete(self.store.keys.user(tenant, user_id)))
+        except (redis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> bool:
         try:

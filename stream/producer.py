@@ -60,8 +60,9 @@ def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def make_producer(config: KafkaConfig):
-    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable).
+def make_producer(config: KafkaConfig, **options):
+    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable); ``options`` are more
+    ``KafkaProducer`` settings (e.g. ``max_block_ms`` for a caller that must answer in time).
 
     Its partitioner is kafka-python's default: ``(murmur2(key) & 0x7fffffff) % partitions``, the Java
     client's; librdkafka-based producers must set ``partitioner=murmur2_random`` to agree."""
@@ -75,6 +76,7 @@ def make_producer(config: KafkaConfig):
             linger_ms=5,
             retries=5,
             request_timeout_ms=10000,
+            **options,
         )
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc

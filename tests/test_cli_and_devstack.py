@@ -65,6 +65,14 @@ def test_unreachable_redis_is_one_line_and_exit_code_2(tmp_path, servers):
     assert "redis.url: cannot connect to redis://127.0.0.1:1/0" in result.stderr
 
 
+def test_unreachable_redis_error_hides_the_password(tmp_path, servers):
+    env = clean_env(P13N_REDIS_URL="redis://:hunter2-pw@127.0.0.1:1/0", P13N_KAFKA_BOOTSTRAP=servers["kafka"])
+    result = run(["config", "check"], env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "redis.url: cannot connect to redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2-pw" not in result.stderr + result.stdout
+
+
 def test_config_check_passes_against_live_servers(tmp_path, servers):
     env = clean_env(P13N_REDIS_URL=servers["redis"], P13N_KAFKA_BOOTSTRAP=servers["kafka"])
     result = run(["config", "check"], env, cwd=tmp_path)
@@ -97,6 +105,35 @@ def test_dev_up_twice_starts_one_stack_and_down_leaves_nothing(tmp_path):
     assert not any(r.is_alive() for r in records.values())
     assert list(iter_processes_of(state)) == []
     assert run(["dev", "status"], env, cwd=tmp_path).returncode == 3
+
+
+def test_dev_status_shows_a_dead_service_and_exits_1(tmp_path):
+    import signal
+
+    from p13n.devstack import wait_until
+
+    state = tmp_path / "state"
+    env = clean_env(P13N_DEV_STATE_DIR=str(state))
+    stack = DevStack(state)
+    try:
+        running, _ = stack.up(topics={"p13n.events": 1, "p13n.items": 1, "p13n.dlq": 1},
+                              services=("redis", "kafka", "consumer"), env=env)  # fmt: skip
+        healthy = run(["dev", "status"], env, cwd=tmp_path)
+        assert healthy.returncode == 0, healthy.stderr
+        assert healthy.stdout.count("running") == 3 and "DEAD" not in healthy.stdout
+
+        consumer = running["consumer"]
+        os.kill(consumer.pid, signal.SIGKILL)
+        wait_until(lambda: not consumer.is_alive(), timeout=10, what="the consumer to die")
+        status = run(["dev", "status"], env, cwd=tmp_path)
+        assert status.returncode == 1, (status.stdout, status.stderr)
+        lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
+        assert set(lines) == {"redis", "kafka", "consumer"}
+        assert "DEAD" in lines["consumer"] and str(consumer.pid) in lines["consumer"]
+        assert all("running" in lines[name] for name in ("redis", "kafka"))
+        assert "p13n: error: consumer not running" in status.stderr
+    finally:
+        stack.down()
 
 
 def test_produce_publishes_valid_lines_and_reports_bad_ones(tmp_path, config):

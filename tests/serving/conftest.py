@@ -131,19 +131,19 @@ def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -
     """``p13n serve`` as a subprocess with the test configuration (plus ``env_overrides``), polled for readiness."""
     port, metrics_port = free_port(), free_port()
     log = log_dir / "serve.log"
-    env = clean_env(
-        P13N_REDIS_URL=serving_config.redis.url,
-        P13N_REDIS_PREFIX=PREFIX,
-        P13N_REDIS_TIMEOUT_MS="300",
-        P13N_KAFKA_BOOTSTRAP=serving_config.kafka.bootstrap,
-        P13N_KAFKA_EVENTS_TOPIC=serving_config.kafka.events_topic,
-        P13N_SERVING_API_KEYS=json.dumps(KEYS),
-        P13N_SERVING_UPSTREAM_URL=fake_llm.url,
-        P13N_SERVING_UPSTREAM_API_KEY="upstream-secret",
-        P13N_SERVING_MAX_CANDIDATES="300",
-        P13N_SERVING_MAX_PROMPT_BYTES="4000",
+    env = clean_env(**{
+        "P13N_REDIS_URL": serving_config.redis.url,
+        "P13N_REDIS_PREFIX": PREFIX,
+        "P13N_REDIS_TIMEOUT_MS": "300",
+        "P13N_KAFKA_BOOTSTRAP": serving_config.kafka.bootstrap,
+        "P13N_KAFKA_EVENTS_TOPIC": serving_config.kafka.events_topic,
+        "P13N_SERVING_API_KEYS": json.dumps(KEYS),
+        "P13N_SERVING_UPSTREAM_URL": fake_llm.url,
+        "P13N_SERVING_UPSTREAM_API_KEY": "upstream-secret",
+        "P13N_SERVING_MAX_CANDIDATES": "300",
+        "P13N_SERVING_MAX_PROMPT_BYTES": "4000",
         **env_overrides,
-    )
+    })  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "p13n.cli", "serve", "--port", str(port), "--num-cpus", "2",
                                  "--metrics-port", str(metrics_port)],
@@ -171,8 +171,8 @@ def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -
 
 @pytest.fixture(scope="module")
 def api(serving_config, fake_llm, tmp_path_factory) -> Iterator[Api]:
-    """Module-scoped: gone before other modules start their own Serve (two Ray+HAProxy instances side by
-    side answered requests of one with the other's configuration — HAProxy binds with SO_REUSEPORT)."""
+    """Module-scoped: one Serve instance at a time keeps the 2-core test machine responsive. Instances side
+    by side no longer answer each other's requests (each has its own ports: ``test_instances.py``)."""
     with running_api(serving_config, fake_llm, tmp_path_factory.mktemp("serve")) as service:
         yield service
 

@@ -21,6 +21,7 @@ class FakeLLM:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.delay_s = 0.0  # how long it thinks before answering
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -30,6 +31,7 @@ class FakeLLM:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        await asyncio.sleep(self.delay_s)
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         text = self.answer_text(body)

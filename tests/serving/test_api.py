@@ -13,6 +13,7 @@ from features.encoder import Encoder, default_encoder_dir
 from features.personalize import CandidateIn, context_for, score_candidates
 from features.prompt import rewrite_messages
 from p13n.devstack import wait_until
+from tests.serving.test_metric_names import promtool_problems
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +103,9 @@ def test_auth(api, key, body_tenant, status):
         body["tenant"] = body_tenant
     got, answer, _ = api.call("POST", "/v1/score", body, key=key)
     assert got == status, answer
-    if status != 200:
-        assert answer["error"]
+    if status != 200:  # OpenAI's error shape, so SDKs surface it
+        assert answer["error"]["type"] == {401: "authentication_error", 403: "permission_error"}[status]
+        assert answer["error"]["message"] and answer["error"]["code"]
 
 
 def test_a_key_cannot_read_or_delete_another_tenants_user(api, seeded):
@@ -118,22 +120,25 @@ def test_a_key_cannot_read_or_delete_another_tenants_user(api, seeded):
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "raw", "status", "needle"),
+    ("path", "body", "raw", "status", "needle", "param"),
     [
-        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": f"i{n}"} for n in range(301)]}, None, 413, "limit is 300"),
-        ("/v1/rewrite", {"user_id": "u", "prompt": "x" * 5000}, None, 413, "`prompt` is 5000 bytes"),
-        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": 7}]}, None, 422, "$.candidates[0].item_id"),
-        ("/v1/score", {"user_id": "u", "candidates": [], "budget_ms": -1}, None, 422, "$.budget_ms"),
-        ("/v1/score", {"candidates": []}, None, 422, "user_id"),
-        ("/v1/rewrite", {"user_id": "u"}, None, 422, "exactly one of `prompt` or `messages`"),
-        ("/v1/score", None, b"{not json", 400, "not valid JSON"),
-        ("/v1/score", None, b"", 400, "empty"),
+        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": f"i{n}"} for n in range(301)]}, None, 413, "limit is 300",
+         "candidates"),
+        ("/v1/rewrite", {"user_id": "u", "prompt": "x" * 5000}, None, 413, "`prompt` is 5000 bytes", "prompt"),
+        ("/v1/score", {"user_id": "u", "candidates": [{"item_id": 7}]}, None, 422, "$.candidates[0].item_id",
+         "candidates[0].item_id"),
+        ("/v1/score", {"user_id": "u", "candidates": [], "budget_ms": -1}, None, 422, "$.budget_ms", "budget_ms"),
+        ("/v1/score", {"candidates": []}, None, 422, "user_id", "user_id"),
+        ("/v1/rewrite", {"user_id": "u"}, None, 422, "exactly one of `prompt` or `messages`", "messages"),
+        ("/v1/score", None, b"{not json", 400, "not valid JSON", None),
+        ("/v1/score", None, b"", 400, "empty", None),
     ],
 )
-def test_limits_and_validation_name_the_problem(api, path, body, raw, status, needle):
+def test_limits_and_validation_name_the_problem(api, path, body, raw, status, needle, param):
     got, answer, _ = api.call("POST", path, body, raw=raw)
     assert got == status, answer
-    assert needle in answer["error"]
+    assert needle in answer["error"]["message"]
+    assert answer["error"]["param"] == param and answer["error"]["type"] == "invalid_request_error"
 
 
 def test_user_profile_and_delete(api, seeded):
@@ -308,9 +313,10 @@ def metric_total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, pairs), v in samples.items() if n == name and want <= pairs)
 
 
-def test_prometheus_scrape_sees_every_replica_metric(api, seeded):
-    """One scrape of the Ray node's endpoint: request latency per endpoint, stages, degraded reasons and
-    encoder batch sizes, as the replicas recorded them."""
+def test_prometheus_scrape_sees_every_replica_metric(api, seeded, fake_llm):
+    """One scrape of the Ray node's endpoint: request durations per endpoint and status (errors too; chat with
+    its upstream call), stages, degraded reasons and encoder batch sizes, as the replicas recorded them; and
+    p13n's names pass ``promtool check metrics``."""
     user = a_user(seeded)
     for n in range(12):
         assert api.call("POST", "/v1/score", {"user_id": user, "candidates": catalog(seeded, n=20)})[0] == 200
@@ -318,17 +324,35 @@ def test_prometheus_scrape_sees_every_replica_metric(api, seeded):
         assert api.call("POST", "/v1/rewrite", body)[0] == 200
     tiny = {"user_id": user, "prompt": "quick?", "budget_ms": 0.2}
     assert "redis_timeout" in api.call("POST", "/v1/rewrite", tiny)[1]["degraded"]
+    assert api.call("POST", "/v1/score", {"user_id": user, "candidates": [{"item_id": 1}]})[0] == 422
+    assert api.call("POST", "/v1/score", {"user_id": user, "candidates": []}, key="nope")[0] == 401
+    fake_llm.delay_s = 0.4
+    try:
+        chat = {"model": "m", "user": user, "messages": [{"role": "user", "content": "hi"}]}
+        assert api.call("POST", "/v1/chat/completions", chat)[0] == 200
+    finally:
+        fake_llm.delay_s = 0.0
 
-    def scraped() -> dict | None:
+    def scraped() -> tuple[str, dict] | None:
         with urllib.request.urlopen(api.metrics_url, timeout=5) as response:
-            samples = prometheus_samples(response.read().decode())
-        ready = (metric_total(samples, "ray_p13n_request_latency_ms_count", endpoint="rewrite") >= 13
+            text = response.read().decode()
+        samples = prometheus_samples(text)
+        ready = (metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="rewrite") >= 13
+                 and metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="chat") >= 1
+                 and metric_total(samples, "ray_p13n_request_duration_seconds_count", status="401") >= 1
                  and metric_total(samples, "ray_p13n_degraded_total", reason="redis_timeout") >= 1)  # fmt: skip
-        return samples if ready else None
+        return (text, samples) if ready else None
 
     wait_until(lambda: scraped() is not None, timeout=90, what="the replicas' metrics in a scrape", interval=1.0)
-    samples = scraped()
-    assert metric_total(samples, "ray_p13n_request_latency_ms_count", endpoint="score", status="200") >= 12
-    assert metric_total(samples, "ray_p13n_request_latency_ms_count", deployment="Ingress") >= 25
-    assert metric_total(samples, "ray_p13n_stage_latency_ms_count") >= 2  # one request in STAGE_SAMPLE=10
+    text, samples = scraped()
+    assert metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="score", status="200") >= 12
+    assert metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="score", status="422") >= 1
+    assert metric_total(samples, "ray_p13n_request_duration_seconds_count", deployment="Ingress") >= 28
+    assert metric_total(samples, "ray_p13n_request_duration_seconds_sum", endpoint="chat") >= 0.4  # upstream included
+    assert metric_total(samples, "ray_p13n_stage_duration_seconds_count") >= 2  # one request in STAGE_SAMPLE=10
     assert metric_total(samples, "ray_p13n_encoder_batch_size_count") >= 12  # every rewrite query was encoded
+    # Ray tags every replica metric with labels of its own (WorkerId, ReplicaId, …: camelCase); ours are snake_case
+    problems = [p for p in promtool_problems(text) if "label names should be written in 'snake_case'" not in p]
+    assert problems == []
+    assert {"endpoint", "status"} <= {k for (n, pairs), _ in samples.items() if n.startswith("ray_p13n_request")
+                                      for k, _ in pairs}  # fmt: skip

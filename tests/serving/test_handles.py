@@ -14,6 +14,7 @@ import pytest
 
 from p13n.devstack import wait_until
 from tests.serving.conftest import running_api
+from tests.serving.test_outages import test_user_endpoints_answer_503_while_redis_is_down
 from tests.serving.test_api import (
     EQUALITY_BUDGET_MS,
     a_user,
@@ -25,7 +26,8 @@ from tests.serving.test_api import (
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["test_score_matches_features_called_directly", "test_rewrite_matches_features_called_directly"]
+__all__ = ["test_score_matches_features_called_directly", "test_rewrite_matches_features_called_directly",
+           "test_user_endpoints_answer_503_while_redis_is_down"]  # the Personalizer's StoreUnavailable crosses the handle
 
 
 @pytest.fixture(scope="module")
