@@ -23,8 +23,9 @@ import re
 import zlib
 from collections.abc import Sequence
 
+import functools
+
 import numpy as np
-from bm25s.stopwords import STOPWORDS_EN
 
 __all__ = ["Corpus", "tokenize", "term_hashes", "K1", "B"]
 
@@ -32,7 +33,13 @@ K1, B = 1.5, 0.75
 #: Fewest texts a term must be found in to be common (:meth:`Corpus.rare_matches`).
 MIN_COMMON = 8
 _SPLIT = re.compile(r"(?u)\b\w\w+\b").findall
-_STOP = frozenset(STOPWORDS_EN)
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN  # imports scipy (~0.5 s): only once memories are used
+
+    return frozenset(STOPWORDS_EN)
 TERM_DTYPE = np.dtype("<u4")
 
 
@@ -42,7 +49,8 @@ def tokenize(text: str) -> list[str]:
     >>> tokenize("When did she go to the LGBTQ support group?")
     ['when', 'did', 'she', 'go', 'lgbtq', 'support', 'group']
     """
-    return [t for t in _SPLIT(text.lower()) if t not in _STOP]
+    stop = _stopwords()
+    return [t for t in _SPLIT(text.lower()) if t not in stop]
 
 
 def term_hashes(text: str) -> np.ndarray:

@@ -78,6 +78,12 @@ class MemorySpec:
     length_weight: float = 1.0
     max_chars: int = 480
 
+    @classmethod
+    def from_config(cls, config) -> MemorySpec:
+        """From the ``[memory]`` section (:class:`p13n.config.MemoryConfig`)."""
+        return cls(max_mentions=config.max_mentions, tau_s=config.tau_days * 86_400.0,
+                   length_weight=config.length_weight, max_chars=config.max_chars)  # fmt: skip
+
     def __post_init__(self) -> None:
         if self.max_mentions < 1:
             raise ValueError(f"max_mentions must be >= 1, got {self.max_mentions}")
@@ -189,6 +195,8 @@ class MemorySet:
         self.dim = dim
         self._by_key: dict[tuple[str, str], Memory] = {}
         self._ids: set[str] = set()
+        #: Whether :meth:`fold` changed anything since the writer last stored the set (it resets this).
+        self.changed = False
 
     # --- fold ------------------------------------------------------------------------------
     def fold(self, events: Iterable[Event], text_vectors: Mapping[str, np.ndarray] | None = None,
@@ -227,6 +235,7 @@ class MemorySet:
             added += 1
         if len(self._ids) > self.spec.max_mentions:
             self._evict()
+        self.changed = self.changed or added > 0
         return added
 
     def texts_to_embed(self, events: Iterable[Event]) -> list[str]:
