@@ -97,8 +97,10 @@ def _show_memory(console, api: Client, user_id: str, conversation: dict) -> None
     rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": [{"role": "user", "content": qa["question"]}]})
     recalled = [m for m in rewritten["context"]["memories"]
                 if any(i.endswith(f"-{e}") for i in m["event_ids"] for e in qa["evidence"])]  # fmt: skip
-    title = f"POST /v1/rewrite {qa['question']!r}: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"
-    console.print(Panel(Text(rewritten["messages"][0]["content"]), title=title), soft_wrap=False)
+    console.print(f"question: {qa['question']}")
+    title = f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"
+    console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])), title=title),
+                  soft_wrap=False)  # fmt: skip
     found = "recalled" if recalled else "NOT recalled"
     console.print(f"the turn that answers it ({', '.join(qa['evidence'])}) was {found}; the answer: {qa['answer']}")
 
