@@ -183,10 +183,9 @@ def build_context(
             if not fits(line):
                 break
             added += 1
-            if target is context.memories:
-                target.append(payload)
-            else:
-                target.append({k: payload[k] for k in ("item_id", "text", "score")} if isinstance(payload, dict) else payload)
+            if target is context.history:
+                payload = {k: payload[k] for k in ("item_id", "text", "score")}
+            target.append(payload)
         if added == 0:
             lines.pop()  # the title alone is no use
             used -= count_tokens(title) + 1

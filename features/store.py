@@ -117,8 +117,8 @@ class RedisStore:
         keys = [self.keys.user(w.tenant, w.user_id) for w in writes]
         args: list = [self.ttl_ms]
         for w in writes:
-            args += (w.expected_version, w.new_version or new_version_token(), encode_state(w.state), w.partition, w.offset,
-                     self._memories_blob(w.state))
+            version = w.new_version or new_version_token()
+            args += (w.expected_version, version, encode_state(w.state), w.partition, w.offset, self._memories_blob(w.state))
         return (APPLY_USERS, keys, args)
 
     def _memories_blob(self, state: UserState) -> bytes:

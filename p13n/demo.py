@@ -99,8 +99,8 @@ def _show_memory(console, api: Client, user_id: str, conversation: dict) -> None
                 if any(i.endswith(f"-{e}") for i in m["event_ids"] for e in qa["evidence"])]  # fmt: skip
     console.print(f"question: {qa['question']}")
     title = f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"
-    console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])), title=title),
-                  soft_wrap=False)  # fmt: skip
+    prompt = "\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])
+    console.print(Panel(Text(prompt), title=title), soft_wrap=False)
     found = "recalled" if recalled else "NOT recalled"
     console.print(f"the turn that answers it ({', '.join(qa['evidence'])}) was {found}; the answer: {qa['answer']}")
 

@@ -291,7 +291,8 @@ class Personalizer:
             return []
         memories.sort(key=lambda m: m.mentions[-1], reverse=True)
         return [{"event_id": m.mentions[-1].event_id, "event_ids": m.event_ids, "text": m.text, "role": m.role,
-                 "timestamp": m.last_ms, "session_id": m.mentions[-1].session_id} for m in memories[:limit]]  # fmt: skip
+                 "timestamp": m.last_ms, "session_id": m.mentions[-1].session_id}
+                for m in memories[:limit]]  # fmt: skip
 
     async def delete(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user; False when there was none. Raises :class:`StoreUnavailable`."""

@@ -179,7 +179,8 @@ class BatchProcessor:
         with _Stopwatch(outcome, "encode_text"):
             phrases = {e.text for e in events if e.text and e.type in ("message", "preference")}
             if self.config.memory.enabled:  # memories embed their cleaned text (usually the same)
-                phrases |= {clean_text(e.text, self.store.memory_spec.max_chars) for e in events if e.text and e.type == "message"}
+                cap = self.store.memory_spec.max_chars
+                phrases |= {clean_text(e.text, cap) for e in events if e.text and e.type == "message"}
             phrases = sorted(phrases - {""})
             ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
         if self._lane is None:
