@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from p13n.cli_memory import register as register_memory_commands
+from p13n.cli_memory import register_bench as register_memory_bench
 from p13n.cli_memory import route as route_eval_memory
 from p13n.config import Config
 from p13n.errors import ConfigError, P13nError, ServiceError
@@ -149,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
+    memory = register_memory_bench(bench_sub)  # bench memory
     everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
-    for sub_parser in (encoder_b, quality, everything):
+    for sub_parser in (encoder_b, quality, everything, memory):
         sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
         sub_parser.add_argument("--out", type=Path, help="directory of the JSON results (default benchmarks/out)")
         sub_parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")

@@ -66,6 +66,29 @@ def register(sub) -> None:
     synth.set_defaults(handler=_synth_memory)
 
 
+def register_bench(bench_sub) -> argparse.ArgumentParser:
+    """Add ``memory`` to the ``p13n bench`` subparsers; returns its parser."""
+    bench = bench_sub.add_parser("memory", help="memory retrieval recall on generated conversations; memory stage cost")
+    bench.set_defaults(handler=_bench_memory)
+    return bench
+
+
+def _bench_memory(args: argparse.Namespace) -> int:
+    from benchmarks.common import machine_info, write_result
+    from benchmarks.memory_bench import memory_markdown, memory_plot, run_memory
+    from benchmarks.report import RESULTS_MD, update_results
+
+    result = run_memory(quick=args.quick)
+    path = write_result("memory", result, args.out)
+    images = memory_plot(result, RESULTS_MD.parent / "plots") if not args.no_results_md else []
+    text = memory_markdown({**result, "machine": machine_info()}, images)
+    print(text)
+    if not args.no_results_md:
+        update_results("memory", text)
+    print(f"\nresult: {path}")
+    return 0
+
+
 def _eval_memory(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
