@@ -18,7 +18,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from features.events import Rejection, parse_event
+from features.events import Rejection, event_limits, parse_event
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
 from serving.errors import ApiError, error_response
@@ -200,7 +200,7 @@ class Api:
                     rejected.append({"index": index, "reason": "forbidden", "detail": f"tenant must be {tenant!r}"})
                     continue
             data = msgspec.json.encode(raw)
-            event = parse_event(data, now_ms=now_ms, max_future_ms=self.config.state.max_future_ms)
+            event = parse_event(data, now_ms=now_ms, **event_limits(self.config.state))
             if isinstance(event, Rejection):
                 rejected.append({"index": index, "reason": event.reason, "detail": event.detail})
             else:
