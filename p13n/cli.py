@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluate.set_defaults(handler=_eval)
 
+    # import ----------------------------------------------------------------------------
+    from p13n.cli_import import add_import_parser
+
+    add_import_parser(sub)
+
     # synth -----------------------------------------------------------------------------
     synth = sub.add_parser("synth", help="write a synthetic event log with drifting interests")
     synth.add_argument("directory", type=Path, help="writes events.jsonl and items.jsonl here")
