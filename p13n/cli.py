@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--items", type=Path, metavar="ITEMS.jsonl", help="catalog records (text, attributes)")
     evaluate.add_argument("--negatives", type=_positive_int, default=100, help="sampled negatives per user (100)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed of the negative sampling")
+    evaluate.add_argument("--at-end", action="store_true",
+                          help="score every user after the whole replay (as /v1/score after a Kafka replay), not at "
+                               "each user's held-out moment")  # fmt: skip
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluate.set_defaults(handler=_eval)
 
@@ -408,9 +411,10 @@ def _eval(args: argparse.Namespace) -> int:
                                   progress=lambda step: status.update(step + "…"))  # fmt: skip
         status.update(f"replaying {len(inputs.events):,} events…")
         result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
-                          negatives=args.negatives, seed=args.seed,
+                          negatives=args.negatives, seed=args.seed, at_end=args.at_end,
                           progress=lambda n: status.update(f"replaying: {n:,} / {len(inputs.events):,} events…"))  # fmt: skip
-    table = Table(title=f"{args.events}: next-item ranking among {args.negatives} sampled negatives")
+    when = "after the whole replay" if args.at_end else "at each user's moment"
+    table = Table(title=f"{args.events}: held-out liked item among {args.negatives} sampled negatives, {when}")
     for column in ("variant", "HR@10", "NDCG@10", "users"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, row in result.variants.items():
