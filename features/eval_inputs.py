@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from features.events import Event
 from features.state import ItemInfo
 
-__all__ = ["EvalInputs", "load_eval_inputs"]
+__all__ = ["EvalInputs", "cached_encoder", "load_eval_inputs"]
 
 
 @dataclass
@@ -79,3 +80,41 @@ def load_eval_inputs(
     phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
     text_vectors = dict(zip(phrases, encode(phrases))) if phrases else {}
     return EvalInputs(events=events, items=items, text_vectors=text_vectors, rejected=rejected)
+
+
+def cached_encoder(encode: Callable[[list[str]], np.ndarray], path: Path) -> Callable[[list[str]], np.ndarray]:
+    """``encode`` with an on-disk cache of vectors by text (one ``.npz`` at ``path``; written when
+    something new was encoded). Name ``path`` after the model, so another model never reads it.
+
+    >>> import tempfile
+    >>> calls = []
+    >>> def encode(texts): calls.append(len(texts)); return np.ones((len(texts), 2), np.float32)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     cached = cached_encoder(encode, Path(d) / "v.npz")
+    ...     _ = cached(["a", "b"]); again = cached_encoder(encode, Path(d) / "v.npz")(["b", "a", "c"])
+    >>> calls, again.shape
+    ([2, 1], (3, 2))
+    """
+    import hashlib
+
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    memo: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as stored:
+            memo = {k: stored[k] for k in stored.files}
+
+    def cached(texts: list[str]) -> np.ndarray:
+        keys = [key(t) for t in texts]
+        missing = sorted({t for t, k in zip(texts, keys) if k not in memo})
+        if missing:
+            for text, vector in zip(missing, encode(missing)):
+                memo[key(text)] = vector
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial.npz")
+            np.savez(partial, **memo)
+            partial.replace(path)
+        return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
+
+    return cached

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--at-end", action="store_true",
                           help="score every user after the whole replay (as /v1/score after a Kafka replay), not at "
                                "each user's held-out moment")  # fmt: skip
+    evaluate.add_argument("--tuned", type=Path, metavar="TUNED.toml", help="also report the blend of this `p13n tune` output")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluate.set_defaults(handler=_eval)
 
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     from p13n.cli_import import add_import_parser
 
     add_import_parser(sub)
+    from p13n.cli_tune import add_tune_parser
+
+    add_tune_parser(sub)
 
     # synth -----------------------------------------------------------------------------
     synth = sub.add_parser("synth", help="write a synthetic event log with drifting interests")
@@ -400,18 +404,20 @@ def _eval(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from features.encoder import Encoder
-    from features.evaluation import evaluate, load_eval_inputs
+    from features.evaluation import evaluate, load_eval_inputs, variants_of
+    from p13n.cli_tune import eval_encode
 
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    variants = variants_of(cfg)
+    if args.tuned:
+        variants["blend_tuned"] = dict(Config.from_sources(file=args.tuned, use_dev_stack=False).scoring.weights)
     console = _console()
     with console.status("loading encoder…") as status:
-        encoder = Encoder.from_config(cfg.encoder)
-        inputs = load_eval_inputs(args.events, args.items, encode=encoder.encode, now_ms=int(time.time() * 1000),
+        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=int(time.time() * 1000),
                                   progress=lambda step: status.update(step + "…"))  # fmt: skip
         status.update(f"replaying {len(inputs.events):,} events…")
         result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
-                          negatives=args.negatives, seed=args.seed, at_end=args.at_end,
+                          negatives=args.negatives, seed=args.seed, at_end=args.at_end, variants=variants,
                           progress=lambda n: status.update(f"replaying: {n:,} / {len(inputs.events):,} events…"))  # fmt: skip
     when = "after the whole replay" if args.at_end else "at each user's moment"
     table = Table(title=f"{args.events}: held-out liked item among {args.negatives} sampled negatives, {when}")

@@ -24,7 +24,7 @@ def synthetic_run(tmp_path_factory):
     data = generate(SyntheticSpec(users=200, seed=0))
     for name, rows in (("events.jsonl", data.events), ("items.jsonl", data.items)):
         (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    encoder = Encoder.from_directory(default_encoder_dir())
+    encoder = Encoder.from_directory(default_encoder_dir(), variant="fp32")  # the consumer's, as `p13n eval` uses
     inputs = load_eval_inputs(directory / "events.jsonl", directory / "items.jsonl", encode=encoder.encode,
                               now_ms=2_000_000_000_000)  # fmt: skip
     config = Config.from_sources(env={}, use_dev_stack=False)
