@@ -35,7 +35,7 @@ from features.events import Event
 from features.scorer import _scaled_log
 from features.signals import Popularity
 
-__all__ = ["LikedCooccurrence", "MultiPopularity"]
+__all__ = ["LikedCooccurrence", "MultiPopularity", "UserNeighbours"]
 
 
 class LikedCooccurrence(Signal):
@@ -111,3 +111,29 @@ class MultiPopularity(Signal):
 
     def features(self, user: str, candidates: Sequence[str], now_ms: int) -> dict[str, np.ndarray]:
         return {f"pop_{d:g}d": _scaled_log(np.array(pop.read(candidates, now_ms))) for d, pop in self.pops.items()}
+
+
+class UserNeighbours(Signal):
+    """User-based k-nearest neighbours on liked items: the ``k`` users whose liked sets are most
+    cosine-similar to the user's (``|A ∩ B| / sqrt(|A|·|B|)``) vote for the items they liked, each
+    vote weighted by the similarity (``uknn``, scaled by its maximum over the candidates)."""
+
+    def __init__(self, k: int = 50) -> None:
+        self.k = k
+        self.liked: dict[str, set[str]] = {}
+
+    def observe(self, event: Event, weight: float) -> None:
+        if weight > 0 and event.item_id is not None:
+            self.liked.setdefault(event.key, set()).add(event.item_id)
+
+    def features(self, user: str, candidates: Sequence[str], now_ms: int) -> dict[str, np.ndarray]:
+        mine = self.liked.get(user, set())
+        votes = np.zeros(len(candidates))
+        if mine:
+            sims = sorted(((len(mine & theirs) / math.sqrt(len(mine) * len(theirs)), other)
+                           for other, theirs in self.liked.items() if other != user and theirs), reverse=True)[: self.k]  # fmt: skip
+            for sim, other in sims:
+                if sim > 0:
+                    theirs = self.liked[other]
+                    votes += sim * np.array([c in theirs for c in candidates], dtype=np.float64)
+        return {"uknn": _by_max(votes)}

@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
+    quality.add_argument("--movielens", type=Path, metavar="DIR",
+                         help="also run issue 13's protocol on this MovieLens directory (offline, both modes, tuned blends)")  # fmt: skip
     everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
     for sub_parser in (encoder_b, quality, everything):
         sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
@@ -501,7 +503,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
         return quality_markdown(result, images)
 
     return _run_bench(args, "quality", "offline replay quality", lambda cfg, client, quick: run_quality(
-        cfg, quick=quick, extra=extra), markdown)  # fmt: skip
+        cfg, quick=quick, extra=extra, movielens=getattr(args, "movielens", None)), markdown)  # fmt: skip
 
 
 def _bench_all(args: argparse.Namespace) -> int:
