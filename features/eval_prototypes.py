@@ -42,17 +42,18 @@ class LikedCooccurrence(Signal):
     """Untruncated co-occurrence counts of liked items (see the module docstring)."""
 
     def __init__(self, window: int = 10, anchors: int = 20, recency: float = 0.9, prefix: str = "co",
-                 betas: Sequence[float] = ()) -> None:
+                 betas: Sequence[float] = (), liked_only: bool = True) -> None:
         if window < 1 or anchors < 1 or not 0 < recency <= 1:
             raise ValueError(f"window, anchors >= 1 and 0 < recency <= 1 required, got {window}, {anchors}, {recency}")
         self.window, self.anchors, self.recency, self.prefix = window, anchors, recency, prefix
+        self.liked_only = liked_only  # False: every rating pairs items, as the naive counter does
         self.betas = tuple(betas)  # extra features co_b<beta>: c(a, b) / (n(a)^(1-beta) · n(b)^beta)
         self.counts: dict[str, dict[str, float]] = {}
         self.liked: dict[str, float] = {}
         self._recent: dict[str, deque[str]] = {}
 
     def observe(self, event: Event, weight: float) -> None:
-        if weight <= 0 or event.item_id is None:
+        if (self.liked_only and weight <= 0) or event.item_id is None:
             return
         item = event.item_id
         recent = self._recent.get(event.key)
