@@ -27,7 +27,7 @@ from features.eval_metrics import K
 from features.evaluation import Case
 from features.events import Event
 
-__all__ = ["GRID", "Fitted", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
+__all__ = ["GRID", "Fitted", "blend_stacked", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
 
 #: Candidate weights of one feature per coordinate step.
 GRID = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -48,17 +48,34 @@ def validation_events(events: Sequence[Event]) -> list[Event]:
 
 
 def stack_features(cases: Sequence[Case], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """name -> (cases, candidates) array; row 0 of each case is the true item; missing features are 0."""
+    """name -> (cases, candidates) array; row 0 of each case is the true item; missing features are 0;
+    a case with fewer candidates than the widest is padded with NaN (never ranked, see :func:`blend_stacked`)."""
     width = max(len(next(iter(c.features.values()))) for c in cases)
     out = {}
     for name in names:
-        block = np.full((len(cases), width), -np.inf)
+        block = np.full((len(cases), width), np.nan)
         for i, case in enumerate(cases):
             values = case.features.get(name)
             n = len(next(iter(case.features.values())))
             block[i, :n] = values if values is not None else 0.0
         out[name] = block
     return out
+
+
+def blend_stacked(features: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """``Σ weight · feature`` over stacked features; padded candidates score -inf whatever the weights.
+
+    >>> blend_stacked({"a": np.array([[1.0, 2.0, np.nan]])}, {"a": -1.0}).tolist()
+    [[-1.0, -2.0, -inf]]
+    """
+    first = next(iter(features.values()))
+    pad = np.isnan(first)
+    total = np.zeros(first.shape)
+    for name, weight in weights.items():
+        if weight and name in features:
+            total += weight * np.nan_to_num(features[name], nan=0.0)
+    total[pad] = -np.inf
+    return total
 
 
 def ndcg_at_k(scores: np.ndarray) -> tuple[float, float]:
@@ -83,13 +100,16 @@ def fit_weights(features: Mapping[str, np.ndarray], start: Mapping[str, float] |
     """Coordinate ascent on NDCG@10 over the stacked ``features`` (see :func:`stack_features`)."""
     names = list(features)
     weights = {n: float((start or {}).get(n, 0.0)) for n in names}
-    # padding (-inf) must never win or tie: replace with a very low finite value per feature
-    blocks = {n: np.where(np.isfinite(a), a, -1e9) for n, a in features.items()}
+    pad = np.isnan(next(iter(features.values())))
+    blocks = {n: np.nan_to_num(a, nan=0.0) for n, a in features.items()}
 
     def total(w: Mapping[str, float]) -> np.ndarray:
-        return sum((w[n] * blocks[n] for n in names if w[n]), np.zeros_like(next(iter(blocks.values()))))
+        return sum((w[n] * blocks[n] for n in names if w[n]), np.zeros(pad.shape))
 
-    best_hr, best = ndcg_at_k(total(weights))
+    def ranked(scores: np.ndarray) -> tuple[float, float]:
+        return ndcg_at_k(np.where(pad, -np.inf, scores))
+
+    best_hr, best = ranked(total(weights))
     done = 0
     for done in range(1, rounds + 1):
         improved = False
@@ -98,7 +118,7 @@ def fit_weights(features: Mapping[str, np.ndarray], start: Mapping[str, float] |
             for value in grid:
                 if value == weights[name]:
                     continue
-                hr, ndcg = ndcg_at_k(base + value * blocks[name])
+                hr, ndcg = ranked(base + value * blocks[name])
                 if ndcg > best + 1e-9:
                     best, best_hr, weights[name], improved = ndcg, hr, value, True
         if not improved:

@@ -49,7 +49,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     from features.eval_inputs import load_eval_inputs
     from features.evaluation import replay
-    from features.tuning import fit_weights, ndcg_at_k, stack_features, validation_events
+    from features.tuning import blend_stacked, fit_weights, ndcg_at_k, stack_features, validation_events
 
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
     console = Console(highlight=False, soft_wrap=True)
@@ -62,7 +62,7 @@ def _tune(args: argparse.Namespace) -> int:
                        seed=args.seed)  # fmt: skip
     names = list(cfg.scoring.weights)
     features = stack_features(cases, names)
-    before = ndcg_at_k(sum(w * features[n] for n, w in cfg.scoring.weights.items() if w))
+    before = ndcg_at_k(blend_stacked(features, cfg.scoring.weights))
     fitted = fit_weights(features, start=cfg.scoring.weights)
     lines = [f"# p13n tune {args.events}: coordinate ascent on NDCG@10 over {len(cases)} validation users",
              f"# (each user's second-latest item event when liked); validation HR@10 {before[0]:.3f} -> {fitted.hr:.3f},",

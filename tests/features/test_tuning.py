@@ -47,3 +47,17 @@ def test_p13n_tune_writes_weights_that_p13n_eval_reports_as_blend_tuned(tmp_path
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "blend_tuned" in proc.stdout and "cooccurrence" in proc.stdout
+
+
+def test_candidates_missing_from_a_short_case_never_outrank_the_true_item():
+    import numpy as np
+
+    from features.evaluation import Case
+    from features.tuning import blend_stacked, fit_weights, ndcg_at_k, stack_features
+
+    # a user with only 3 candidates beside one with 5: the short case is padded; a negative weight must not
+    # lift the padding above the true item (it did when the padding was -inf times the weight)
+    cases = [Case("u1", "i", {"f": np.array([0.0, 1.0, 2.0])}), Case("u2", "i", {"f": np.array([0.0, 1.0, 1.0, 1.0, 1.0])})]
+    stacked = stack_features(cases, ["f"])
+    assert ndcg_at_k(blend_stacked(stacked, {"f": -1.0})) == (1.0, 1.0)
+    assert fit_weights(stacked, start={"f": 1.0}).weights["f"] < 0
