@@ -108,7 +108,8 @@ def quality_markdown(result: dict, images: list[Path] = ()) -> str:
                   "issue 13's protocol — the latest remaining rating held out when >= 4 stars, ranked among 100 never-rated "
                   "movies — scored at each user's moment and after the whole replay (`--at-end`). `proto:*` and "
                   "`blend_prototypes_tuned` are offline prototypes (features/eval_prototypes.py) that the consumer and "
-                  "Serve do not compute yet; `blend_tuned` is what `p13n tune` gives them today. Both tuned blends are "
+                  "Serve do not compute yet; `blend_tuned` is what `p13n tune` gives them today (weights and "
+                  "`state.popularity_tau_s`, chosen among 7, 30, 365 days). Both tuned blends are "
                   "fitted on a validation replay without each user's latest rating.", ""]  # fmt: skip
     for name, weights in result.get("weights", {}).items():
         lines += [f"`{name}` weights (fitted on the validation replay): "
@@ -137,7 +138,7 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
     tuned the same way over p13n's features plus the offline prototypes — all tuned on the validation
     replay (each user's latest item event left out), scored on the protocol's held-out items."""
     from features.evaluation import replay, summarize, variants_of
-    from features.tuning import fit_weights, stack_features, validation_events
+    from features.tuning import fit_weights, stack_features, tune_blend, validation_events, with_popularity_days
     from p13n.importers import import_movielens
 
     started = time.perf_counter()
@@ -156,16 +157,23 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         progress(f"replaying ({label})")
         runs[label] = replay(events, inputs.items, config, text_vectors=inputs.text_vectors, at_end=at_end,
                              signals=_prototype_signals())  # fmt: skip
-    tuned = fit_weights(stack_features(runs["validation"], native), start=config.scoring.weights).weights
+    progress("p13n tune")
+    chosen = tune_blend(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors)
+    tuned, tuned_config = chosen.fitted.weights, with_popularity_days(config, chosen.popularity_days)
+    tuned_rows = {label: summarize(replay(inputs.events, inputs.items, tuned_config, text_vectors=inputs.text_vectors,
+                                          at_end=label == "at-end"), {"blend_tuned": tuned})["blend_tuned"]
+                  for label in ("moment", "at-end")}  # fmt: skip
     proto_names = native + list(PROTOTYPE_FEATURES)
     proto = fit_weights(stack_features(runs["validation"], proto_names), start=config.scoring.weights).weights
     variants = variants_of(config)
     singles = {name: {name: 1.0} for name in PROTOTYPE_FEATURES}
     variants = {**{k: v for k, v in variants.items() if k != "blend"}, **{f"proto:{k}": v for k, v in singles.items()},
-                "blend": variants["blend"], "blend_tuned": tuned, "blend_prototypes_tuned": proto}  # fmt: skip
+                "blend": variants["blend"], "blend_prototypes_tuned": proto}  # fmt: skip
     datasets, targets = {}, {}
     for label in ("moment", "at-end"):
         table = summarize(runs[label], variants)
+        table = {**{k: v for k, v in table.items() if k != "blend_prototypes_tuned"}, "blend_tuned": tuned_rows[label],
+                 "blend_prototypes_tuned": table["blend_prototypes_tuned"]}  # fmt: skip
         datasets[f"MovieLens ({label})"] = {"events": len(inputs.events), "variants": table}
         best = max(row["hr@10"] for name, row in table.items() if not name.startswith("blend"))
         for blend in ("blend", "blend_tuned", "blend_prototypes_tuned"):
@@ -175,4 +183,5 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
             targets[f"{blend} HR@10 >= 1.05 x best single ({label})"] = {
                 "measured": round(row["hr@10"] / best, 3), "met": row["hr@10"] >= 1.05 * best}
     return {"datasets": datasets, "targets": targets, "weights": {"blend_tuned": tuned, "blend_prototypes_tuned": proto},
+            "tuned_popularity_days": chosen.popularity_days,
             "validation_users": len(runs["validation"]), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip

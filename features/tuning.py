@@ -27,7 +27,7 @@ from features.eval_metrics import K
 from features.evaluation import Case
 from features.events import Event
 
-__all__ = ["GRID", "Fitted", "blend_stacked", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
+__all__ = ["GRID", "Fitted", "Tuned", "blend_stacked", "tune_blend", "with_popularity_days", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
 
 #: Candidate weights of one feature per coordinate step.
 GRID = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -124,3 +124,44 @@ def fit_weights(features: Mapping[str, np.ndarray], start: Mapping[str, float] |
         if not improved:
             break
     return Fitted(weights=weights, hr=best_hr, ndcg=best, rounds=done)
+
+
+@dataclass
+class Tuned:
+    """What :func:`tune_blend` chose: the weights, the popularity time constant, and every trial."""
+
+    fitted: Fitted
+    popularity_days: float
+    users: int
+    trials: list[tuple[float, float]]  # (days, validation NDCG@10)
+    before: tuple[float, float] | None  # (HR@10, NDCG@10) of the configuration as it is, when among the trials
+
+
+def tune_blend(events, items, config, *, text_vectors=None, popularity_days: Sequence[float] = (7.0, 30.0, 365.0),
+               negatives: int = 100, seed: int = 0, progress=lambda text: None) -> Tuned:  # fmt: skip
+    """Fit ``scoring.weights`` (coordinate ascent from the configured ones) and choose
+    ``state.popularity_tau_s`` among ``popularity_days``: one validation replay per value, on
+    :func:`validation_events` of ``events``; the best validation NDCG@10 wins."""
+    from features.evaluation import replay
+
+    names = list(config.scoring.weights)
+    held = validation_events(events)
+    trials: list[tuple[Fitted, float, int]] = []
+    before = None
+    for days in popularity_days:
+        progress(f"validation replay, popularity tau {days:g} days")
+        trial = with_popularity_days(config, days)
+        cases = replay(held, items, trial, text_vectors=text_vectors, negatives=negatives, seed=seed)
+        features = stack_features(cases, names)
+        trials.append((fit_weights(features, start=config.scoring.weights), days, len(cases)))
+        if days * 86400.0 == config.state.popularity_tau_s:
+            before = ndcg_at_k(blend_stacked(features, config.scoring.weights))
+    fitted, days, users = max(trials, key=lambda t: t[0].ndcg)
+    return Tuned(fitted=fitted, popularity_days=days, users=users, trials=[(d, f.ndcg) for f, d, _ in trials], before=before)
+
+
+def with_popularity_days(config, days: float):
+    """``config`` with ``state.popularity_tau_s`` set to ``days`` days."""
+    import msgspec
+
+    return msgspec.structs.replace(config, state=msgspec.structs.replace(config.state, popularity_tau_s=days * 86400.0))

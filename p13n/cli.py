@@ -407,12 +407,13 @@ def _eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from features.evaluation import evaluate, load_eval_inputs, variants_of
-    from p13n.cli_tune import eval_encode
+    from p13n.cli_tune import eval_encode, tuned_config
 
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
     variants = variants_of(cfg)
-    if args.tuned:
-        variants["blend_tuned"] = dict(Config.from_sources(file=args.tuned, use_dev_stack=False).scoring.weights)
+    tuned = tuned_config(args.config, args.tuned) if args.tuned else None
+    if tuned is not None and tuned.state == cfg.state:
+        variants["blend_tuned"] = dict(tuned.scoring.weights)
     console = _console()
     with console.status("loading encoder…") as status:
         inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=int(time.time() * 1000),
@@ -421,6 +422,11 @@ def _eval(args: argparse.Namespace) -> int:
         result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
                           negatives=args.negatives, seed=args.seed, at_end=args.at_end, variants=variants,
                           progress=lambda n: status.update(f"replaying: {n:,} / {len(inputs.events):,} events…"))  # fmt: skip
+        if tuned is not None and tuned.state != cfg.state:  # tuned [state] settings (popularity_tau_s): a replay of its own
+            status.update("replaying with the tuned [state] settings…")
+            result.variants["blend_tuned"] = evaluate(inputs.events, inputs.items, tuned, text_vectors=inputs.text_vectors,
+                                                      negatives=args.negatives, seed=args.seed, at_end=args.at_end,
+                                                      variants={"blend_tuned": dict(tuned.scoring.weights)}).variants["blend_tuned"]  # fmt: skip
     when = "after the whole replay" if args.at_end else "at each user's moment"
     table = Table(title=f"{args.events}: held-out liked item among {args.negatives} sampled negatives, {when}")
     for column in ("variant", "HR@10", "NDCG@10", "users"):
