@@ -40,9 +40,12 @@ def test_p13n_tune_writes_weights_that_p13n_eval_reports_as_blend_tuned(tmp_path
     proc = subprocess.run([*run, "tune", *data, "--out", str(tuned)], cwd=REPO, env=clean_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    weights = tomllib.loads(tuned.read_text())["scoring"]["weights"]
+    written = tomllib.loads(tuned.read_text())
+    weights = written["scoring"]["weights"]
+    assert written["state"]["popularity_tau_s"] in {days * 86400.0 for days in (7, 30, 365)}
     assert set(weights) == set(Config.from_sources(env={}, use_dev_stack=False).scoring.weights)
-    assert Config.from_sources(file=tuned, env={}, use_dev_stack=False).scoring.weights == weights
+    loaded = Config.from_sources(file=tuned, env={}, use_dev_stack=False)
+    assert (loaded.scoring.weights, loaded.state.popularity_tau_s) == (weights, written["state"]["popularity_tau_s"])
     proc = subprocess.run([*run, "eval", *data, "--tuned", str(tuned)], cwd=REPO, env=clean_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
