@@ -30,7 +30,7 @@ from pathlib import Path
 from p13n.errors import ConfigError, ServiceError
 from p13n.ports import free_port  # re-exported: tests and tools import it from here
 
-__all__ = ["ServiceRecord", "DevStack", "running_endpoints", "free_port", "wait_until"]
+__all__ = ["ServiceRecord", "DevStack", "running_endpoints", "config_defaults", "free_port", "wait_until"]
 
 STACK_FILE = "stack.json"
 #: API keys of the dev stack's Serve app unless P13N_SERVING_API_KEYS says otherwise.
@@ -175,6 +175,23 @@ def running_endpoints(state_dir: Path) -> dict[str, str]:
     """URLs of the services of a dev stack running under ``state_dir`` (empty if none)."""
     stack = DevStack(state_dir)
     return {rec.name: rec.url for rec in stack.records() if rec.is_alive()}
+
+
+def config_defaults(state_dir: Path) -> dict[str, dict[str, str]]:
+    """The configuration layer a dev stack running under ``state_dir`` supplies: its Redis URL and Kafka
+    bootstrap (the ``defaults`` of :meth:`p13n.config.Config.from_sources`, below file and environment).
+
+    >>> import tempfile
+    >>> config_defaults(Path(tempfile.mkdtemp()))
+    {}
+    """
+    endpoints = running_endpoints(state_dir)
+    layer: dict[str, dict[str, str]] = {}
+    if "redis" in endpoints:
+        layer["redis"] = {"url": endpoints["redis"]}
+    if "kafka" in endpoints:
+        layer["kafka"] = {"bootstrap": endpoints["kafka"]}
+    return layer
 
 
 class DevStack:
