@@ -38,6 +38,7 @@ import msgspec
 from msgspec import Meta
 
 from p13n.errors import ConfigError
+from p13n.vocabulary import EVENT_TYPES, ITEM_EVENT_TYPES  # re-exported: older callers import them from here
 
 __all__ = [
     "EVENT_TYPES",
@@ -55,22 +56,6 @@ __all__ = [
     "load_config",
     "config_reference_markdown",
 ]
-
-#: Every event type of the event contract (DESIGN.md §2).
-EVENT_TYPES = (
-    "view",
-    "click",
-    "cart",
-    "purchase",
-    "like",
-    "dislike",
-    "skip",
-    "rating",
-    "message",
-    "preference",
-)
-#: Event types that must name an item.
-ITEM_EVENT_TYPES = frozenset(EVENT_TYPES) - {"message", "preference"}
 
 _DEFAULT_WEIGHTS = {
     "view": 1.0,
