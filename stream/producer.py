@@ -24,6 +24,7 @@ from typing import Literal
 import msgspec
 
 from features.events import Rejection, parse_event, parse_item, user_key
+from p13n.clock import now_ms as wall_ms
 from p13n.connections import make_producer  # re-exported: the constructor lives with the other clients
 from p13n.errors import InputError, ServiceError
 
@@ -87,7 +88,7 @@ def produce_lines(
     limits: Mapping[str, int | float] | None = None,
     rate: float | None = None,
     validate: bool = True,
-    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    now_ms: Callable[[], int] = wall_ms,
     on_sent: Callable[[int], None] = lambda n: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
