@@ -198,7 +198,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from p13n.connections import check_kafka, check_redis, redacted_url
+    from p13n.connections import check_redis, redacted_url
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)
@@ -342,7 +343,8 @@ def _consume(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from p13n.connections import check_kafka, check_redis
+    from p13n.connections import check_redis
+    from p13n.kafka_client import check_kafka
     from stream.consumer import run_consumer
 
     cfg = _load(args)
@@ -459,7 +461,8 @@ def _run_bench(args: argparse.Namespace, name: str, what: str, run, markdown, ne
     """Run one benchmark, write its JSON, print its RESULTS.md section and (unless told not to) store it."""
     from benchmarks.common import machine_info, write_result
     from benchmarks.report import update_results
-    from p13n.connections import check_kafka, check_redis, redis_client
+    from p13n.connections import check_redis, redis_client
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)

@@ -226,7 +226,7 @@ class Api:
 
         try:
             if self._producer is None:
-                from p13n.connections import make_producer
+                from p13n.kafka_client import make_producer
 
                 # kafka-python waits 30 s to bootstrap and 60 s for metadata by default: bound both by our answer
                 self._producer = make_producer(self.config.kafka, max_block_ms=int(PRODUCE_TIMEOUT_S * 800),

@@ -25,7 +25,7 @@ import msgspec
 
 from features.events import Rejection, parse_event, parse_item, user_key
 from p13n.clock import now_ms as wall_ms
-from p13n.connections import make_producer  # re-exported: the constructor lives with the other clients
+from p13n.kafka_client import make_producer  # re-exported: the constructor lives with the other clients
 from p13n.errors import InputError, ServiceError
 
 __all__ = ["ProduceReport", "Schema", "produce_lines", "read_jsonl_lines", "make_producer"]
