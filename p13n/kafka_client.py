@@ -15,7 +15,7 @@ import socket
 from p13n.config import KafkaConfig
 from p13n.errors import ConfigError, ServiceError
 
-__all__ = ["check_kafka", "make_producer"]
+__all__ = ["check_kafka", "make_producer", "producer_settings"]
 
 
 def check_kafka(config: KafkaConfig, timeout_ms: int = 5000) -> None:
@@ -40,6 +40,17 @@ def check_kafka(config: KafkaConfig, timeout_ms: int = 5000) -> None:
     admin.close()
 
 
+def producer_settings(config: KafkaConfig) -> dict[str, object]:
+    """Every p13n producer's ``KafkaProducer`` settings: acks=all (a sent record is durable), 5 retries.
+
+    >>> from p13n.config import KafkaConfig
+    >>> producer_settings(KafkaConfig(bootstrap="a:9092,b:9092"))["bootstrap_servers"]
+    ['a:9092', 'b:9092']
+    """
+    return {"bootstrap_servers": config.bootstrap.split(","), "acks": "all", "linger_ms": 5, "retries": 5,
+            "request_timeout_ms": 10000}
+
+
 def make_producer(config: KafkaConfig, **options):
     """A kafka-python producer for ``config`` (acks=all, so a sent record is durable); ``options`` are more
     ``KafkaProducer`` settings (e.g. ``max_block_ms`` for a caller that must answer in time).
@@ -50,13 +61,6 @@ def make_producer(config: KafkaConfig, **options):
     from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(
-            bootstrap_servers=config.bootstrap.split(","),
-            acks="all",
-            linger_ms=5,
-            retries=5,
-            request_timeout_ms=10000,
-            **options,
-        )
+        return KafkaProducer(**producer_settings(config), **options)
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
