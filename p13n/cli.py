@@ -189,7 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return Config.from_sources(file=args.config)
+    """The configuration, with a running dev stack's addresses as defaults (below file and environment)."""
+    return Config.from_sources(file=args.config, defaults=_dev_stack_defaults(args))
+
+
+def _dev_stack_defaults(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    from p13n.devstack import config_defaults
+
+    return config_defaults(Path(Config.from_sources(file=args.config).dev.state_dir))
 
 
 def _console():
@@ -205,7 +212,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from p13n.connections import check_kafka, check_redis, redacted_url
+    from p13n.connections import check_redis, redacted_url
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)
@@ -349,7 +357,8 @@ def _consume(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from p13n.connections import check_kafka, check_redis
+    from p13n.connections import check_redis
+    from p13n.kafka_client import check_kafka
     from stream.consumer import run_consumer
 
     cfg = _load(args)
@@ -382,14 +391,22 @@ def _consume(args: argparse.Namespace) -> int:
 
 # --- serve --------------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
+    import os
     import signal
     import threading
 
     from p13n.connections import check_redis
     from serving.runner import start_serve
 
-    cfg = _load(args)
+    dev_stack = _dev_stack_defaults(args)
+    cfg = Config.from_sources(file=args.config, defaults=dev_stack)
     check_redis(cfg.redis)
+    # the replicas load their configuration from this environment: the dev stack's addresses, where they won
+    # above, reach them here
+    if cfg.redis.url == dev_stack.get("redis", {}).get("url"):
+        os.environ.setdefault("P13N_REDIS_URL", cfg.redis.url)
+    if cfg.kafka.bootstrap == dev_stack.get("kafka", {}).get("bootstrap"):
+        os.environ.setdefault("P13N_KAFKA_BOOTSTRAP", cfg.kafka.bootstrap)
     if not (cfg.encoder.directory / "p13n_encoder.json").exists():
         raise ConfigError(f"encoder.path: no exported encoder at {cfg.encoder.directory} (run `p13n encoder export`)")
     if not cfg.serving.api_keys:
@@ -467,7 +484,8 @@ def _run_bench(args: argparse.Namespace, name: str, what: str, run, markdown, ne
     """Run one benchmark, write its JSON, print its RESULTS.md section and (unless told not to) store it."""
     from benchmarks.common import machine_info, write_result
     from benchmarks.report import update_results
-    from p13n.connections import check_kafka, check_redis, redis_client
+    from p13n.connections import check_redis, redis_client
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)
