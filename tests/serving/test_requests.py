@@ -253,3 +253,17 @@ def test_events_all_rejected_is_an_error_that_lists_each_rejection(api):
     error = answer["error"]
     assert error["param"] == "events[0]" and error["code"] and error["type"] == "invalid_request_error", answer
     assert answer["accepted"] == 0 and [r["index"] for r in answer["rejected"]] == [0, 1]
+
+
+def test_events_endpoint_applies_the_configured_bounds(api):
+    """event-rating-1e300.json and event-epoch-seconds.json posted to /v1/events are rejected with their reasons
+    (the endpoint validates with the consumer's bounds, ``state.max_abs_value`` and ``state.min_timestamp_ms``)."""
+    now_ms = int(time.time() * 1000)
+    huge = {**json.loads((CASES / "event-rating-1e300.json").read_text()), "timestamp": now_ms}
+    seconds = json.loads((CASES / "event-epoch-seconds.json").read_text())
+    good = {"event_id": "bounds-ok", "user_id": "u-bounds", "type": "click", "item_id": "i1", "timestamp": now_ms}
+    status, answer, _ = api.call("POST", "/v1/events", {"events": [huge, seconds, good]})
+    assert status == 202, answer
+    assert answer["accepted"] == 1
+    assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [(0, "out_of_range"), (1, "timestamp_too_old")]
+    assert "epoch seconds" in answer["rejected"][1]["detail"]
