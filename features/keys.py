@@ -6,8 +6,9 @@ the Redis Cluster slot:
 ==============================  ======  =====================================================
 key                             type    holds
 ==============================  ======  =====================================================
-``P:{T/U}``                     hash    one user: ``v`` version, ``s`` state blob, ``o:<partition>``
-                                        last applied offset — one key per user, so delete is one DEL
+``P:{T/U}``                     hash    one user: ``v`` version, ``s`` state blob, ``m`` memories blob
+                                        (written with ``s``), ``o:<partition>`` last applied offset —
+                                        one key per user, so delete is one DEL
 ``P:{T:g}:pop``                 zset    forward-decayed item popularity
 ``P:{T:g}:meta``                hash    ``landmark`` of the popularity decay
 ``P:{T:g}:off``                 hash    partition -> last offset whose global deltas are applied

@@ -6,15 +6,19 @@ Serving wraps these with budgets and HTTP; the demo and tests call them directly
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from features.memory_codec import MemoryFormatError, decode_columns
+from features.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec, retrieve
 from features.prompt import PromptContext, build_context
 from features.scorer import Candidates, UserView, rank, score
 from features.state import ItemInfo, UserState
 from features.store import RedisStore
+from p13n.config import MemoryConfig
 
 __all__ = [
     "CandidateIn",
@@ -25,6 +29,7 @@ __all__ = [
     "needs_text_vectors",
     "candidates_from",
     "context_for",
+    "memories_for_prompt",
 ]
 
 
@@ -134,13 +139,42 @@ def context_for(
     count_tokens: Callable[[str], int],
     query_vector: np.ndarray | None = None,
     user: UserState | None = None,
+    query: str | None = None,
 ) -> tuple[PromptContext, UserState | None]:
-    """The prompt context for the user (reads the user and their history's items)."""
+    """The prompt context for the user (reads the user and their history's items; with ``query``, the
+    text of the request, their memories too)."""
     if user is None:
         user = store.load_user(tenant, user_id)
     if user is None:
         return PromptContext(), None
     history_ids = sorted({h.item_id for h in user.history})
     items = store.get_items(tenant, history_ids) if history_ids else {}
+    memories = None
+    if query is not None and store.config.memory.enabled:
+        blob = store.client.hget(store.keys.user(tenant, user_id), "m")
+        memories, _ = memories_for_prompt(store.config.memory, store.dim, blob, query, query_vector, now_ms=now_ms,
+                                          max_tokens=max_tokens, count_tokens=count_tokens,
+                                          spec=RetrievalSpec(max_chars=store.config.memory.max_chars))  # fmt: skip
     return build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count_tokens,
-                         query_vector=query_vector), user  # fmt: skip
+                         query_vector=query_vector, memories=memories), user  # fmt: skip
+
+
+def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | None, query: str, query_vector: np.ndarray | None,
+                        *, now_ms: int, max_tokens: int, count_tokens: Callable[[str], int],
+                        remaining_ms: float = math.inf, spec: RetrievalSpec | None = None,
+                        ) -> tuple[PackedMemories | None, bool]:  # fmt: skip
+    """A user's stored memories (``blob``, :mod:`features.memory_codec`) for ``query``, packed into their share
+    of ``max_tokens`` (``config.context_share``); ``(packed or None, skipped)``. Skipped — the rung of the
+    ladder that drops memories — when the share is below ``config.min_tokens``, less than
+    ``config.min_budget_ms`` is left (``remaining_ms``), or the bytes are unreadable (never an error)."""
+    if not config.enabled or not blob:
+        return None, False
+    share = int(max_tokens * config.context_share)
+    if share < config.min_tokens or remaining_ms < config.min_budget_ms:
+        return None, True
+    try:
+        table = MemoryTable(decode_columns(blob, dim))
+    except MemoryFormatError:
+        return None, True
+    return retrieve(table, query, query_vector, now_ms=now_ms, max_tokens=share, count_tokens=count_tokens,
+                    spec=spec), False

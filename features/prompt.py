@@ -1,11 +1,14 @@
 """Build the personalization context for a black-box LLM and put it into the messages.
 
-The context has three parts, in priority order when the token budget is tight:
+The context has four parts, in priority order when the token budget is tight:
 
 1. **standing preferences** — what the user stated, verbatim (newest last);
-2. **history** — the user's items most relevant to the query, ranked by
+2. **memories** — what the user said that bears on the query (:mod:`features.memory_retrieval`), each
+   with its date; the caller packs them into their share of the budget (``memory.context_share``,
+   half by default), so whatever they leave goes on to the next parts;
+3. **history** — the user's items most relevant to the query, ranked by
    ``relevance_weight·cos(query, item) + (1 − relevance_weight)·recency``;
-3. **profile** — the strongest attribute preferences with their share and recency.
+4. **profile** — the strongest attribute preferences with their share and recency.
 
 Token counts are exact for the rendered block (each line is counted with the
 real tokenizer, newline-separated), so the block never exceeds ``max_tokens``.
@@ -27,11 +30,15 @@ import math
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.history import NEGATIVE_TYPES
 from features.state import ItemInfo, UserState
+
+if TYPE_CHECKING:
+    from features.memory_retrieval import PackedMemories
 
 __all__ = ["PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
 
@@ -68,11 +75,13 @@ class PromptContext:
     profile: list[str] = field(default_factory=list)
     preferences: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)  # {item_id, text, score}
+    memories: list[dict] = field(default_factory=list)  # {event_id, event_ids, text, timestamp, score}, prompt order
     text: str = ""
     tokens: int = 0
 
     def as_json(self) -> dict:
-        return {"profile": self.profile, "preferences": self.preferences, "history": self.history}
+        return {"profile": self.profile, "preferences": self.preferences, "memories": self.memories,
+                "history": self.history}  # fmt: skip
 
 
 def _ago(ms: int) -> str:
@@ -133,8 +142,12 @@ def build_context(
     relevance_weight: float = 0.7,
     max_history: int = 6,
     max_profile: int = 4,
+    memories: PackedMemories | None = None,
 ) -> PromptContext:
-    """Select and render the context for ``user`` within ``max_tokens`` (``items``: the history's items)."""
+    """Select and render the context for ``user`` within ``max_tokens`` (``items``: the history's items).
+
+    ``memories`` (:func:`features.memory_retrieval.retrieve`, packed into their share of the budget) go
+    after the standing preferences, before history and profile, their lines as they were packed."""
     if user is None:
         return PromptContext()
     context = PromptContext()
@@ -153,13 +166,15 @@ def build_context(
     sections: list[tuple[str, list[tuple[str, object]]]] = [
         ("Standing preferences (stated by the user, newest last):",
          [(f"- {sanitize(p.text)}", p.text) for p in user.preferences]),
+        (memories.lines[0] if memories and memories.lines else "",
+         list(zip(memories.lines[1:], memories.entries)) if memories else []),
         ("History items relevant to this request:",
          [(f"- {sanitize(h['text'])} ({h['type']}, {_ago(now_ms - h['ts_ms'])})", h)
           for h in _history_candidates(user, items, query_vector, now_ms, relevance_weight)[:max_history]]),
         ("Profile (time-decayed interests):",
          [(f"- {line}", line) for line in _profile_lines(user, items, now_ms, limit=max_profile)]),
     ]  # fmt: skip
-    targets = (context.preferences, context.history, context.profile)
+    targets = (context.preferences, context.memories, context.history, context.profile)
     for (title, entries), target in zip(sections, targets):
         if not entries or not fits(title):
             continue
@@ -168,7 +183,9 @@ def build_context(
             if not fits(line):
                 break
             added += 1
-            target.append({k: payload[k] for k in ("item_id", "text", "score")} if isinstance(payload, dict) else payload)
+            if target is context.history:
+                payload = {k: payload[k] for k in ("item_id", "text", "score")}
+            target.append(payload)
         if added == 0:
             lines.pop()  # the title alone is no use
             used -= count_tokens(title) + 1

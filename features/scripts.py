@@ -8,8 +8,9 @@ from __future__ import annotations
 __all__ = ["APPLY_USERS", "APPLY_GLOBALS"]
 
 #: KEYS = user hashes (one or more; a Redis Cluster client sends one per call, their slots differ).
-#: ARGV[1] = ttl ms; then per user five: expected version ("0" when the user did not exist), the new
-#: version (a random token from the writer), state blob, partition, offset. Each user is checked and
+#: ARGV[1] = ttl ms; then per user six: expected version ("0" when the user did not exist), the new
+#: version (a random token from the writer), state blob, partition, offset, memories blob (field ``m``;
+#: empty: the memories did not change and are left as they are). Each user is checked and
 #: written on its own, atomically (the script is). Returns a flat array, per user: {1, new version}
 #: applied; {0, version} the offset was already applied (nothing written); {-1, version} the user
 #: changed since it was read (nothing written; re-read and fold again).
@@ -17,7 +18,7 @@ APPLY_USERS = """
 local ttl = ARGV[1]
 local out = {}
 for i = 1, #KEYS do
-  local key, at = KEYS[i], 5 * i - 3
+  local key, at = KEYS[i], 6 * i - 4
   local offset = ARGV[at + 4]
   local field = 'o:' .. ARGV[at + 3]
   local seen = redis.call('HMGET', key, 'v', field)
@@ -31,6 +32,9 @@ for i = 1, #KEYS do
   else
     local version = ARGV[at + 1]
     redis.call('HSET', key, 'v', version, 's', ARGV[at + 2], field, offset)
+    if ARGV[at + 5] ~= '' then
+      redis.call('HSET', key, 'm', ARGV[at + 5])
+    end
     redis.call('PEXPIRE', key, ttl)
     out[#out + 1] = 1
     out[#out + 1] = version

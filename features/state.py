@@ -194,6 +194,10 @@ class UserState:
         self.recent_ids = bytearray()
         self.offsets: dict[int, int] = {}
         self.events_applied = 0
+        #: The user's conversational memories (:class:`~features.memory.MemorySet`), stored beside the state
+        #: (field ``m`` of the user's hash) and written with it; None until loaded (only users with new
+        #: messages need them).
+        self.memories = None
 
     @classmethod
     def new(cls, spec: StateSpec) -> UserState:

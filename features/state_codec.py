@@ -214,4 +214,5 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     user.recent_ids = _ids_from_bytes(record.recent_ids)
     user.offsets = dict(record.offsets)
     user.events_applied = record.events_applied
+    user.memories = None  # stored apart (features.memory_codec), loaded when needed
     return user

@@ -20,6 +20,8 @@ import numpy as np
 
 from features.deferred import DeferredPipeline, is_cluster_client
 from features.keys import KeyLayout
+from features.memory import MemorySet, MemorySpec
+from features.memory_codec import decode_memories, encode_memories
 from features.scripts import APPLY_GLOBALS, APPLY_USERS
 from features.signals import RESCALE_EXPONENT, trim_after
 from features.state import ItemInfo, StateSpec, UserState
@@ -76,6 +78,7 @@ class RedisStore:
         self.spec = StateSpec.from_config(config.state, dim=dim)
         self.dim = dim
         self.vector_dtype = np.dtype(config.state.vector_dtype).newbyteorder("<")
+        self.memory_spec = MemorySpec.from_config(config.memory)
         self.ttl_ms = int(config.state.user_ttl_days * 86_400_000)
         # Users written per script call: their keys are in different cluster slots, so one per call on
         # a Redis Cluster; elsewhere a few dozen share a call (one command and one reply to handle
@@ -114,8 +117,25 @@ class RedisStore:
         keys = [self.keys.user(w.tenant, w.user_id) for w in writes]
         args: list = [self.ttl_ms]
         for w in writes:
-            args += (w.expected_version, w.new_version or new_version_token(), encode_state(w.state), w.partition, w.offset)
+            version = w.new_version or new_version_token()
+            args += (w.expected_version, version, encode_state(w.state), w.partition, w.offset, self._memories_blob(w.state))
         return (APPLY_USERS, keys, args)
+
+    def _memories_blob(self, state: UserState) -> bytes:
+        """The user's memories to store with the state, or b"" when they did not change (left as stored)."""
+        memories = state.memories
+        if memories is None or not memories.changed:
+            return b""
+        memories.changed = False  # a write that fails is re-folded from what Redis holds
+        return encode_memories(memories, self.config.memory.vector_type)
+
+    def read_memories(self, users: Sequence[tuple[str, str]]) -> list[MemorySet]:
+        """Each (tenant, user_id)'s memories (empty when none are stored), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, user_id in users:
+            pipe.hget(self.keys.user(tenant, user_id), "m")
+        return [decode_memories(blob, self.memory_spec, self.dim) if blob else MemorySet(self.memory_spec, self.dim)
+                for blob in pipe.execute()]  # fmt: skip
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
         """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""

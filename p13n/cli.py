@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from p13n.cli_memory import register as register_memory_commands
+from p13n.cli_memory import register_bench as register_memory_bench
+from p13n.cli_memory import route as route_eval_memory
 from p13n.config import Config
 from p13n.errors import ConfigError, P13nError, ServiceError
 
@@ -161,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
     quality.add_argument("--movielens", type=Path, metavar="DIR",
                          help="also run issue 13's protocol on this MovieLens directory (offline, both modes, tuned blends)")  # fmt: skip
+    memory = register_memory_bench(bench_sub)  # bench memory
     everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
-    for sub_parser in (encoder_b, quality, everything):
+    for sub_parser in (encoder_b, quality, everything, memory):
         sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
         sub_parser.add_argument("--out", type=Path, help="directory of the JSON results (default benchmarks/out)")
         sub_parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
@@ -172,12 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument("--users", type=_positive_int, default=200, help="synthetic users of the load test")
     everything.add_argument("--url", help=argparse.SUPPRESS)
     everything.set_defaults(handler=_bench_all)
+    register_memory_commands(sub)  # eval-memory (`p13n eval memory FILE`), synth-memory
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route_eval_memory(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.handler(args) or 0)
     except P13nError as exc:

@@ -52,6 +52,7 @@ __all__ = [
     "ScoringConfig",
     "FIXED_FEATURES",
     "ServingConfig",
+    "MemoryConfig",
     "DevConfig",
     "load_config",
     "config_reference_markdown",
@@ -296,6 +297,32 @@ class ServingConfig(_Section):
     ] = 9109
 
 
+class MemoryConfig(_Section):
+    """Conversational memories: what users said (``message`` events), recalled into rewritten prompts."""
+
+    enabled: Annotated[bool, _doc("Fold message events into memories and recall them in /v1/rewrite.")] = True
+    max_mentions: Annotated[
+        int, Meta(ge=1, le=100_000), _doc("Messages remembered per user (merged repeats count each time said).")
+    ] = 1000
+    tau_days: Annotated[float, Meta(gt=0), _doc("Eviction: days for a memory's importance to fall by e.")] = 30.0
+    length_weight: Annotated[
+        float, Meta(ge=0, le=10), _doc("Eviction: weight of a message's length (0 = by recency alone).")
+    ] = 1.0
+    max_chars: Annotated[int, Meta(ge=16, le=8192), _doc("Longest memory text kept (characters).")] = 480
+    vector_type: Annotated[
+        str, Meta(pattern="^(i8|f2)$"), _doc("Storage of memory vectors: i8 (388 B at 384-d) or f2 (768 B).")
+    ] = "i8"
+    context_share: Annotated[
+        float, Meta(gt=0, le=1), _doc("Share of max_context_tokens memories may take in a rewritten prompt.")
+    ] = 0.5
+    min_tokens: Annotated[
+        int, Meta(ge=16), _doc("Memories are skipped (`memory_skipped`) when their share is below this.")
+    ] = 48
+    min_budget_ms: Annotated[
+        float, Meta(ge=0), _doc("Memories are skipped (`memory_skipped`) when less time than this is left.")
+    ] = 4.0
+
+
 class DevConfig(_Section):
     """The embedded development stack (`p13n dev`)."""
 
@@ -316,6 +343,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scoring: ScoringConfig = msgspec.field(default_factory=ScoringConfig)
     encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)
     serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
+    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
     dev: DevConfig = msgspec.field(default_factory=DevConfig)
 
     @classmethod

@@ -2,7 +2,9 @@
 
 Start Redis-compatible server + Kafka-compatible broker + consumer + Serve app, publish a synthetic
 catalog and event stream, wait for the consumer to fold it, then show — through the HTTP API — two
-contrasting users' top-scored items and a prompt rewritten for them, and a latency table.
+contrasting users' top-scored items and a prompt rewritten for them, one user's question answered from
+what they said weeks before (a conversation sent as ``message`` events, recalled as memories), and a
+latency table.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     run = int(time.time()) % 100_000
     # users are named per run, so runs on a long-lived stack do not mix
     data = recent_synthetic(users=users, tenant=DEMO_TENANT, user_prefix=f"r{run}-user-", seed=run % 1000)
+    talker, conversation = f"r{run}-talker", _conversation(run)
+    data.events.extend(_conversation_events(conversation, talker))
     demo_dir = stack.state_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(demo_dir / "events.jsonl", data.events)
@@ -56,11 +60,49 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     shown = _contrasting_users(data)
     for user_id in shown:
         _show_user(console, api, cfg, data, user_id)
+    _show_memory(console, api, talker, conversation)
     _latency_table(console, api, data, shown)
     console.print(f"\nany user's profile as JSON: [bold]curl -H 'Authorization: Bearer {DEMO_KEY}' "
                   f"{running['serve'].url}/v1/users/{shown[0]}[/bold]")  # fmt: skip
     console.print("the embedded stack is still running; stop it with: [bold]p13n dev down[/bold]  (or: make down)")
     return 0
+
+
+def _conversation(run: int) -> dict:
+    """A generated two-person conversation of five sessions ending about now."""
+    from datetime import datetime, timedelta, timezone
+
+    from features.conversations import generate_conversation
+
+    start = datetime.now(timezone.utc) - timedelta(days=80)
+    return generate_conversation(seed=run % 1000, sessions=5, turns_per_session=12, start=start)
+
+
+def _conversation_events(conversation: dict, user_id: str) -> list[dict]:
+    """The conversation's turns as ``message`` events of ``user_id`` (tenant ``demo``), as the eval builds them."""
+    from features.memory_eval import conversation_events
+
+    return [{"event_id": f"{user_id}-{e.event_id}", "user_id": user_id, "tenant": DEMO_TENANT, "type": "message",
+             "timestamp": e.ts_ms, "text": e.text, "session_id": e.session_id}
+            for e in conversation_events(conversation, user_id)]  # fmt: skip
+
+
+def _show_memory(console, api: Client, user_id: str, conversation: dict) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    qa = next(q for q in conversation["qa"] if q["category"] == 2)  # a "when" question
+    turns = sum(len(v) for k, v in conversation.items() if k.startswith("session_") and isinstance(v, list))
+    console.rule(f"[bold]{user_id}[/bold] — {turns} turns of conversation sent as message events; a question about one")
+    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": [{"role": "user", "content": qa["question"]}]})
+    recalled = [m for m in rewritten["context"]["memories"]
+                if any(i.endswith(f"-{e}") for i in m["event_ids"] for e in qa["evidence"])]  # fmt: skip
+    console.print(f"question: {qa['question']}")
+    title = f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"
+    prompt = "\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])
+    console.print(Panel(Text(prompt), title=title), soft_wrap=False)
+    found = "recalled" if recalled else "NOT recalled"
+    console.print(f"the turn that answers it ({', '.join(qa['evidence'])}) was {found}; the answer: {qa['answer']}")
 
 
 def _contrasting_users(data) -> list[str]:

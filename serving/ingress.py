@@ -166,7 +166,7 @@ class Api:
                 timeout=(budget + DEADLINE_GRACE_MS) / 1000,
             )
         except asyncio.TimeoutError:
-            answer = {"messages": messages, "context": {"profile": [], "preferences": [], "history": []},
+            answer = {"messages": messages, "context": {"profile": [], "preferences": [], "memories": [], "history": []},
                       "degraded": ["deadline_exceeded"], "timings_ms": {}}  # fmt: skip
         answer["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
         return answer

@@ -8,8 +8,10 @@ and named in ``degraded``:
 
 * score: ``redis_timeout`` (the budget ran out first) or ``redis_unavailable`` (an error)
   → candidates in the given order, score 0; ``covisit_skipped``; ``candidate_encoding_skipped``;
-* rewrite: ``query_encoding_skipped`` → context by recency; ``redis_timeout`` /
-  ``redis_unavailable`` → messages unchanged.
+* rewrite: ``query_encoding_skipped`` → context by recency (memories by BM25 alone);
+  ``memory_skipped`` → no memories (their share of the budget, ``memory.context_share`` of
+  ``max_context_tokens``, is below ``memory.min_tokens``, or less than ``memory.min_budget_ms`` is
+  left); ``redis_timeout`` / ``redis_unavailable`` → messages unchanged.
 
 ``profile`` and ``delete`` have no degraded answer: when Redis fails they raise
 :class:`~p13n.errors.StoreUnavailable` (this module is where redis-py's errors are translated).
@@ -29,6 +31,9 @@ from ray.serve.exceptions import RayServeException
 
 from features.personalize import CandidateIn, needs_text_vectors, rank_candidates
 from features.prompt import build_context, query_text, rewrite_messages
+from features.memory_codec import MemoryFormatError, decode_memories
+from features.memory_retrieval import PackedMemories, RetrievalSpec
+from features.personalize import memories_for_prompt
 from features.state import ItemInfo
 from features.state_codec import decode_state
 from features.store import RedisStore
@@ -79,6 +84,7 @@ class Personalizer:
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
         self.covisit_rows: TtlCache[str, dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
+        self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -121,16 +127,31 @@ class Personalizer:
         return np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
 
     async def _user_and_history(self, tenant: str, user_id: str):
+        """(user state or None, its history's items, its stored memories' bytes or None)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.store.keys.user(tenant, user_id), "s")
-        blob = (await pipe.execute())[0]
+        pipe.hmget(self.store.keys.user(tenant, user_id), "s", "m")
+        blob, memories = (await pipe.execute())[0]
         if blob is None:
-            return None, {}
+            return None, {}, None
         user = decode_state(blob, self.store.spec)
         ids = sorted({h.item_id for h in user.history})
         pipe = self.client.pipeline(transaction=False)
         self.store.queue_items(pipe, tenant, ids)
-        return user, self.store.parse_items(await pipe.execute(), ids)
+        return user, self.store.parse_items(await pipe.execute(), ids), memories
+
+    def _memories(self, blob: bytes | None, query: str, query_vector, *, max_tokens: int, now_ms: int,
+                  deadline: Deadline) -> PackedMemories | None:  # fmt: skip
+        """:func:`~features.personalize.memories_for_prompt` within the deadline; ``memory_skipped`` when it
+        skipped them (too few tokens or too little time left, unreadable bytes)."""
+        if not self.config.memory.enabled or not blob:
+            return None
+        with deadline.stage("memory"):
+            packed, skipped = memories_for_prompt(self.config.memory, self.store.dim, blob, query, query_vector,
+                                                  now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
+                                                  remaining_ms=deadline.remaining_ms(), spec=self.retrieval)  # fmt: skip
+        if skipped:
+            deadline.degrade("memory_skipped")
+        return packed
 
     # --- score ---------------------------------------------------------------------------------
     async def score(self, tenant: str, user_id: str, candidates: Sequence[CandidateIn], *, k: int | None,
@@ -217,14 +238,16 @@ class Personalizer:
         results, failed = await self._gather(deadline, tasks)
         if "redis" not in results:
             deadline.degrade(_redis_reason(failed["redis"]))
-            return {"messages": messages, "context": {"profile": [], "preferences": [], "history": []},
+            return {"messages": messages, "context": {"profile": [], "preferences": [], "memories": [], "history": []},
                     "degraded": deadline.degraded, "timings_ms": deadline.finish()}  # fmt: skip
         if query.strip() and "encode" not in results:
             deadline.degrade("query_encoding_skipped")
-        user, items = results["redis"]
+        user, items, stored_memories = results["redis"]
+        memories = self._memories(stored_memories, query, results.get("encode"), max_tokens=max_tokens, now_ms=now_ms,
+                                  deadline=deadline) if user is not None else None  # fmt: skip
         with deadline.stage("build"):
             context = build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
-                                    query_vector=results.get("encode"))  # fmt: skip
+                                    query_vector=results.get("encode"), memories=memories)  # fmt: skip
             rewritten = rewrite_messages(messages, context)
         if user is None:
             deadline.degrade("unknown_user")
@@ -236,7 +259,7 @@ class Personalizer:
         """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`."""
         now_ms = now_ms if now_ms is not None else wall_ms()
         try:
-            user, items = await self._user_and_history(tenant, user_id)
+            user, items, stored_memories = await self._user_and_history(tenant, user_id)
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         if user is None:
@@ -254,7 +277,22 @@ class Personalizer:
             "interest_clock_utc": [round(float(x), 4) for x in clock],
             "horizons": {name: {"active": bool(np.any(vec))} for name, vec in user.embeddings(now_ms).items()},
             "last_applied_offsets": {str(k): v for k, v in user.offsets.items()},
+            "memories": self._latest_memories(stored_memories),
         }  # fmt: skip
+
+    def _latest_memories(self, blob: bytes | None, limit: int = 20) -> list[dict]:
+        """The ``limit`` memories said last, newest first (an unreadable blob lists none)."""
+        if not blob:
+            return []
+        try:
+            memories = decode_memories(blob, self.store.memory_spec, self.store.dim).memories()
+        except MemoryFormatError as exc:
+            log.warning("unreadable memories not listed: %s", exc)
+            return []
+        memories.sort(key=lambda m: m.mentions[-1], reverse=True)
+        return [{"event_id": m.mentions[-1].event_id, "event_ids": m.event_ids, "text": m.text, "role": m.role,
+                 "timestamp": m.last_ms, "session_id": m.mentions[-1].session_id}
+                for m in memories[:limit]]  # fmt: skip
 
     async def delete(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user; False when there was none. Raises :class:`StoreUnavailable`."""

@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from features.memory import MemorySet, clean_text
 from features.events import Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from features.state import ItemInfo, UserState, fold_users
 from features.deferred import DeferredPipeline, is_cluster_client
@@ -177,7 +178,11 @@ class BatchProcessor:
         with _Stopwatch(outcome, "items"):
             ticket.items = self.catalog.resolve(events, outcome)
         with _Stopwatch(outcome, "encode_text"):
-            phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
+            phrases = {e.text for e in events if e.text and e.type in ("message", "preference")}
+            if self.config.memory.enabled:  # memories embed their cleaned text (usually the same)
+                cap = self.store.memory_spec.max_chars
+                phrases |= {clean_text(e.text, cap) for e in events if e.text and e.type == "message"}
+            phrases = sorted(phrases - {""})
             ticket.text_vectors = dict(zip(phrases, self.encode(phrases))) if phrases else {}
         if self._lane is None:
             self._lane = DeferredPipeline(self.store.client)
@@ -260,6 +265,7 @@ class BatchProcessor:
         keys = list(groups)
         with _Stopwatch(outcome, "redis_read"):
             users = self._read_users(keys)
+            self._load_memories(keys, users, groups)
             floors = self.store.read_global_offsets(sorted({(t, p) for t, _, p in keys}))
         for pair, sent in self._sent_floors.items():  # deltas already on their way count as applied
             if pair in floors and sent > floors[pair]:
@@ -338,6 +344,16 @@ class BatchProcessor:
                 users[n] = got
         return users
 
+    def _load_memories(self, keys: Sequence[tuple], users: list[tuple[int, UserState | None]], groups) -> None:
+        """Read the stored memories of the users with new messages whose state does not hold them yet."""
+        if not self.config.memory.enabled:
+            return
+        need = [n for n, key in enumerate(keys) if users[n][1] is not None and users[n][1].memories is None
+                and any(e.type == "message" for _, e in groups[key])]  # fmt: skip
+        if need:
+            for n, memories in zip(need, self.store.read_memories([keys[n][:2] for n in need])):
+                users[n][1].memories = memories
+
     def _fold_partition(self, keys: list[tuple], reads: list[tuple[int, UserState | None]], groups, items,
                         text_vectors, now_ms: int, floor: int,
                         outcome: BatchOutcome) -> tuple[list[tuple[tuple, UserWrite, _WriteStats]], list[tuple[int, list, list]]]:  # fmt: skip
@@ -362,6 +378,13 @@ class BatchProcessor:
                 continue
             jobs.append((key, version, state, fresh, len(batch)))
         results = fold_users([(state, [e for _, e in fresh]) for _, _, state, fresh, _ in jobs], items, text_vectors)
+        if self.config.memory.enabled:
+            for _, _, state, fresh, _ in jobs:
+                messages = [e for _, e in fresh if e.type == "message"]
+                if messages:
+                    if state.memories is None:  # a new user: nothing stored
+                        state.memories = MemorySet(self.store.memory_spec, spec.dim)
+                    state.memories.fold(messages, text_vectors)
         writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
         deltas: list[tuple[int, list, list]] = []
         for (key, version, state, fresh, received), result in zip(jobs, results):

@@ -185,7 +185,9 @@ def test_demo_runs_end_to_end_and_says_how_to_stop(tmp_path):
         assert result.returncode == 0, result.stderr
         out = result.stdout
         assert "the consumer folded" in out
-        assert out.count("top 5 of") == 2 and out.count("prompt after") == 2
+        assert out.count("top 5 of") == 2 and out.count("prompt after") == 3
+        assert "turns of conversation sent as message events" in out and "What the user said earlier" in out
+        assert "was recalled; the answer:" in out
         assert "<user_context>" in out
         assert "stop it with: p13n dev down" in out
         assert "latency" in out and "/v1/score" in out and "/v1/rewrite" in out

@@ -88,3 +88,18 @@ def test_bench_encoder_and_quality_quick(tmp_path):
                              "blend"}
     assert all(0 <= v["ndcg@10"] <= v["hr@10"] <= 1 for v in variants.values())
     assert (tmp_path / "plots" / "quality_synthetic_drift.png").exists()
+
+
+def test_bench_memory_quick(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", "memory", "--quick", "--out", str(tmp_path),
+                           "--no-results-md"], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "memory.json").read_text())
+    retrievers = result["eval"]["retrievers"]
+    assert set(retrievers) == {"fused", "bm25", "dense", "recent"}
+    assert all(0 <= row["recall@256"] <= row["recall@512"] <= row["recall@1024"] <= 1 for row in retrievers.values())
+    stage = result["stage"]
+    assert stage["memories"] == 500 and 0 < stage["bytes_per_memory"] < 1024
+    assert 0 < stage["ms"]["total"]["p50"] <= stage["ms"]["total"]["p99"]
+    assert "## Conversational memory" in proc.stdout

@@ -11,6 +11,7 @@ import pytest
 
 from features.events import Event, Rejection, parse_event
 from features.signals import CoVisitation, Popularity
+from features.memory import MemorySet
 from features.state import UserState
 from features.synthetic import SyntheticSpec, generate
 from features.store import RedisStore
@@ -70,6 +71,7 @@ def assert_matches_replay(store: RedisStore, events: list[Event], encode) -> Non
             assert mine.keys() == theirs.keys()
             for k in mine:
                 assert mine[k] == pytest.approx(theirs[k], rel=1e-6, abs=1e-9), k
+    assert_memories_match(store, by_user, encode)
     for tenant in tenants:
         np.testing.assert_allclose(store.popularity(tenant, item_ids, NOW_MS), popularity[tenant].read(item_ids, NOW_MS),
                                    rtol=1e-9, atol=1e-12)  # fmt: skip
@@ -77,3 +79,16 @@ def assert_matches_replay(store: RedisStore, events: list[Event], encode) -> Non
             want = {k: v for k, v in covisits[tenant].neighbours(item).items() if v}
             got = {k: v for k, v in store.covisit_neighbours(tenant, item).items() if v}
             assert got == want, (tenant, item)
+
+
+def assert_memories_match(store: RedisStore, by_user: dict[tuple[str, str], list[Event]], encode) -> None:
+    """Each user's stored memories equal one in-memory fold of their message events (vectors to int8 rounding)."""
+    keys = sorted(by_user)
+    for (tenant, user_id), actual in zip(keys, store.read_memories(keys)):
+        expected = MemorySet(store.memory_spec, store.dim)
+        texts = expected.texts_to_embed(by_user[(tenant, user_id)])
+        expected.fold(by_user[(tenant, user_id)], dict(zip(texts, encode(texts))) if texts else {})
+        got, want = actual.memories(), expected.memories()
+        assert [(m.text, m.role, m.mentions) for m in got] == [(m.text, m.role, m.mentions) for m in want], user_id
+        for a, b in zip(got, want):
+            assert float(a.vector @ b.vector) > 0.99

@@ -231,3 +231,57 @@ def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_re
     assert letters[broken].reason == "store_rejected" and "WRONGTYPE" in letters[broken].detail
     assert_matches_replay(store, valid_events(good), processor.encode)
     assert store.popularity("default", ["poison-item"], NOW_MS)[0] == 0
+
+
+def conversation_lines(users: int = 6, turns: int = 40, seed: int = 5) -> list[bytes]:
+    """Message events of a few users (repeated phrases among them), interleaved with clicks."""
+    rng = random.Random(seed)
+    phrases = ["thanks!", "I adopted a puppy named Biscuit", "we moved to Lisbon", "ok", "I love pottery classes",
+               "my sister is a nurse", "see you tomorrow"]  # fmt: skip
+    lines = []
+    for n in range(users * turns):
+        user = f"talker{n % users}"
+        event = {"event_id": f"m{n}", "user_id": user, "type": "message", "timestamp": NOW_MS - 10**8 + n * 1000,
+                 "text": f"{rng.choice(phrases)} {rng.randrange(8)}", "session_id": f"s{n // 50}"}  # fmt: skip
+        if n % 7 == 0:
+            event = {"event_id": f"c{n}", "user_id": user, "type": "click", "timestamp": NOW_MS - 10**8 + n * 1000,
+                     "item_id": f"i{n % 5}", "item_text": f"item {n % 5}"}  # fmt: skip
+        lines.append(json.dumps(event).encode())
+    return lines
+
+
+def test_messages_become_memories_written_with_the_state_exactly_once(processor, redis_client):
+    lines = conversation_lines()
+    records = records_for(lines, "events")
+    rnd = random.Random(11)
+    position, pending = 0, []
+    while position < len(records):  # overlapped batches with re-deliveries, as the consumer submits them
+        size = rnd.randint(1, 60)
+        again = records[rnd.randint(0, position) : position]
+        pending.append(processor.submit(records[position : position + size] + again))
+        if len(pending) == 2:
+            processor.settle(pending.pop(0))
+        position += size
+    for ticket in pending:
+        processor.settle(ticket)
+    events = valid_events(lines)
+    assert_matches_replay(processor.store, events, processor.encode)
+    key = processor.store.keys.user("default", "talker1")
+    assert redis_client.hexists(key, "m") and redis_client.hexists(key, "s")
+    memories = processor.store.read_memories([("default", "talker1")])[0]
+    assert memories.mentions == sum(1 for e in events if e.user_id == "talker1" and e.type == "message")
+    assert processor.store.delete_user("default", "talker1")
+    assert not redis_client.exists(key)
+    assert processor.store.read_memories([("default", "talker1")])[0].mentions == 0
+
+
+def test_memories_bounded_as_configured_in_the_consumer(redis_client, config, consumer_encoder):
+    cfg = msgspec.structs.replace(config, memory=msgspec.structs.replace(config.memory, max_mentions=10))
+    store = RedisStore(redis_client, cfg, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, cfg, consumer_encoder.encode, clock_ms=lambda: NOW_MS)
+    lines = conversation_lines(users=2, turns=30)
+    for start in range(0, len(lines), 13):
+        processor.process_events(records_for(lines, "events")[start : start + 13])
+    for memories in store.read_memories([("default", "talker0"), ("default", "talker1")]):
+        assert memories.mentions == 10
+    assert_matches_replay(store, valid_events(lines), processor.encode)

@@ -1,0 +1,291 @@
+"""Retrieve a user's memories for a query and pack them into a token budget.
+
+Ranking (:func:`rank`): BM25 over the memories' texts (:mod:`features.bm25`) and the cosine of the
+query's vector with theirs each rank the memories; the best ``depth`` (20) of each list are fused by
+reciprocal-rank fusion, ``Σ wᵢ / (k + rankᵢ)`` with ``k = 60``. A memory absent from a list gets
+nothing from it, and:
+
+- a BM25 hit must share with the query a term found in at most ``common_cutoff`` (10%) of the
+  memories (Lucene's common-terms rule): a speaker's name, in every turn they said, is no reason to
+  recall a turn;
+- deeper lists let weak matches of both crowd out a strong match of one (recall at 256 tokens on the
+  synthetic set: 0.64 fusing the best 20 of each list, 0.51 fusing all);
+- every list breaks ties newest first, so of two equally relevant memories the newer wins — a fact
+  updated later outranks its old value. A recency list of its own can join the fusion
+  (``recency_weight``; off, since 0.2 cost recall at every budget of the synthetic set).
+
+``mode`` picks one retriever alone, as it is (the baselines ``p13n eval memory`` reports): ``bm25``,
+``dense``, ``recent``.
+
+Packing (:func:`pack`): memories are taken best first while their rendered lines fit the budget;
+then, while the budget allows, the hits' *neighbouring turns* (the memories said just before and
+just after a hit in the same session, best hit first) — the answer to a question is often the other
+speaker's reply, or the question the hit answers. ``neighbour_hits`` > 0 brings the best
+hits' neighbours along at once, before weaker hits (on the synthetic set that cost recall at every
+budget: 0.86 → 0.79 at 1024 tokens with 3). A memory whose vector is nearly the same as one already
+taken (cosine ≥ ``dedup_cosine``) is not shown again: its event ids join the taken one's. The
+lines are then put in the order they were said, each with its date — absolute (UTC) and relative to
+``now`` — so an LLM can answer "when" questions ("yesterday", said on 8 May 2023, is 7 May 2023).
+
+Every line is counted with the real tokenizer, newline included, so the block never exceeds the
+budget; what users wrote is quoted by :func:`features.prompt.sanitize` (control characters
+stripped, ``<``/``>`` escaped) and stays data, never instructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from features.bm25 import Corpus
+from features.memory import MemorySet
+from features.memory_codec import Columns
+from features.prompt import sanitize
+
+__all__ = ["RetrievalSpec", "MemoryTable", "PackedMemories", "rank", "pack", "retrieve", "render_line", "MODES",
+           "TITLE"]
+
+MODES = ("fused", "bm25", "dense", "recent")
+TITLE = "What the user said earlier (quoted, with when it was said; oldest first):"
+
+
+@dataclass(frozen=True)
+class RetrievalSpec:
+    """Knobs of ranking and packing (module docstring); the defaults are what ``p13n eval memory`` chose."""
+
+    rrf_k: float = 60.0
+    common_cutoff: float = 0.1  # a query term in more than this share of memories cannot alone make a BM25 hit
+    depth: int = 20  # the fusion takes each list's best this many rows (0: all)
+    lexical_weight: float = 1.0
+    dense_weight: float = 1.0
+    recency_weight: float = 0.0  # measured: 0.2 cost recall on every budget of the synthetic set
+    neighbour_hits: int = 0  # the best this many hits bring their neighbouring turns at once (others: if room)
+    neighbour_gap_ms: int = 30 * 60_000  # turns further apart than this are not neighbours
+    dedup_cosine: float = 0.95
+    max_chars: int = 480  # of a quoted memory in the prompt
+
+
+class MemoryTable:
+    """A user's memories as columns, first said first: what retrieval reads."""
+
+    def __init__(self, cols: Columns) -> None:
+        self.texts = cols.texts
+        self.roles = cols.roles
+        self.vectors = cols.vectors
+        self.has_vector = cols.has_vector
+        self.corpus = Corpus(cols.terms, cols.term_offsets)
+        self.mentions = cols.mentions
+        self.first_ms = np.array([m[0].ts_ms for m in cols.mentions], dtype=np.int64)
+        self.last_ms = np.array([m[-1].ts_ms for m in cols.mentions], dtype=np.int64)
+        self.sessions = [m[0].session_id for m in cols.mentions]
+        self._timeline: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def from_set(cls, memories: MemorySet) -> MemoryTable:
+        rows = memories.memories()
+        dim = memories.dim
+        vectors = np.zeros((len(rows), dim), dtype=np.float32)
+        has = np.zeros(len(rows), dtype=bool)
+        for i, m in enumerate(rows):
+            if m.vector is not None:
+                vectors[i], has[i] = m.vector, True
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(m.terms) for m in rows], out=offsets[1:])
+        terms = np.concatenate([m.terms for m in rows]) if rows else np.zeros(0, np.uint32)
+        exact = np.array([m.exact_vector for m in rows], dtype=bool)
+        mentions = [list(m.mentions) for m in rows]
+        return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets, mentions, exact))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def event_ids(self, row: int) -> list[str]:
+        return [m.event_id for m in self.mentions[row]]
+
+    def neighbours(self, row: int, gap_ms: int) -> list[int]:
+        """Rows said just before or after the latest mention of ``row`` in the same session, at most ``gap_ms``
+        apart (a memory said many times — "thanks!" — is not a reason to show everything said around it)."""
+        if self._timeline is None:  # every mention in time order: (row, time, start of each row's mentions)
+            counts = np.array([len(m) for m in self.mentions], dtype=np.int64)
+            times = np.array([x.ts_ms for m in self.mentions for x in m], dtype=np.int64)
+            rows = np.repeat(np.arange(len(self.mentions)), counts)
+            order = np.lexsort((rows, times))
+            place = np.empty_like(order)
+            place[order] = np.arange(len(order))
+            starts = np.concatenate(([0], np.cumsum(counts)))
+            self._timeline = (rows[order], times[order], place, starts)
+        rows, times, place, starts = self._timeline
+        session = self.mentions[row][-1].session_id
+        at = int(place[starts[row + 1] - 1])
+        out: list[int] = []
+        for other in (at - 1, at + 1):
+            if 0 <= other < len(rows) and abs(int(times[other]) - int(times[at])) <= gap_ms:
+                r = int(rows[other])
+                if r != row and r not in out and any(x.session_id == session for x in self.mentions[r]):
+                    out.append(r)
+        return out
+
+
+def _rrf(order: np.ndarray, n: int, k: float, depth: int = 0) -> np.ndarray:
+    """1 / (k + rank) for the rows in ``order`` (rank 1 first; the first ``depth`` of them when > 0), 0 elsewhere."""
+    out = np.zeros(n, dtype=np.float64)
+    order = order[:depth] if depth > 0 else order
+    out[order] = 1.0 / (k + np.arange(1, len(order) + 1))
+    return out
+
+
+def rank(table: MemoryTable, query: str, query_vector: np.ndarray | None, spec: RetrievalSpec,
+         mode: str = "fused") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(rows best first, score per row). Rows a retriever cannot rank (no shared term, no vector) are
+    left out of its list; ``recent`` ranks every row."""
+    n = len(table)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    recent = np.lexsort((-np.arange(n), -table.last_ms))  # newest first
+    if mode == "recent":
+        return recent, _rrf(recent, n, spec.rrf_k)
+    fused = mode == "fused"
+    relevance = np.zeros(n, dtype=np.float64)
+    if mode in ("fused", "bm25"):
+        lexical = table.corpus.scores(query)
+        hits = np.flatnonzero(lexical > 0)
+        if fused:  # the baseline is BM25 as it is
+            hits = hits[table.corpus.rare_matches(query, spec.common_cutoff)[hits]]
+        order = hits[np.lexsort((-table.last_ms[hits], -lexical[hits]))]  # ties: the newer first
+        relevance += (spec.lexical_weight if fused else 1.0) * _rrf(order, n, spec.rrf_k, spec.depth if fused else 0)
+    if mode in ("fused", "dense") and query_vector is not None:
+        cos = table.vectors @ np.asarray(query_vector, dtype=np.float32)
+        rows = np.flatnonzero(table.has_vector)
+        order = rows[np.lexsort((-table.last_ms[rows], -cos[rows]))]
+        relevance += (spec.dense_weight if fused else 1.0) * _rrf(order, n, spec.rrf_k, spec.depth if fused else 0)
+    ranked = np.flatnonzero(relevance > 0)  # recency alone does not make a memory relevant
+    score = relevance + (spec.recency_weight * _rrf(recent, n, spec.rrf_k) if fused else 0.0)
+    ranked = ranked[np.lexsort((ranked, -score[ranked]))]
+    return ranked, score
+
+
+def _ago(ms: int) -> str:
+    """A coarse relative time.
+
+    >>> _ago(90_000), _ago(5 * 3_600_000), _ago(3 * 86_400_000), _ago(40 * 86_400_000), _ago(800 * 86_400_000)
+    ('2 min ago', '5 h ago', '3 days ago', '6 weeks ago', '2.2 years ago')
+    """
+    minutes = max(0, ms) / 60_000
+    if minutes < 90:
+        return f"{minutes:.0f} min ago"
+    hours = minutes / 60
+    if hours < 36:
+        return f"{hours:.0f} h ago"
+    days = hours / 24
+    if days < 14:
+        return f"{days:.0f} days ago"
+    if days < 120:
+        return f"{days / 7:.0f} weeks ago"
+    if days < 730:
+        return f"{days / 30.44:.0f} months ago"
+    return f"{days / 365.25:.1f} years ago"
+
+
+def render_line(text: str, ts_ms: int, now_ms: int, max_chars: int) -> str:
+    """One memory as a prompt line: date said (UTC), how long ago, the quoted text.
+
+    >>> render_line("Caroline: I went to a support group yesterday", 1683554160000, 1683554160000 + 2 * 86_400_000, 200)
+    '- 8 May 2023, 13:56 UTC (2 days ago): "Caroline: I went to a support group yesterday"'
+    """
+    when = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return f"- {when.day} {when:%B %Y, %H:%M} UTC ({_ago(now_ms - ts_ms)}): {sanitize(text, max_chars)}"
+
+
+@dataclass
+class PackedMemories:
+    """Memories placed into a budget: ``entries`` in prompt order (``context.memories``), ``lines``
+    their rendered lines (title first), ``tokens`` spent including the title."""
+
+    entries: list[dict] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+
+def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: int, max_tokens: int,
+         count_tokens: Callable[[str], int], spec: RetrievalSpec) -> PackedMemories:  # fmt: skip
+    """Place ``ranked`` rows (best first) into ``max_tokens`` (module docstring). Returns nothing when not
+    even the title and one memory fit."""
+    out = PackedMemories()
+    title_cost = count_tokens(TITLE) + 1
+    used = title_cost
+    taken: dict[int, float] = {}  # row -> score shown
+    merged: dict[int, list[int]] = {}  # taken row -> rows merged into it
+    taken_rows: list[int] = []
+    lines: dict[int, str] = {}
+    costs: dict[int, int] = {}
+    misses = 0
+
+    def take(row: int, shown: float) -> bool:
+        nonlocal used
+        if row in taken:
+            return True
+        if taken_rows and table.has_vector[row]:
+            rows = np.array(taken_rows)
+            cos = table.vectors[rows] @ table.vectors[row]
+            best = int(np.argmax(cos))
+            if cos[best] >= spec.dedup_cosine and table.has_vector[rows[best]]:
+                merged.setdefault(int(rows[best]), []).append(row)
+                taken[row] = shown
+                return True
+        if row in costs:  # tried before and did not fit
+            return False
+        line = lines[row] = render_line(table.texts[row], int(table.last_ms[row]), now_ms, spec.max_chars)
+        cost = costs[row] = count_tokens(line) + 1
+        if used + cost > max_tokens:
+            return False
+        used += cost
+        taken[row] = shown
+        taken_rows.append(row)
+        return True
+
+    hits: list[int] = []
+    for row in ranked.tolist():
+        if row in taken:
+            continue
+        if not take(row, float(score[row])):
+            misses += 1
+            if misses >= 4 or max_tokens - used < 16:
+                break
+            continue
+        hits.append(row)
+        if len(hits) <= spec.neighbour_hits:  # the best hits bring their context at once
+            for other in table.neighbours(row, spec.neighbour_gap_ms):
+                take(other, 0.0)
+    smallest = min(costs.values(), default=1)
+    for row in hits[spec.neighbour_hits:]:  # then, while the budget allows, the others' neighbours
+        if max_tokens - used < max(16, smallest):
+            break
+        for other in table.neighbours(row, spec.neighbour_gap_ms):
+            take(other, 0.0)
+    if not taken_rows:
+        return out
+    out.lines.append(TITLE)
+    for row in sorted(taken_rows, key=lambda r: (int(table.last_ms[r]), r)):
+        ids = table.event_ids(row)
+        for other in merged.get(row, []):
+            ids += table.event_ids(other)
+        ts = int(table.last_ms[row])
+        out.lines.append(lines[row])
+        out.entries.append({"event_id": table.mentions[row][-1].event_id, "event_ids": ids, "text": table.texts[row],
+                            "timestamp": ts, "score": round(taken[row], 6)})  # fmt: skip
+    out.tokens = used
+    return out
+
+
+def retrieve(table: MemoryTable, query: str, query_vector: np.ndarray | None, *, now_ms: int, max_tokens: int,
+             count_tokens: Callable[[str], int], spec: RetrievalSpec | None = None,
+             mode: str = "fused") -> PackedMemories:  # fmt: skip
+    """:func:`rank` then :func:`pack`; ``mode`` as in :func:`rank`."""
+    spec = spec or RetrievalSpec()
+    ranked, score = rank(table, query, query_vector, spec, mode)
+    return pack(table, ranked, score, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count_tokens, spec=spec)
