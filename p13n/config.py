@@ -269,6 +269,9 @@ class ServingConfig(_Section):
     max_candidates: Annotated[int, Meta(ge=1), _doc("Most candidates one /v1/score request may carry.")] = 1000
     max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt (bytes) /v1/rewrite and /v1/chat/completions accept.")] = 65536
     max_context_tokens: Annotated[int, Meta(ge=16), _doc("Default token budget of the rewritten context.")] = 256
+    body_timeout_s: Annotated[
+        float, Meta(gt=0), _doc("Longest wait (s) for the next bytes of a request body before answering 408.")
+    ] = 10.0
     prompt_tokenizer: Annotated[
         str, _doc("tokenizer.json that measures context tokens (empty: the encoder's tokenizer).")
     ] = ""
