@@ -129,3 +129,20 @@ def test_an_upstream_dying_mid_stream_ends_the_stream_with_an_error_event(api, f
     assert events[-1] == b"[DONE]", events
     error = assert_error(json.loads(events[-2]), 502, param=None, code="upstream_unavailable")
     assert "mid-stream" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [(b'{"model": "m", "n": ' + b"9" * 5000 + b', "messages": []}', "n"),
+     (b'{"events": [{"event_id": "e", "value": -' + b"1" * 5000 + b"}]}", "events[0].value"),
+     (b'{"a": {"b": [1, 1e999]}}', "a.b[1]")],
+    ids=["int-5000-digits", "negative-int-5000-digits", "float-1e999"],
+)  # fmt: skip
+def test_numbers_out_of_range_in_free_form_bodies_are_named(body, param):
+    """Chat and events bodies are free-form JSON: a number msgspec cannot hold is still located by its path."""
+    from p13n.errors import BadRequest
+    from serving.schemas import decode_json
+
+    with pytest.raises(BadRequest) as caught:
+        decode_json(body)
+    assert caught.value.param == param and param in str(caught.value), (caught.value.param, str(caught.value))
