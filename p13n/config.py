@@ -25,6 +25,7 @@ p13n.errors.ConfigError: invalid configuration: Expected `int`, got `str` - at `
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from p13n.errors import ConfigError
+from p13n.errors import ConfigError, open_input
 
 __all__ = [
     "EVENT_TYPES",
@@ -360,9 +361,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if use_dev_stack:
             _fill_from_dev_stack(merged)
         try:
-            return msgspec.convert(merged, cls, strict=False)
+            config = msgspec.convert(merged, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
+        _check_finite(config)
+        return config
 
     def __post_init__(self) -> None:
         known = {f"sim_{h}" for h in self.state.horizons} | set(FIXED_FEATURES)
@@ -379,6 +382,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return msgspec.to_builtins(self)
 
 
+def _check_finite(config: Config) -> None:
+    """Raise :class:`ConfigError` for a setting (or a value of a map setting) that is ``inf`` or ``nan``: TOML and
+    the float parser accept both, and no budget, bound or weight of p13n means anything infinite."""
+    for section in msgspec.structs.fields(Config):
+        values = getattr(config, section.name)
+        for field in msgspec.structs.fields(values):
+            value = getattr(values, field.name)
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, item in items:
+                if isinstance(item, float) and not math.isfinite(item):
+                    name = f"{section.name}.{field.name}" + (f".{key}" if key is not None else "")
+                    raise ConfigError(f"invalid configuration: {name} must be a finite number, got {item}")
+
+
 def load_config(file: str | Path | None = None, **overrides: Mapping[str, Any]) -> Config:
     """Load the configuration from the process environment (and ``file``)."""
     return Config.from_sources(file=file, overrides=overrides or None)
@@ -388,13 +405,15 @@ _SECTIONS = {name: typ for name, typ in Config.__annotations__.items()}
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        with path.open("rb") as fh:
+        with open_input(path, ConfigError, "config file") as fh:
             return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from exc
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

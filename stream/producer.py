@@ -25,7 +25,7 @@ import msgspec
 
 from features.events import Rejection, parse_event, parse_item, user_key
 from p13n.config import KafkaConfig
-from p13n.errors import InputError, ServiceError
+from p13n.errors import ServiceError, open_input
 
 __all__ = ["ProduceReport", "Schema", "produce_lines", "read_jsonl_lines", "make_producer"]
 
@@ -49,11 +49,7 @@ class ProduceReport:
 
 def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of the non-blank lines of ``path``."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError as exc:
-        raise InputError(f"no such file: {path}") from exc
-    with fh:
+    with open_input(path) as fh:
         for number, line in enumerate(fh, start=1):
             stripped = line.strip()
             if stripped:
