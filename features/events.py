@@ -89,7 +89,10 @@ Text = Annotated[str, Meta(max_length=8192)]
 # Integers bounded to 64 bits: the item store packs attributes as msgpack, which has no larger ints.
 # Floats from JSON are finite already (msgspec rejects 1e400 as out of range).
 AttrInt = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-AttrValue = str | AttrInt | float | bool | list[str]
+# Categorical values become per-user preference keys (``name=value``) and are matched against every candidate
+# on the request path: bounded like ids, so one catalog record cannot weigh megabytes on every score.
+AttrStr = Annotated[str, Meta(max_length=256)]
+AttrValue = AttrStr | AttrInt | float | bool | Annotated[list[AttrStr], Meta(max_length=64)]
 
 
 class Rejection(msgspec.Struct, frozen=True):
