@@ -280,14 +280,19 @@ class Api:
         import aiohttp
 
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300))
+            silence = self.config.serving.upstream_timeout_s
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                                              sock_read=silence))  # fmt: skip
         upstream_headers = {"content-type": JSON}
         if self.config.serving.upstream_api_key:
             upstream_headers["authorization"] = f"Bearer {self.config.serving.upstream_api_key}"
         url = self.config.serving.upstream_url.rstrip("/") + "/chat/completions"
         try:
             upstream = await self._http.post(url, data=msgspec.json.encode(payload), headers=upstream_headers)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError too
+            raise UpstreamUnavailable(f"upstream LLM did not answer within {self.config.serving.upstream_timeout_s:g} s "
+                                      "(serving.upstream_timeout_s)") from exc  # fmt: skip
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream LLM unreachable: {type(exc).__name__}: {exc}") from exc
         content_type = upstream.headers.get("content-type", JSON)
         if payload.get("stream") and upstream.status == 200:

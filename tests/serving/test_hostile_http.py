@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from p13n.devstack import wait_until
 from tests.serving.test_requests import assert_error
 
 pytestmark = pytest.mark.slow
@@ -146,3 +147,21 @@ def test_numbers_out_of_range_in_free_form_bodies_are_named(body, param):
     with pytest.raises(BadRequest) as caught:
         decode_json(body)
     assert caught.value.param == param and param in str(caught.value), (caught.value.param, str(caught.value))
+
+
+def test_an_upstream_that_never_answers_gets_502_after_the_configured_silence(api, fake_llm):
+    """``serving.upstream_timeout_s`` is 3 s in these tests; the fake LLM thinks for 6."""
+    recorded = len(fake_llm.requests)
+    fake_llm.delay_s = 6.0
+    try:
+        started = time.monotonic()
+        status, answer, _ = api.call("POST", "/v1/chat/completions", json.loads(CHAT), timeout=10)
+        waited = time.monotonic() - started
+    finally:
+        fake_llm.delay_s = 0.0
+        # the fake records the request when it is done thinking: let it, so later tests count their own
+        wait_until(lambda: len(fake_llm.requests) > recorded, timeout=15, what="the slow fake LLM answer")
+    assert status == 502, answer
+    error = assert_error(answer, 502, param=None, code="upstream_unavailable")
+    assert "did not answer within 3 s" in error["message"], error
+    assert 2.5 < waited < 6, waited
