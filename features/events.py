@@ -369,9 +369,31 @@ def parse_item(data: bytes, *, decode: Callable[[bytes], Any] = _item_decoder.de
     try:
         item = _decode(decode, data)
         if isinstance(item, Rejection):
-            return item
+            return _name_attribute(item, data)
         if not isinstance(item, ItemRecord):
             return Rejection("decode_error", f"the decoder returned {type(item).__name__}, not an ItemRecord")
         return item
     except Exception as exc:  # the kind: nothing in one record may escape and stop a consumer
         return _unexpected(exc)
+
+
+def _name_attribute(rejection: Rejection, data: bytes) -> Rejection:
+    """``rejection`` with msgspec's ``$.attributes[...]`` (it cannot name a map's key) replaced by the attribute's
+    name, found by checking each attribute on its own.
+
+    >>> _name_attribute(Rejection("too_long", "Expected `str` of length <= 256 - at `$.attributes[...]`"),
+    ...                 b'{"item_id": "i", "attributes": {"ok": "x", "brand": "%s"}}' % (b"y" * 300)).detail
+    "Expected `str` of length <= 256 - at `$.attributes['brand']`"
+    """
+    if "`$.attributes[...]" not in rejection.detail:
+        return rejection
+    try:
+        attributes = msgspec.json.decode(data).get("attributes")
+        for name, value in attributes.items():
+            try:
+                msgspec.convert(value, AttrValue)
+            except msgspec.ValidationError:
+                return Rejection(rejection.reason, rejection.detail.replace("[...]", f"[{name!r}]", 1))
+    except (msgspec.DecodeError, AttributeError, UnicodeDecodeError, RecursionError):
+        pass  # the rejection as msgspec worded it is still right, only less precise
+    return rejection

@@ -229,9 +229,9 @@ def test_one_catalog_record_of_every_failure_kind_between_good_ones():
 @pytest.mark.parametrize(
     ("attributes", "reason", "at"),
     [
-        ({"tags": [f"t{n}" for n in range(100_000)]}, "too_long", "$.attributes[...]"),  # ~1 MB, one Kafka record
-        ({"tags": ["ok", "x" * 257]}, "too_long", "$.attributes[...][1]"),
-        ({"brand": "x" * 257}, "too_long", "$.attributes[...]"),
+        ({"tags": [f"t{n}" for n in range(100_000)]}, "too_long", "$.attributes['tags']"),  # ~1 MB, one Kafka record
+        ({"ok": "x", "tags": ["ok", "x" * 257]}, "too_long", "$.attributes['tags'][1]"),
+        ({"brand": "x" * 257}, "too_long", "$.attributes['brand']"),
         ({f"a{n}": ["y" * 256] * 64 for n in range(64)}, None, None),  # the largest accepted: 64 × 64 × 256
         ({"brand": "x" * 256, "year": 1999, "price": 9.5, "new": True}, None, None),
     ],
