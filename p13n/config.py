@@ -279,7 +279,9 @@ class ServingConfig(_Section):
     upstream_url: Annotated[str, _doc("OpenAI-compatible upstream base URL of /v1/chat/completions (…/v1).")] = ""
     upstream_api_key: Annotated[str, _doc("Bearer key p13n sends to the upstream LLM.")] = ""
     upstream_timeout_s: Annotated[
-        float, Meta(gt=0), _doc("Longest silence (s) from the upstream LLM, before its answer or between chunks: then 502.")
+        float,
+        Meta(gt=0),
+        _doc("Longest silence (s) from the upstream LLM, before its answer or between chunks: then 502."),
     ] = 300.0
     personalizer: Annotated[
         str,

@@ -140,7 +140,8 @@ class Api:
     async def _score(self, request: Request) -> Response:
         serving = self.config.serving
         tenant = self._tenant(request)
-        req = decode_body(await read_body(request, MAX_BODY_BYTES, self.config.serving.body_timeout_s), ScoreRequest, max_candidates=serving.max_candidates,
+        body = await read_body(request, MAX_BODY_BYTES, serving.body_timeout_s)
+        req = decode_body(body, ScoreRequest, max_candidates=serving.max_candidates,
                           max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
         self._same_tenant(request, tenant, req.tenant)
         budget = req.budget_ms or serving.score_budget_ms
@@ -160,8 +161,8 @@ class Api:
     async def _rewrite(self, request: Request) -> Response:
         serving = self.config.serving
         tenant = self._tenant(request)
-        req = decode_body(await read_body(request, MAX_BODY_BYTES, self.config.serving.body_timeout_s), RewriteRequest,
-                          max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
+        body = await read_body(request, MAX_BODY_BYTES, serving.body_timeout_s)
+        req = decode_body(body, RewriteRequest, max_prompt_bytes=serving.max_prompt_bytes)
         self._same_tenant(request, tenant, req.tenant)
         # messages pass through as sent (tool_calls, tool_call_id, name, …): only the context is added
         messages = req.messages if req.messages is not None else [{"role": "user", "content": req.prompt or ""}]
@@ -290,8 +291,9 @@ class Api:
         try:
             upstream = await self._http.post(url, data=msgspec.json.encode(payload), headers=upstream_headers)
         except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError too
-            raise UpstreamUnavailable(f"upstream LLM did not answer within {self.config.serving.upstream_timeout_s:g} s "
-                                      "(serving.upstream_timeout_s)") from exc  # fmt: skip
+            silence = self.config.serving.upstream_timeout_s
+            raise UpstreamUnavailable(f"upstream LLM did not answer within {silence:g} s (serving.upstream_timeout_s)"
+                                      ) from exc  # fmt: skip
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream LLM unreachable: {type(exc).__name__}: {exc}") from exc
         content_type = upstream.headers.get("content-type", JSON)
