@@ -66,7 +66,7 @@ def bench_serve_batching(config: Config, *, clients: int = 32, seconds: float = 
     import ray
     from ray import serve
 
-    from p13n.devstack import free_port
+    from p13n.ports import free_port
     from serving.encoder_deployment import EncoderDeployment
 
     from serving.runner import PORT_VARIABLES

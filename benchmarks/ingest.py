@@ -24,6 +24,7 @@ from benchmarks.common import percentiles
 from features.state import ItemInfo
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
+from p13n.clock import now_ms
 from p13n.config import Config
 from stream.processing import BatchProcessor, records_from_lines
 
@@ -191,7 +192,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
     lag_ms: list[float] = []
     try:
         # wait for the group join so the measured window is steady state
-        warm = dict(template[0], event_id="warmup", timestamp=int(time.time() * 1000))
+        warm = dict(template[0], event_id="warmup", timestamp=now_ms())
         producer.send(cfg.kafka.events_topic, key=f"{warm['tenant']}/{warm['user_id']}".encode(), value=json.dumps(warm).encode())
         producer.flush()
         deadline = time.monotonic() + 60
@@ -204,7 +205,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
             if due > elapsed:
                 stop.wait(due - elapsed)
             lag_ms.append(max(0.0, (time.perf_counter() - start - due) * 1000))
-            event = dict(template[sent % len(template)], event_id=f"e2e-{sent}", timestamp=int(time.time() * 1000))
+            event = dict(template[sent % len(template)], event_id=f"e2e-{sent}", timestamp=now_ms())
             producer.send(cfg.kafka.events_topic, key=f"{event['tenant']}/{event['user_id']}".encode(), value=json.dumps(event).encode())
             sent += 1
         producer.flush()

@@ -1,88 +1,285 @@
-"""Offline replay evaluation (``p13n eval``): how well does each signal rank the next item?
+"""Offline replay evaluation (``p13n eval``): how well does each signal rank a user's next liked item?
 
-The event log is replayed in time order through the same fold code the
-consumer runs (in memory, no servers). At each user's held-out event — their
-last positive event with an item — the true item is ranked among ``negatives``
-items sampled from the catalog (never from the user's own history), by each
-scorer variant, using only what was known just before that moment:
+Protocol (issue 13). For each user with at least ``min_events`` item events, take the
+latest one (by time, then ``event_id``); if it is liked — a rating of at least
+``min_rating`` stars, or any other positive event type — it is the user's held-out item,
+otherwise the user is skipped. The held-out item is ranked among ``negatives`` distinct
+items the user never interacted with, drawn uniformly from the catalog with a fixed seed
+(drawn before the replay, so both modes below rank the same candidates). The log is
+replayed in time order through the consumer's fold (:meth:`~features.state.UserState.fold`)
+and the same global signals; held-out events are never folded.
 
-* ``popularity`` — forward-decayed popularity only;
-* ``mean`` — a plain, non-decayed weighted mean of the user's item vectors;
+* default ("at each user's moment"): a user's candidates are scored when the replay reaches
+  the held-out event, from every event before it, at its time;
+* ``at_end``: every user is scored after the whole replay (every event but the held-out
+  ones), at the time of the last event — what ``/v1/score`` sees after a Kafka replay.
+
+Variants, every one reported in the same run:
+
+* ``popularity_count`` — all-time interaction count (baseline);
+* ``popularity`` — forward-decayed popularity read at the scoring time (p13n's feature);
+* ``cooccurrence`` — the simple item co-occurrence counter (baseline,
+  :class:`~features.baselines.CoOccurrence`: window 5, last 10 items, popularity tie-break);
+* ``mean`` — a plain, non-decayed weighted mean of the user's liked item vectors;
 * ``<horizon>`` — one decayed embedding alone (e.g. ``session``, ``long``);
-* ``covisitation`` — co-visitation with the user's latest items;
-* ``blend`` — the configured blend of every feature.
+* ``covisitation`` — p13n's co-visitation with the user's latest items;
+* ``blend`` — the configured blend of p13n's features (``scoring.weights``).
 
-HR@10 counts hits in the top 10; NDCG@10 discounts by position. Ties are
-broken by expected position (a tie with k others counts k/2 places lower), so
-a variant that gives everything the same score gets chance level, not a hit.
+Every candidate's features are kept per user (:class:`Case`), so further blends — tuned
+weights, prototype signals — are scored on exactly the same candidates (:func:`summarize`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from features.baselines import CoOccurrence, PopularityCount, with_tie_break
+from features.eval_inputs import EvalInputs, load_eval_inputs
+from features.eval_metrics import K, VariantStats, expected_position
 from features.events import Event
-from features.scorer import Candidates, UserView, score
-from features.signals import CoVisitation, Popularity
 from features.history import NEGATIVE_TYPES
+from features.scorer import Candidates, score
+from features.signals import CoVisitation, Popularity
 from features.state import ItemInfo, StateSpec, UserState
 from p13n.config import Config
 
-__all__ = ["EvalResult", "evaluate", "held_out_events", "K"]
-
-K = 10
-
-
-@dataclass
-class VariantStats:
-    hits: float = 0.0
-    ndcg: float = 0.0
-    users: int = 0
-
-    def add(self, position: float) -> None:
-        self.users += 1
-        if position < K:
-            self.hits += 1
-            self.ndcg += 1.0 / math.log2(position + 2)
-
-    def summary(self) -> dict[str, float]:
-        n = max(self.users, 1)
-        return {"hr@10": self.hits / n, "ndcg@10": self.ndcg / n, "users": self.users}
+__all__ = [
+    "K",
+    "Case",
+    "EvalInputs",
+    "EvalResult",
+    "Signal",
+    "evaluate",
+    "held_out_events",
+    "load_eval_inputs",
+    "replay",
+    "summarize",
+    "variants_of",
+]
 
 
 @dataclass
 class EvalResult:
+    """``variants``: name -> {"hr@10", "ndcg@10", "users"} (the ``--json`` shape of DESIGN §8)."""
+
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
     negatives: int = 0
     events: int = 0
+    mode: str = "moment"
+    cases: list[Case] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
-        return {"variants": self.variants, "negatives": self.negatives, "events": self.events}
+        return {"variants": self.variants, "negatives": self.negatives, "events": self.events, "mode": self.mode}
 
 
-def held_out_events(events: Iterable[Event], spec: StateSpec) -> dict[str, str]:
-    """user key -> event_id of the user's last positive item event; users with < 2 such events are left out."""
-    last: dict[str, tuple[int, str]] = {}
+@dataclass
+class Case:
+    """One evaluated user: every feature of the candidates, row 0 the held-out item."""
+
+    user: str
+    item_id: str
+    features: dict[str, np.ndarray]
+
+
+class Signal:
+    """A signal computed beside p13n's own during the replay (baselines, prototypes).
+
+    ``observe`` sees every folded event in time order with its signed weight; ``features``
+    returns named score arrays for a user's candidates at ``now_ms``."""
+
+    def observe(self, event: Event, weight: float) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def features(self, user: str, candidates: Sequence[str], now_ms: int) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _Baselines(Signal):
+    """The two baselines of issue 13: all-time popularity count and the co-occurrence counter."""
+
+    def __init__(self) -> None:
+        self.popularity = PopularityCount()
+        self.cooccurrence = CoOccurrence(window=5, anchors=10)
+
+    def observe(self, event: Event, weight: float) -> None:
+        self.popularity.add(event.item_id)
+        self.cooccurrence.add(event.key, event.item_id)
+
+    def features(self, user: str, candidates: Sequence[str], now_ms: int) -> dict[str, np.ndarray]:
+        counts = self.popularity.read(candidates)
+        return {"popularity_count": counts,
+                "cooccurrence": with_tie_break(self.cooccurrence.scores(user, candidates), counts)}  # fmt: skip
+
+
+def _liked(event: Event, spec: StateSpec, min_rating: float) -> bool:
+    if event.type == "rating":
+        return event.value is not None and event.value >= min_rating
+    return spec.signed_weight(event) > 0
+
+
+def held_out_events(events: Iterable[Event], spec: StateSpec, *, min_events: int = 5,
+                    min_rating: float = 4.0) -> dict[str, str]:  # fmt: skip
+    """user key -> event_id of the held-out event: the user's latest item event (by time, then
+    ``event_id``) when the user has ``min_events`` item events or more and that event is liked."""
+    last: dict[str, Event] = {}
     count: dict[str, int] = {}
     for event in events:
-        if event.item_id is None or spec.signed_weight(event) <= 0:
+        if event.item_id is None:
             continue
-        count[event.key] = count.get(event.key, 0) + 1
-        stamp = (event.ts_ms, event.event_id)
-        if event.key not in last or stamp > last[event.key]:
-            last[event.key] = stamp
-    return {user: stamp[1] for user, stamp in last.items() if count[user] >= 2}
+        key = event.key
+        count[key] = count.get(key, 0) + 1
+        seen = last.get(key)
+        if seen is None or (event.ts_ms, event.event_id) > (seen.ts_ms, seen.event_id):
+            last[key] = event
+    return {user: ev.event_id for user, ev in last.items() if count[user] >= min_events and _liked(ev, spec, min_rating)}
 
 
-def _position(scores: np.ndarray) -> float:
-    """Expected 0-based position of candidate 0 under random tie-breaking."""
-    true = scores[0]
-    others = scores[1:]
-    return float(np.sum(others > true) + 0.5 * np.sum(others == true))
+def _negatives(users: Sequence[str], truth: Mapping[str, str], rated: Mapping[str, set[str]], catalog: list[str],
+               index: Mapping[str, int], negatives: int, seed: int) -> dict[str, list[str]]:  # fmt: skip
+    """Per user (in sorted order, one generator): ``negatives`` distinct catalog items the user never touched."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[str]] = {}
+    allowed = np.ones(len(catalog), dtype=bool)
+    for user in sorted(users):
+        excluded = [index[i] for i in rated[user] | {truth[user]} if i in index]
+        allowed[excluded] = False
+        pool = np.flatnonzero(allowed)
+        allowed[excluded] = True
+        if len(pool):
+            out[user] = [catalog[i] for i in rng.choice(pool, size=min(negatives, len(pool)), replace=False)]
+    return out
+
+
+def replay(
+    events: list[Event],
+    items: Mapping[str, ItemInfo],
+    config: Config,
+    *,
+    text_vectors: Mapping[str, np.ndarray] | None = None,
+    negatives: int = 100,
+    seed: int = 0,
+    at_end: bool = False,
+    min_events: int = 5,
+    min_rating: float = 4.0,
+    signals: Sequence[Signal] = (),
+    progress: Callable[[int], None] = lambda n: None,
+) -> list[Case]:
+    """Replay ``events`` under the protocol and return every held-out user's candidate features."""
+    dim = next((len(i.vector) for i in items.values() if i.vector is not None), 1)
+    spec = StateSpec.from_config(config.state, dim=dim)
+    catalog = sorted(items)
+    index = {item: i for i, item in enumerate(catalog)}
+    vectors = np.zeros((len(catalog), dim), dtype=np.float32)
+    for item, i in index.items():
+        if items[item].vector is not None:
+            vectors[i] = items[item].vector
+    signals = [_Baselines(), *signals]
+
+    ordered = sorted(events, key=lambda e: (e.ts_ms, e.event_id))
+    holdout = held_out_events(ordered, spec, min_events=min_events, min_rating=min_rating)
+    truth: dict[str, str] = {}
+    rated: dict[str, set[str]] = {}
+    for event in ordered:
+        if event.item_id is not None:
+            rated.setdefault(event.key, set()).add(event.item_id)
+            if holdout.get(event.key) == event.event_id:
+                truth[event.key] = event.item_id
+    sampled = _negatives([u for u in truth if truth[u] in index], truth, rated, catalog, index, negatives, seed)
+
+    users: dict[str, UserState] = {}
+    means: dict[str, np.ndarray] = {}
+    popularity = Popularity(config.state.popularity_tau_s)
+    covisits = CoVisitation(config.state.covisit_top_m)
+    cases: list[Case] = []
+    pending: list[tuple[str, str]] = []
+
+    def case(key: str, item_id: str, now_ms: int) -> None:
+        user = users.get(key)
+        if user is None or key not in sampled:
+            return
+        ids = [item_id, *sampled[key]]
+        rows = [index[i] for i in ids]
+        view = user.view(now_ms, config.scoring.covisit_anchors)
+        mean = means.get(key)
+        view.embeddings = {**view.embeddings, "mean": _unit(mean) if mean is not None else np.zeros(dim, np.float32)}
+        cands = Candidates(item_ids=ids, vectors=vectors[rows], attribute_keys=[items[i].attribute_keys for i in ids],
+                           popularity=np.array(popularity.read(ids, now_ms)),
+                           covisit=covisits.matrix(view.recent_items, ids))  # fmt: skip
+        features = dict(score(view, cands, {}).features)
+        for signal in signals:
+            features.update(signal.features(key, ids, now_ms))
+        cases.append(Case(user=key, item_id=item_id, features=features))
+
+    last_ms = 0
+    for n, event in enumerate(ordered, 1):
+        if n % 1000 == 0:
+            progress(n)
+        if holdout.get(event.key) == event.event_id:
+            if at_end:
+                pending.append((event.key, event.item_id))
+            else:
+                case(event.key, event.item_id, event.ts_ms)
+            continue
+        user = users.get(event.key)
+        if user is None:
+            user = users[event.key] = UserState.new(spec)
+        result = user.fold([event], items, text_vectors or {})
+        if not result.applied:
+            continue
+        last_ms = max(last_ms, event.ts_ms)
+        for item_id, ts_ms, weight, _ in result.popularity:
+            popularity.add(item_id, ts_ms, weight)
+        covisits.add(result.covisits)
+        if event.item_id is None:
+            continue
+        weight = spec.signed_weight(event)
+        for signal in signals:
+            signal.observe(event, weight)
+        if event.item_id in items and event.type not in NEGATIVE_TYPES and weight > 0:
+            vector = items[event.item_id].vector
+            if vector is not None:
+                means[event.key] = means.get(event.key, np.zeros(dim)) + weight * vector
+    for key, item_id in pending:
+        case(key, item_id, last_ms)
+    return cases
+
+
+def variants_of(config: Config) -> dict[str, dict[str, float]]:
+    """The reported variants: name -> feature weights (baselines, each p13n signal alone, the blend)."""
+    variants: dict[str, dict[str, float]] = {
+        "popularity_count": {"popularity_count": 1.0},
+        "popularity": {"popularity": 1.0},
+        "cooccurrence": {"cooccurrence": 1.0},
+        "mean": {"sim_mean": 1.0},
+    }
+    for horizon in config.state.horizons:
+        variants[horizon] = {f"sim_{horizon}": 1.0}
+    variants["covisitation"] = {"covisit": 1.0}
+    variants["blend"] = dict(config.scoring.weights)
+    return variants
+
+
+def blend_scores(features: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """``Σ weight · feature`` over the features a case has (a missing feature counts as 0)."""
+    n = len(next(iter(features.values())))
+    scores = np.zeros(n, dtype=np.float64)
+    for name, weight in weights.items():
+        values = features.get(name)
+        if weight and values is not None:
+            scores += weight * values
+    return scores
+
+
+def summarize(cases: Sequence[Case], variants: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """HR@10, NDCG@10 and users of each variant over ``cases``."""
+    stats = {name: VariantStats() for name in variants}
+    for case in cases:
+        for name, weights in variants.items():
+            stats[name].add(expected_position(blend_scores(case.features, weights)))
+    return {name: s.summary() for name, s in stats.items()}
 
 
 def evaluate(
@@ -93,150 +290,21 @@ def evaluate(
     text_vectors: Mapping[str, np.ndarray] | None = None,
     negatives: int = 100,
     seed: int = 0,
+    at_end: bool = False,
+    min_events: int = 5,
+    min_rating: float = 4.0,
+    variants: Mapping[str, Mapping[str, float]] | None = None,
+    signals: Sequence[Signal] = (),
     progress: Callable[[int], None] = lambda n: None,
 ) -> EvalResult:
-    """Replay ``events`` and score every variant; ``items`` must hold the vectors of the catalog."""
-    dim = next((len(i.vector) for i in items.values() if i.vector is not None), 1)
-    spec = StateSpec.from_config(config.state, dim=dim)
-    rng = np.random.default_rng(seed)
-    catalog = sorted(items)
-    catalog_index = {item: i for i, item in enumerate(catalog)}
-    vectors = np.zeros((len(catalog), dim), dtype=np.float32)
-    for item, i in catalog_index.items():
-        if items[item].vector is not None:
-            vectors[i] = items[item].vector
-    attribute_keys = [items[item].attribute_keys for item in catalog]
-    variants = _variants(config)
-    stats = {name: VariantStats() for name in variants}
-
-    ordered = sorted(events, key=lambda e: (e.ts_ms, e.event_id))
-    holdout = held_out_events(ordered, spec)
-    users: dict[str, UserState] = {}
-    means: dict[str, np.ndarray] = {}
-    done: set[str] = set()
-    popularity = Popularity(config.state.popularity_tau_s)
-    covisits = CoVisitation(config.state.covisit_top_m)
-    for n, event in enumerate(ordered, 1):
-        if n % 1000 == 0:
-            progress(n)
-        if event.key in done:
-            continue
-        user = users.get(event.key)
-        if holdout.get(event.key) == event.event_id:
-            done.add(event.key)
-            if user is None or event.item_id not in catalog_index:
-                continue
-            pool = [i for i in range(len(catalog)) if catalog[i] != event.item_id and catalog[i] not in
-                    {h.item_id for h in user.history}]  # fmt: skip
-            if len(pool) < 1:
-                continue
-            sample = rng.choice(pool, size=min(negatives, len(pool)), replace=False)
-            rows = np.concatenate([[catalog_index[event.item_id]], sample])
-            ids = [catalog[i] for i in rows]
-            view = user.view(event.ts_ms, config.scoring.covisit_anchors)
-            mean = means.get(event.key)
-            view.embeddings = {**view.embeddings, "mean": _unit(mean) if mean is not None else np.zeros(dim, np.float32)}
-            cands = Candidates(
-                item_ids=ids,
-                vectors=vectors[rows],
-                attribute_keys=[attribute_keys[i] for i in rows],
-                popularity=np.array(popularity.read(ids, event.ts_ms)),
-                covisit=covisits.matrix(view.recent_items, ids),
-            )
-            for name, weights in variants.items():
-                stats[name].add(_position(score(view, cands, weights).scores))
-            continue
-        if user is None:
-            user = users[event.key] = UserState.new(spec)
-        result = user.fold([event], items, text_vectors)
-        for item_id, ts_ms, weight, _ in result.popularity:
-            popularity.add(item_id, ts_ms, weight)
-        covisits.add(result.covisits)
-        if result.applied and event.item_id in items and event.type not in NEGATIVE_TYPES:
-            vector = items[event.item_id].vector
-            weight = spec.signed_weight(event)
-            if vector is not None and weight > 0:
-                means[event.key] = means.get(event.key, np.zeros(dim)) + weight * vector
-    return EvalResult(variants={name: s.summary() for name, s in stats.items()}, negatives=negatives, events=len(events))
-
-
-def _variants(config: Config) -> dict[str, dict[str, float]]:
-    variants: dict[str, dict[str, float]] = {"popularity": {"popularity": 1.0}, "mean": {"sim_mean": 1.0}}
-    for horizon in config.state.horizons:
-        variants[horizon] = {f"sim_{horizon}": 1.0}
-    variants["covisitation"] = {"covisit": 1.0}
-    variants["blend"] = dict(config.scoring.weights)
-    return variants
+    """Replay ``events`` (see :func:`replay`) and score every variant; ``items`` hold the catalog's vectors."""
+    cases = replay(events, items, config, text_vectors=text_vectors, negatives=negatives, seed=seed, at_end=at_end,
+                   min_events=min_events, min_rating=min_rating, signals=signals, progress=progress)  # fmt: skip
+    table = summarize(cases, variants if variants is not None else variants_of(config))
+    return EvalResult(variants=table, negatives=negatives, events=len(events), mode="at-end" if at_end else "moment",
+                      cases=cases)  # fmt: skip
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
-
-
-@dataclass
-class EvalInputs:
-    """An event log and its catalog, ready for :func:`evaluate`."""
-
-    events: list[Event]
-    items: dict[str, ItemInfo]
-    text_vectors: dict[str, np.ndarray]
-    rejected: int = 0
-
-
-def load_eval_inputs(
-    events_path,
-    items_path=None,
-    *,
-    encode: Callable[[list[str]], np.ndarray],
-    now_ms: int,
-    progress: Callable[[str], None] = lambda step: None,
-) -> EvalInputs:
-    """Read a JSONL event log (and optional items JSONL), embed every item text once."""
-    from pathlib import Path
-
-    from features.events import ItemRecord, Rejection, parse_event, parse_item
-    from p13n.errors import InputError
-
-    events: list[Event] = []
-    texts: dict[str, str] = {}
-    attributes: dict[str, dict] = {}
-    rejected = 0
-    progress("reading events")
-    try:
-        with Path(events_path).open("rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                parsed = parse_event(line, now_ms=now_ms, max_future_ms=10 * 365 * 86_400_000)
-                if isinstance(parsed, Rejection):
-                    rejected += 1
-                    continue
-                events.append(parsed)
-                if parsed.item_id is not None and parsed.item_text:
-                    texts[parsed.item_id] = parsed.item_text
-        if items_path is not None:
-            progress("reading items")
-            with Path(items_path).open("rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        item = parse_item(line)
-                        if isinstance(item, ItemRecord) and not item.deleted:
-                            if item.text:
-                                texts[item.item_id] = item.text
-                            attributes[item.item_id] = dict(item.attributes)
-                        else:
-                            rejected += 1
-    except FileNotFoundError as exc:
-        raise InputError(f"no such file: {exc.filename}") from exc
-    if not events:
-        raise InputError(f"{events_path}: no valid events ({rejected} lines rejected)")
-    catalog = sorted(set(texts) | set(attributes) | {e.item_id for e in events if e.item_id is not None})
-    with_text = [i for i in catalog if i in texts]
-    progress(f"embedding {len(with_text)} item texts")
-    vectors = encode([texts[i] for i in with_text]) if with_text else np.zeros((0, 1), np.float32)
-    by_item = dict(zip(with_text, vectors))
-    items = {i: ItemInfo(vector=by_item.get(i), attributes=attributes.get(i, {}), text=texts.get(i)) for i in catalog}
-    phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
-    text_vectors = dict(zip(phrases, encode(phrases))) if phrases else {}
-    return EvalInputs(events=events, items=items, text_vectors=text_vectors, rejected=rejected)

@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from p13n.config import ITEM_EVENT_TYPES
+from p13n.vocabulary import ITEM_EVENT_TYPES, EventType
 
 __all__ = [
     "DEFAULT_MAX_ABS_VALUE",
@@ -50,8 +50,6 @@ __all__ = [
     "parse_timestamp",
     "user_key",
 ]
-
-EventType = Literal["view", "click", "cart", "purchase", "like", "dislike", "skip", "rating", "message", "preference"]
 
 #: Every reason a record can be rejected for.
 REJECTION_REASONS = (

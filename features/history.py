@@ -26,6 +26,8 @@ import bisect
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from p13n.vocabulary import NEGATIVE_TYPES  # re-exported: the fold and the prompt import it from here
+
 __all__ = [
     "NEGATIVE_TYPES",
     "HistoryEntry",
@@ -36,7 +38,6 @@ __all__ = [
     "add_history",
 ]
 
-NEGATIVE_TYPES = frozenset({"dislike", "skip"})
 
 #: Builds a NamedTuple from a tuple of its fields without the Python-level ``__new__`` that
 #: ``typing.NamedTuple`` generates — the fold makes several per event.

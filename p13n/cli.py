@@ -111,8 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--items", type=Path, metavar="ITEMS.jsonl", help="catalog records (text, attributes)")
     evaluate.add_argument("--negatives", type=_positive_int, default=100, help="sampled negatives per user (100)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed of the negative sampling")
+    evaluate.add_argument("--at-end", action="store_true",
+                          help="score every user after the whole replay (as /v1/score after a Kafka replay), not at "
+                               "each user's held-out moment")  # fmt: skip
+    evaluate.add_argument("--tuned", type=Path, metavar="TUNED.toml", help="also report the blend of this `p13n tune` output")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluate.set_defaults(handler=_eval)
+
+    # import ----------------------------------------------------------------------------
+    from p13n.cli_import import add_import_parser
+
+    add_import_parser(sub)
+    from p13n.cli_tune import add_tune_parser
+
+    add_tune_parser(sub)
 
     # synth -----------------------------------------------------------------------------
     synth = sub.add_parser("synth", help="write a synthetic event log with drifting interests")
@@ -147,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
+    quality.add_argument("--movielens", type=Path, metavar="DIR",
+                         help="also run issue 13's protocol on this MovieLens directory (offline, both modes, tuned blends)")  # fmt: skip
     everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
     for sub_parser in (encoder_b, quality, everything):
         sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
@@ -175,7 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return Config.from_sources(file=args.config)
+    """The configuration, with a running dev stack's addresses as defaults (below file and environment)."""
+    return Config.from_sources(file=args.config, defaults=_dev_stack_defaults(args))
+
+
+def _dev_stack_defaults(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    from p13n.devstack import config_defaults
+
+    return config_defaults(Path(Config.from_sources(file=args.config).dev.state_dir))
 
 
 def _console():
@@ -191,7 +212,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from p13n.connections import check_kafka, check_redis, redacted_url
+    from p13n.connections import check_redis, redacted_url
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)
@@ -335,7 +357,8 @@ def _consume(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from p13n.connections import check_kafka, check_redis
+    from p13n.connections import check_redis
+    from p13n.kafka_client import check_kafka
     from stream.consumer import run_consumer
 
     cfg = _load(args)
@@ -368,14 +391,22 @@ def _consume(args: argparse.Namespace) -> int:
 
 # --- serve --------------------------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> int:
+    import os
     import signal
     import threading
 
     from p13n.connections import check_redis
     from serving.runner import start_serve
 
-    cfg = _load(args)
+    dev_stack = _dev_stack_defaults(args)
+    cfg = Config.from_sources(file=args.config, defaults=dev_stack)
     check_redis(cfg.redis)
+    # the replicas load their configuration from this environment: the dev stack's addresses, where they won
+    # above, reach them here
+    if cfg.redis.url == dev_stack.get("redis", {}).get("url"):
+        os.environ.setdefault("P13N_REDIS_URL", cfg.redis.url)
+    if cfg.kafka.bootstrap == dev_stack.get("kafka", {}).get("bootstrap"):
+        os.environ.setdefault("P13N_KAFKA_BOOTSTRAP", cfg.kafka.bootstrap)
     if not (cfg.encoder.directory / "p13n_encoder.json").exists():
         raise ConfigError(f"encoder.path: no exported encoder at {cfg.encoder.directory} (run `p13n encoder export`)")
     if not cfg.serving.api_keys:
@@ -401,20 +432,29 @@ def _eval(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from features.encoder import Encoder
-    from features.evaluation import evaluate, load_eval_inputs
+    from features.evaluation import evaluate, load_eval_inputs, variants_of
+    from p13n.cli_tune import eval_encode, tuned_config
 
     cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    variants = variants_of(cfg)
+    tuned = tuned_config(args.config, args.tuned) if args.tuned else None
+    if tuned is not None and tuned.state == cfg.state:
+        variants["blend_tuned"] = dict(tuned.scoring.weights)
     console = _console()
     with console.status("loading encoder…") as status:
-        encoder = Encoder.from_config(cfg.encoder)
-        inputs = load_eval_inputs(args.events, args.items, encode=encoder.encode, now_ms=int(time.time() * 1000),
+        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=int(time.time() * 1000),
                                   progress=lambda step: status.update(step + "…"))  # fmt: skip
         status.update(f"replaying {len(inputs.events):,} events…")
         result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
-                          negatives=args.negatives, seed=args.seed,
+                          negatives=args.negatives, seed=args.seed, at_end=args.at_end, variants=variants,
                           progress=lambda n: status.update(f"replaying: {n:,} / {len(inputs.events):,} events…"))  # fmt: skip
-    table = Table(title=f"{args.events}: next-item ranking among {args.negatives} sampled negatives")
+        if tuned is not None and tuned.state != cfg.state:  # tuned [state] settings (popularity_tau_s): a replay of its own
+            status.update("replaying with the tuned [state] settings…")
+            result.variants["blend_tuned"] = evaluate(inputs.events, inputs.items, tuned, text_vectors=inputs.text_vectors,
+                                                      negatives=args.negatives, seed=args.seed, at_end=args.at_end,
+                                                      variants={"blend_tuned": dict(tuned.scoring.weights)}).variants["blend_tuned"]  # fmt: skip
+    when = "after the whole replay" if args.at_end else "at each user's moment"
+    table = Table(title=f"{args.events}: held-out liked item among {args.negatives} sampled negatives, {when}")
     for column in ("variant", "HR@10", "NDCG@10", "users"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, row in result.variants.items():
@@ -444,7 +484,8 @@ def _run_bench(args: argparse.Namespace, name: str, what: str, run, markdown, ne
     """Run one benchmark, write its JSON, print its RESULTS.md section and (unless told not to) store it."""
     from benchmarks.common import machine_info, write_result
     from benchmarks.report import update_results
-    from p13n.connections import check_kafka, check_redis, redis_client
+    from p13n.connections import check_redis, redis_client
+    from p13n.kafka_client import check_kafka
 
     cfg = _load(args)
     check_redis(cfg.redis)
@@ -495,7 +536,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
         return quality_markdown(result, images)
 
     return _run_bench(args, "quality", "offline replay quality", lambda cfg, client, quick: run_quality(
-        cfg, quick=quick, extra=extra), markdown)  # fmt: skip
+        cfg, quick=quick, extra=extra, movielens=getattr(args, "movielens", None)), markdown)  # fmt: skip
 
 
 def _bench_all(args: argparse.Namespace) -> int:

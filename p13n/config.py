@@ -3,8 +3,9 @@
 Sources, later ones winning:
 
 1. the defaults below;
-2. the embedded dev stack's addresses, when one is running under ``dev.state_dir``
-   (so ``p13n dev up`` followed by ``p13n produce`` just works);
+2. a ``defaults`` layer the caller adds: the CLI adds the embedded dev stack's addresses when one
+   is running under ``dev.state_dir`` (so ``p13n dev up`` followed by ``p13n produce`` just works);
+   this module never looks for a dev stack itself (it is the ground floor, the dev stack a tool);
 3. a TOML file: ``--config FILE`` or ``P13N_CONFIG``;
 4. environment variables ``P13N_<SECTION>_<FIELD>``, e.g. ``P13N_REDIS_URL``,
    ``P13N_KAFKA_BOOTSTRAP``, ``P13N_STATE_HORIZONS='{"session": 3600}'``
@@ -13,10 +14,12 @@ Sources, later ones winning:
 Every field is validated when the configuration is loaded; an invalid value
 raises :class:`~p13n.errors.ConfigError` naming the field.
 
->>> cfg = Config.from_sources(env={"P13N_REDIS_URL": "redis://10.0.0.5:6380/1"}, use_dev_stack=False)
+>>> cfg = Config.from_sources(env={"P13N_REDIS_URL": "redis://10.0.0.5:6380/1"})
 >>> cfg.redis.url
 'redis://10.0.0.5:6380/1'
->>> Config.from_sources(env={"P13N_KAFKA_PARTITIONS": "zero"}, use_dev_stack=False)
+>>> Config.from_sources(env={}, defaults={"kafka": {"bootstrap": "127.0.0.1:9"}}).kafka.bootstrap
+'127.0.0.1:9'
+>>> Config.from_sources(env={"P13N_KAFKA_PARTITIONS": "zero"})
 Traceback (most recent call last):
 ...
 p13n.errors.ConfigError: invalid configuration: Expected `int`, got `str` - at `$.kafka.partitions`
@@ -36,6 +39,7 @@ import msgspec
 from msgspec import Meta
 
 from p13n.errors import ConfigError, open_input
+from p13n.vocabulary import EVENT_TYPES, ITEM_EVENT_TYPES  # re-exported: older callers import them from here
 
 __all__ = [
     "EVENT_TYPES",
@@ -53,22 +57,6 @@ __all__ = [
     "load_config",
     "config_reference_markdown",
 ]
-
-#: Every event type of the event contract (DESIGN.md §2).
-EVENT_TYPES = (
-    "view",
-    "click",
-    "cart",
-    "purchase",
-    "like",
-    "dislike",
-    "skip",
-    "rating",
-    "message",
-    "preference",
-)
-#: Event types that must name an item.
-ITEM_EVENT_TYPES = frozenset(EVENT_TYPES) - {"message", "preference"}
 
 _DEFAULT_WEIGHTS = {
     "view": 1.0,
@@ -346,11 +334,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         file: str | Path | None = None,
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        use_dev_stack: bool = True,
+        defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        use_dev_stack: bool = False,
     ) -> Config:
-        """Layer defaults, the running dev stack, a TOML file, ``P13N_*`` variables and overrides."""
+        """Layer the built-in defaults, ``defaults`` (e.g. a running dev stack's addresses, added by the CLI),
+        a TOML file, ``P13N_*`` variables and ``overrides``, later ones winning.
+
+        ``use_dev_stack`` is accepted and ignored (configuration no longer reads the dev stack; pass its
+        addresses as ``defaults``); it goes once no caller passes it."""
+        del use_dev_stack
         env = os.environ if env is None else env
-        layers: list[dict[str, dict[str, Any]]] = []
+        layers: list[dict[str, dict[str, Any]]] = [{k: dict(v) for k, v in (defaults or {}).items()}]
         file = file or env.get("P13N_CONFIG") or None
         if file is not None:
             layers.append(_read_toml(Path(file)))
@@ -363,8 +357,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 if not isinstance(values, dict):
                     raise ConfigError(f"invalid configuration: `{section}` must be a table of settings")
                 merged.setdefault(section, {}).update(values)
-        if use_dev_stack:
-            _fill_from_dev_stack(merged)
         try:
             config = msgspec.convert(merged, cls, strict=False)
         except msgspec.ValidationError as exc:
@@ -449,18 +441,6 @@ def _parse_env_value(name: str, raw: str) -> Any:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{name}: not valid JSON ({exc.msg} at char {exc.pos})") from exc
     return raw
-
-
-def _fill_from_dev_stack(merged: dict[str, dict[str, Any]]) -> None:
-    """Default Redis/Kafka addresses to those of a running dev stack, if any."""
-    from p13n.devstack import running_endpoints  # local: devstack imports this module
-
-    state_dir = merged.get("dev", {}).get("state_dir", DevConfig().state_dir)
-    endpoints = running_endpoints(Path(str(state_dir)))
-    if "redis" in endpoints:
-        merged.setdefault("redis", {}).setdefault("url", endpoints["redis"])
-    if "kafka" in endpoints:
-        merged.setdefault("kafka", {}).setdefault("bootstrap", endpoints["kafka"])
 
 
 def config_reference_markdown() -> str:

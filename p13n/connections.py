@@ -1,4 +1,5 @@
-"""Clients built from configuration, where they are used (never at import).
+"""Redis clients built from configuration, where they are used (never at import); Kafka's are in
+:mod:`p13n.kafka_client`.
 
 >>> from p13n.config import RedisConfig
 >>> client = redis_client(RedisConfig(url="redis://127.0.0.1:1/0"))   # no connection is made yet
@@ -15,15 +16,14 @@ p13n.errors.ConfigError: redis.url: cannot connect to the cluster at redis://127
 from __future__ import annotations
 
 import re
-import socket
 from urllib.parse import urlsplit
 
 import redis.exceptions as _redis_errors
 
-from p13n.config import KafkaConfig, RedisConfig
+from p13n.config import RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "check_kafka", "redacted_url"]
+__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "redacted_url"]
 
 #: redis-py's errors that mean "Redis cannot serve this right now; retry later or answer degraded", a
 #: Redis Cluster's included: refused or reset connections, timeouts, LOADING while a restarted server reads
@@ -129,25 +129,3 @@ def check_redis(config: RedisConfig) -> None:
         raise ConfigError(f"redis.url: {redacted_url(config.url)} answered with an error ({exc})") from exc
     finally:
         client.close()
-
-
-def check_kafka(config: KafkaConfig, timeout_ms: int = 5000) -> None:
-    """Raise :class:`ConfigError` naming ``kafka.bootstrap`` unless a broker answers."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    reachable = []
-    for server in config.bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=min(timeout_ms, 2000) / 1000).close()
-            reachable.append(server.strip())
-        except OSError as exc:
-            last_error = exc
-    if not reachable:
-        raise ConfigError(f"kafka.bootstrap: cannot connect to {config.bootstrap} ({last_error})")
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=config.bootstrap.split(","), request_timeout_ms=timeout_ms)
-    except (KafkaError, OSError) as exc:
-        raise ConfigError(f"kafka.bootstrap: cannot connect to {config.bootstrap} ({type(exc).__name__})") from exc
-    admin.close()

@@ -24,13 +24,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from p13n.errors import ConfigError, ServiceError
+from p13n.ports import free_port  # re-exported: tests and tools import it from here
 
-__all__ = ["ServiceRecord", "DevStack", "running_endpoints", "free_port", "wait_until"]
+__all__ = ["ServiceRecord", "DevStack", "running_endpoints", "config_defaults", "free_port", "wait_until"]
 
 STACK_FILE = "stack.json"
 #: API keys of the dev stack's Serve app unless P13N_SERVING_API_KEYS says otherwise.
@@ -66,20 +66,6 @@ def _pid_runs(pid: int, executable: str) -> bool:
         return False
     # compare the binaries, not argv: servers rewrite their process title
     return os.path.realpath(exe.removesuffix(" (deleted)")) == os.path.realpath(executable)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
-
-    The kernel picks it from the ephemeral range, so ports just released by an
-    earlier broker (which Tansu cannot rebind) are unlikely to come back soon.
-
-    >>> 1024 < free_port() < 65536
-    True
-    """
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -189,6 +175,23 @@ def running_endpoints(state_dir: Path) -> dict[str, str]:
     """URLs of the services of a dev stack running under ``state_dir`` (empty if none)."""
     stack = DevStack(state_dir)
     return {rec.name: rec.url for rec in stack.records() if rec.is_alive()}
+
+
+def config_defaults(state_dir: Path) -> dict[str, dict[str, str]]:
+    """The configuration layer a dev stack running under ``state_dir`` supplies: its Redis URL and Kafka
+    bootstrap (the ``defaults`` of :meth:`p13n.config.Config.from_sources`, below file and environment).
+
+    >>> import tempfile
+    >>> config_defaults(Path(tempfile.mkdtemp()))
+    {}
+    """
+    endpoints = running_endpoints(state_dir)
+    layer: dict[str, dict[str, str]] = {}
+    if "redis" in endpoints:
+        layer["redis"] = {"url": endpoints["redis"]}
+    if "kafka" in endpoints:
+        layer["kafka"] = {"bootstrap": endpoints["kafka"]}
+    return layer
 
 
 class DevStack:

@@ -7,10 +7,10 @@ arriving the way production data does (Kafka → consumer → Redis).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 from features.synthetic import SyntheticData, SyntheticSpec, generate
+from p13n.clock import now_ms
 from p13n.config import Config
 
 __all__ = ["recent_synthetic", "publish", "wait_folded"]
@@ -18,7 +18,7 @@ __all__ = ["recent_synthetic", "publish", "wait_folded"]
 
 def recent_synthetic(*, users: int, tenant: str, user_prefix: str, seed: int, days: float = 30.0) -> SyntheticData:
     """A synthetic dataset whose events end now (so decays and recency look like live traffic)."""
-    start_ms = int(time.time() * 1000) - int(days * 86_400_000)
+    start_ms = now_ms() - int(days * 86_400_000)
     return generate(SyntheticSpec(users=users, events_per_user=40, seed=seed, tenant=tenant, user_prefix=user_prefix,
                                   start_ms=start_ms, days=days))  # fmt: skip
 

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from features.events import Rejection, event_limits, parse_event
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
 from serving.errors import ApiError, error_body, error_response
@@ -208,7 +209,7 @@ class Api:
         tenant, parsed = await self._authorized_json(request)
         raw_events = parsed.get("events") if isinstance(parsed, dict) and "events" in parsed else parsed
         raw_events = raw_events if isinstance(raw_events, list) else [raw_events]
-        now_ms = int(time.time() * 1000)
+        now_ms = wall_ms()
         accepted, rejected = [], []
         for index, raw in enumerate(raw_events):
             if isinstance(raw, dict):
@@ -242,7 +243,7 @@ class Api:
 
         try:
             if self._producer is None:
-                from stream.producer import make_producer
+                from p13n.kafka_client import make_producer
 
                 # kafka-python waits 30 s to bootstrap and 60 s for metadata by default: bound both by our answer
                 self._producer = make_producer(self.config.kafka, max_block_ms=int(PRODUCE_TIMEOUT_S * 800),

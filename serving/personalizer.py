@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -35,6 +34,7 @@ from features.state_codec import decode_state
 from features.store import RedisStore
 from p13n.config import Config
 from p13n.connections import async_redis_client
+from p13n.clock import now_ms as wall_ms
 from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
 from features.cache import TtlCache
@@ -136,7 +136,7 @@ class Personalizer:
     async def score(self, tenant: str, user_id: str, candidates: Sequence[CandidateIn], *, k: int | None,
                     explain: bool, budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
         deadline = Deadline(budget_ms)
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        now_ms = now_ms if now_ms is not None else wall_ms()
         ids = [c.item_id for c in candidates]
         try:
             user, items, popularity = await within(deadline, "redis", self._read(tenant, user_id, ids, now_ms))
@@ -209,7 +209,7 @@ class Personalizer:
     async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
                       budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
         deadline = Deadline(budget_ms)
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        now_ms = now_ms if now_ms is not None else wall_ms()
         query = query_text(messages)
         tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id)}
         if query.strip():
@@ -234,7 +234,7 @@ class Personalizer:
     # --- users ---------------------------------------------------------------------------------
     async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> dict | None:
         """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`."""
-        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        now_ms = now_ms if now_ms is not None else wall_ms()
         try:
             user, items = await self._user_and_history(tenant, user_id)
         except (redis.RedisError, OSError) as exc:

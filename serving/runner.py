@@ -107,7 +107,7 @@ def start_serve(*, host: str = "127.0.0.1", port: int = 8000, config_path: Path 
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    from p13n.devstack import free_port
+    from p13n.ports import free_port
 
     for name in PORT_VARIABLES:  # fixed by default: another instance on this machine would share them
         os.environ.setdefault(name, str(free_port()))

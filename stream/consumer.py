@@ -127,8 +127,10 @@ class ConsumerLoop:
     def _producer(self):
         from kafka import KafkaProducer
 
-        return KafkaProducer(bootstrap_servers=self.config.kafka.bootstrap.split(","), acks="all", linger_ms=5,
-                             retries=5, request_timeout_ms=10000)  # fmt: skip
+        from p13n.kafka_client import producer_settings
+
+        # not make_producer: _connect retries on KafkaError, which make_producer turns into ServiceError
+        return KafkaProducer(**producer_settings(self.config.kafka))
 
     def run(self) -> LoopStats:
         """Consume until ``stop`` is set; returns what was done.

@@ -46,6 +46,7 @@ from features.events import Event, ItemRecord, Rejection, event_limits, parse_ev
 from features.state import ItemInfo, UserState, fold_users
 from features.deferred import DeferredPipeline, is_cluster_client
 from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_token
+from p13n.clock import now_ms
 from p13n.config import Config
 from p13n.errors import ServiceError
 from features.cache import TtlCache
@@ -116,7 +117,7 @@ class BatchProcessor:
         config: Config,
         encode: Callable[[list[str]], np.ndarray],
         *,
-        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock_ms: Callable[[], int] = now_ms,
         parse_event: Callable[..., Event | Rejection] = parse_event,
         parse_item: Callable[[bytes], ItemRecord | Rejection] = parse_item,
     ) -> None:

@@ -24,8 +24,9 @@ from typing import Literal
 import msgspec
 
 from features.events import Rejection, parse_event, parse_item, user_key
-from p13n.config import KafkaConfig
+from p13n.clock import now_ms as wall_ms
 from p13n.errors import ServiceError, open_input
+from p13n.kafka_client import make_producer  # re-exported: the constructor lives with the other clients
 
 __all__ = ["ProduceReport", "Schema", "produce_lines", "read_jsonl_lines", "make_producer"]
 
@@ -56,28 +57,6 @@ def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def make_producer(config: KafkaConfig, **options):
-    """A kafka-python producer for ``config`` (acks=all, so a sent record is durable); ``options`` are more
-    ``KafkaProducer`` settings (e.g. ``max_block_ms`` for a caller that must answer in time).
-
-    Its partitioner is kafka-python's default: ``(murmur2(key) & 0x7fffffff) % partitions``, the Java
-    client's; librdkafka-based producers must set ``partitioner=murmur2_random`` to agree."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    try:
-        return KafkaProducer(
-            bootstrap_servers=config.bootstrap.split(","),
-            acks="all",
-            linger_ms=5,
-            retries=5,
-            request_timeout_ms=10000,
-            **options,
-        )
-    except KafkaError as exc:
-        raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
-
-
 def _key_of(raw: bytes, schema: Schema) -> bytes | None:
     """The key of an unvalidated line, or None when it has none to read (never raises)."""
     id_field = "user_id" if schema == "events" else "item_id"
@@ -105,7 +84,7 @@ def produce_lines(
     limits: Mapping[str, int | float] | None = None,
     rate: float | None = None,
     validate: bool = True,
-    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    now_ms: Callable[[], int] = wall_ms,
     on_sent: Callable[[int], None] = lambda n: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,

@@ -84,6 +84,7 @@ def test_bench_encoder_and_quality_quick(tmp_path):
         assert batching["batched"]["latency_ms_p50"] <= batching["batched"]["latency_ms_p99"]
     quality = json.loads((tmp_path / "quality.json").read_text())
     variants = quality["datasets"]["synthetic drift"]["variants"]
-    assert set(variants) == {"popularity", "mean", "session", "long", "covisitation", "blend"}
+    assert set(variants) == {"popularity_count", "popularity", "cooccurrence", "mean", "session", "long", "covisitation",
+                             "blend"}
     assert all(0 <= v["ndcg@10"] <= v["hr@10"] <= 1 for v in variants.values())
     assert (tmp_path / "plots" / "quality_synthetic_drift.png").exists()

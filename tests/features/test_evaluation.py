@@ -24,7 +24,7 @@ def synthetic_run(tmp_path_factory):
     data = generate(SyntheticSpec(users=200, seed=0))
     for name, rows in (("events.jsonl", data.events), ("items.jsonl", data.items)):
         (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    encoder = Encoder.from_directory(default_encoder_dir())
+    encoder = Encoder.from_directory(default_encoder_dir(), variant="fp32")  # the consumer's, as `p13n eval` uses
     inputs = load_eval_inputs(directory / "events.jsonl", directory / "items.jsonl", encode=encoder.encode,
                               now_ms=2_000_000_000_000)  # fmt: skip
     config = Config.from_sources(env={}, use_dev_stack=False)
@@ -35,14 +35,15 @@ def synthetic_run(tmp_path_factory):
 def test_blend_beats_popularity_and_plain_mean_by_ten_percent(synthetic_run):
     _, result = synthetic_run
     v = result.variants
-    assert v["blend"]["users"] == 200
+    assert v["blend"]["users"] == 195  # of 200 users, 5 end on a non-positive event: skipped by the protocol
     assert v["blend"]["hr@10"] >= 1.10 * v["popularity"]["hr@10"], v
     assert v["blend"]["hr@10"] >= 1.10 * v["mean"]["hr@10"], v
 
 
 def test_every_variant_is_reported_with_sane_numbers(synthetic_run):
     _, result = synthetic_run
-    assert list(result.variants) == ["popularity", "mean", "session", "long", "covisitation", "blend"]
+    assert list(result.variants) == ["popularity_count", "popularity", "cooccurrence", "mean", "session", "long",
+                                     "covisitation", "blend"]  # fmt: skip
     for row in result.variants.values():
         assert 0.0 <= row["ndcg@10"] <= row["hr@10"] <= 1.0
 
@@ -52,7 +53,7 @@ def test_a_variant_that_cannot_tell_items_apart_scores_at_chance():
     spec = StateSpec.from_config(StateConfig(), dim=2)
     items = {f"i{n}": ItemInfo(vector=np.array([1.0, 0.0], np.float32)) for n in range(101)}
     events = [Event(event_id=f"{u}-{n}", user_id=f"u{u}", type="click", ts_ms=1000 * (n + 10 * u), item_id=f"i{(u + n) % 101}")
-              for u in range(30) for n in range(3)]  # fmt: skip
+              for u in range(30) for n in range(5)]  # fmt: skip
     assert len(held_out_events(events, spec)) == 30
     result = evaluate(events, items, Config.from_sources(env={}, use_dev_stack=False), negatives=100)
     assert result.variants["mean"]["hr@10"] == 0.0  # ties place the true item in the middle, never a sure hit
@@ -65,7 +66,7 @@ def test_p13n_eval_command_prints_a_table_and_writes_json(synthetic_run, tmp_pat
                            str(directory / "items.jsonl"), "--json", str(out)], cwd=REPO, env=clean_env(),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for variant in ("popularity", "mean", "session", "long", "covisitation", "blend"):
+    for variant in ("popularity_count", "popularity", "cooccurrence", "mean", "session", "long", "covisitation", "blend"):
         assert variant in proc.stdout
     written = json.loads(out.read_text())
     assert written["variants"]["blend"] == pytest.approx(result.variants["blend"])
