@@ -87,7 +87,10 @@ Text = Annotated[str, Meta(max_length=8192)]
 # Integers bounded to 64 bits: the item store packs attributes as msgpack, which has no larger ints.
 # Floats from JSON are finite already (msgspec rejects 1e400 as out of range).
 AttrInt = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-AttrValue = str | AttrInt | float | bool | list[str]
+# Categorical values become per-user preference keys (``name=value``) and are matched against every candidate
+# on the request path: bounded like ids, so one catalog record cannot weigh megabytes on every score.
+AttrStr = Annotated[str, Meta(max_length=256)]
+AttrValue = AttrStr | AttrInt | float | bool | Annotated[list[AttrStr], Meta(max_length=64)]
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -364,9 +367,31 @@ def parse_item(data: bytes, *, decode: Callable[[bytes], Any] = _item_decoder.de
     try:
         item = _decode(decode, data)
         if isinstance(item, Rejection):
-            return item
+            return _name_attribute(item, data)
         if not isinstance(item, ItemRecord):
             return Rejection("decode_error", f"the decoder returned {type(item).__name__}, not an ItemRecord")
         return item
     except Exception as exc:  # the kind: nothing in one record may escape and stop a consumer
         return _unexpected(exc)
+
+
+def _name_attribute(rejection: Rejection, data: bytes) -> Rejection:
+    """``rejection`` with msgspec's ``$.attributes[...]`` (it cannot name a map's key) replaced by the attribute's
+    name, found by checking each attribute on its own.
+
+    >>> _name_attribute(Rejection("too_long", "Expected `str` of length <= 256 - at `$.attributes[...]`"),
+    ...                 b'{"item_id": "i", "attributes": {"ok": "x", "brand": "%s"}}' % (b"y" * 300)).detail
+    "Expected `str` of length <= 256 - at `$.attributes['brand']`"
+    """
+    if "`$.attributes[...]" not in rejection.detail:
+        return rejection
+    try:
+        attributes = msgspec.json.decode(data).get("attributes")
+        for name, value in attributes.items():
+            try:
+                msgspec.convert(value, AttrValue)
+            except msgspec.ValidationError:
+                return Rejection(rejection.reason, rejection.detail.replace("[...]", f"[{name!r}]", 1))
+    except (msgspec.DecodeError, AttributeError, UnicodeDecodeError, RecursionError):
+        pass  # the rejection as msgspec worded it is still right, only less precise
+    return rejection

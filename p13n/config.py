@@ -28,6 +28,7 @@ p13n.errors.ConfigError: invalid configuration: Expected `int`, got `str` - at `
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from p13n.errors import ConfigError
+from p13n.errors import ConfigError, open_input
 from p13n.vocabulary import EVENT_TYPES, ITEM_EVENT_TYPES  # re-exported: older callers import them from here
 
 __all__ = [
@@ -258,11 +259,19 @@ class ServingConfig(_Section):
     max_candidates: Annotated[int, Meta(ge=1), _doc("Most candidates one /v1/score request may carry.")] = 1000
     max_prompt_bytes: Annotated[int, Meta(ge=1), _doc("Largest prompt (bytes) /v1/rewrite and /v1/chat/completions accept.")] = 65536
     max_context_tokens: Annotated[int, Meta(ge=16), _doc("Default token budget of the rewritten context.")] = 256
+    body_timeout_s: Annotated[
+        float, Meta(gt=0), _doc("Longest wait (s) for the next bytes of a request body before answering 408.")
+    ] = 10.0
     prompt_tokenizer: Annotated[
         str, _doc("tokenizer.json that measures context tokens (empty: the encoder's tokenizer).")
     ] = ""
     upstream_url: Annotated[str, _doc("OpenAI-compatible upstream base URL of /v1/chat/completions (…/v1).")] = ""
     upstream_api_key: Annotated[str, _doc("Bearer key p13n sends to the upstream LLM.")] = ""
+    upstream_timeout_s: Annotated[
+        float,
+        Meta(gt=0),
+        _doc("Longest silence (s) from the upstream LLM, before its answer or between chunks: then 502."),
+    ] = 300.0
     personalizer: Annotated[
         str,
         Meta(pattern="^(inline|deployment)$"),
@@ -377,9 +386,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     raise ConfigError(f"invalid configuration: `{section}` must be a table of settings")
                 merged.setdefault(section, {}).update(values)
         try:
-            return msgspec.convert(merged, cls, strict=False)
+            config = msgspec.convert(merged, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid configuration: {exc}") from exc
+        _check_finite(config)
+        return config
 
     def __post_init__(self) -> None:
         known = {f"sim_{h}" for h in self.state.horizons} | set(FIXED_FEATURES)
@@ -396,6 +407,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return msgspec.to_builtins(self)
 
 
+def _check_finite(config: Config) -> None:
+    """Raise :class:`ConfigError` for a setting (or a value of a map setting) that is ``inf`` or ``nan``: TOML and
+    the float parser accept both, and no budget, bound or weight of p13n means anything infinite."""
+    for section in msgspec.structs.fields(Config):
+        values = getattr(config, section.name)
+        for field in msgspec.structs.fields(values):
+            value = getattr(values, field.name)
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, item in items:
+                if isinstance(item, float) and not math.isfinite(item):
+                    name = f"{section.name}.{field.name}" + (f".{key}" if key is not None else "")
+                    raise ConfigError(f"invalid configuration: {name} must be a finite number, got {item}")
+
+
 def load_config(file: str | Path | None = None, **overrides: Mapping[str, Any]) -> Config:
     """Load the configuration from the process environment (and ``file``)."""
     return Config.from_sources(file=file, overrides=overrides or None)
@@ -405,13 +430,15 @@ _SECTIONS = {name: typ for name, typ in Config.__annotations__.items()}
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        with path.open("rb") as fh:
+        with open_input(path, ConfigError, "config file") as fh:
             return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from exc
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -32,6 +32,9 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import BinaryIO
+
 __all__ = [
     "P13nError",
     "ConfigError",
@@ -41,6 +44,7 @@ __all__ = [
     "StoreUnavailable",
     "BrokerUnavailable",
     "UpstreamUnavailable",
+    "open_input",
 ]
 
 
@@ -102,3 +106,27 @@ class UpstreamUnavailable(ServiceError):
     """The upstream LLM could not be reached."""
 
     reason = "upstream_unavailable"
+
+
+def open_input(path: str | Path, error: type[P13nError] = InputError, what: str = "input file") -> BinaryIO:
+    """``path`` opened for reading bytes; any reason it cannot be (missing, a directory, no permission, …)
+    raises ``error`` (:class:`InputError` by default, exit 2) in one line naming the path — the boundary where
+    the OS's errors about a file a user named become p13n's.
+
+    >>> open_input("/")
+    Traceback (most recent call last):
+    p13n.errors.InputError: input file / is a directory, not a file
+    >>> open_input("/nonexistent/x.jsonl")
+    Traceback (most recent call last):
+    p13n.errors.InputError: no such file: /nonexistent/x.jsonl
+    """
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise error(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory, not a file") from None
+    except PermissionError:
+        raise error(f"{what} {path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror or exc}") from None

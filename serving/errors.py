@@ -36,7 +36,9 @@ ERROR_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
@@ -45,7 +47,8 @@ ERROR_TYPES = {
 }
 #: BadRequest codes that are not 422: the body as a whole is unusable (400) or too large (413)
 BAD_REQUEST_STATUS = {"invalid_json": 400, "invalid_utf8": 400, "empty_body": 400, "too_deep": 400,
-                      "body_too_large": 413, "prompt_too_large": 413, "too_many_candidates": 413}  # fmt: skip
+                      "body_too_large": 413, "prompt_too_large": 413, "too_many_candidates": 413,
+                      "body_timeout": 408, "unsupported_content_encoding": 415}  # fmt: skip
 
 
 class ApiError(Exception):

@@ -22,7 +22,7 @@ from features.events import Rejection, event_limits, parse_event
 from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
-from serving.errors import ApiError, error_response
+from serving.errors import ApiError, error_body, error_response
 from serving.metrics import ServingMetrics
 from serving.personalizer import given_order
 from serving.schemas import MAX_BODY_BYTES, RewriteRequest, ScoreRequest, check_chat, decode_body, decode_json
@@ -40,6 +40,16 @@ ENDPOINTS = {"/v1/score": "score", "/v1/rewrite": "rewrite", "/v1/chat/completio
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def _sse_error(exc: BaseException) -> bytes:
+    """A server-sent event carrying ``exc`` in the error shape, then the end of the stream: how a stream whose
+    status line is already sent reports a failure.
+
+    >>> _sse_error(UpstreamUnavailable("upstream LLM failed mid-stream: ClientPayloadError")).split(b"\\n\\n")[1][:40]
+    b'data: {"error":{"message":"upstream LLM '
+    """
+    return b"\n\ndata: " + msgspec.json.encode(error_body(exc)) + b"\n\ndata: [DONE]\n\n"
 
 
 def _endpoint(path: str) -> str:
@@ -65,11 +75,17 @@ class Api:
     # --- auth ----------------------------------------------------------------------------------
     def _tenant(self, request: Request) -> str:
         """The tenant the request's API key acts for; raises 401 (checked before the body is read)."""
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:
+            raise ApiError(400, f"{len(headers)} Authorization headers: send exactly one", param="authorization",
+                           code="duplicate_authorization")  # fmt: skip
+        parts = headers[0].split(None, 1) if headers else []
+        if not parts:
             raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
-        tenant = self.keys.get(key.strip())
+        if parts[0].lower() != "bearer" or len(parts) < 2 or not parts[1].strip():
+            raise ApiError(401, "malformed Authorization header: expected `Bearer <key>`", param="authorization",
+                           code="malformed_authorization")  # fmt: skip
+        tenant = self.keys.get(parts[1].strip())
         if tenant is None:
             raise ApiError(401, "unknown API key", code="invalid_api_key")
         return tenant
@@ -125,7 +141,8 @@ class Api:
     async def _score(self, request: Request) -> Response:
         serving = self.config.serving
         tenant = self._tenant(request)
-        req = decode_body(await read_body(request, MAX_BODY_BYTES), ScoreRequest, max_candidates=serving.max_candidates,
+        body = await read_body(request, MAX_BODY_BYTES, serving.body_timeout_s)
+        req = decode_body(body, ScoreRequest, max_candidates=serving.max_candidates,
                           max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
         self._same_tenant(request, tenant, req.tenant)
         budget = req.budget_ms or serving.score_budget_ms
@@ -145,8 +162,8 @@ class Api:
     async def _rewrite(self, request: Request) -> Response:
         serving = self.config.serving
         tenant = self._tenant(request)
-        req = decode_body(await read_body(request, MAX_BODY_BYTES), RewriteRequest,
-                          max_prompt_bytes=serving.max_prompt_bytes)  # fmt: skip
+        body = await read_body(request, MAX_BODY_BYTES, serving.body_timeout_s)
+        req = decode_body(body, RewriteRequest, max_prompt_bytes=serving.max_prompt_bytes)
         self._same_tenant(request, tenant, req.tenant)
         # messages pass through as sent (tool_calls, tool_call_id, name, …): only the context is added
         messages = req.messages if req.messages is not None else [{"role": "user", "content": req.prompt or ""}]
@@ -186,7 +203,7 @@ class Api:
     async def _authorized_json(self, request: Request) -> tuple[str, Any]:
         """(tenant, parsed JSON body) of a request whose body is free-form JSON."""
         tenant = self._same_tenant(request, self._tenant(request), None)
-        return tenant, decode_json(await read_body(request, MAX_BODY_BYTES))
+        return tenant, decode_json(await read_body(request, MAX_BODY_BYTES, self.config.serving.body_timeout_s))
 
     async def _events(self, request: Request) -> Response:
         tenant, parsed = await self._authorized_json(request)
@@ -265,14 +282,20 @@ class Api:
         import aiohttp
 
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300))
+            silence = self.config.serving.upstream_timeout_s
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                                              sock_read=silence))  # fmt: skip
         upstream_headers = {"content-type": JSON}
         if self.config.serving.upstream_api_key:
             upstream_headers["authorization"] = f"Bearer {self.config.serving.upstream_api_key}"
         url = self.config.serving.upstream_url.rstrip("/") + "/chat/completions"
         try:
             upstream = await self._http.post(url, data=msgspec.json.encode(payload), headers=upstream_headers)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError too
+            silence = self.config.serving.upstream_timeout_s
+            raise UpstreamUnavailable(f"upstream LLM did not answer within {silence:g} s (serving.upstream_timeout_s)"
+                                      ) from exc  # fmt: skip
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream LLM unreachable: {type(exc).__name__}: {exc}") from exc
         content_type = upstream.headers.get("content-type", JSON)
         if payload.get("stream") and upstream.status == 200:
@@ -281,6 +304,10 @@ class Api:
                 try:
                     async for chunk in upstream.content.iter_any():
                         yield chunk
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                    # the status line is sent: the failure ends the stream as an SSE error event (no traceback)
+                    log.warning("upstream LLM failed mid-stream: %s: %s", type(exc).__name__, exc)
+                    yield _sse_error(UpstreamUnavailable(f"upstream LLM failed mid-stream: {type(exc).__name__}"))
                 finally:
                     upstream.release()
 

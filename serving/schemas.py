@@ -99,7 +99,7 @@ def _locate(body: bytes, bad) -> str | None:
     """The path of the first value (or key) ``bad`` holds for, parsing ``body`` leniently (surrogate escapes for
     invalid UTF-8, ``inf`` for numbers out of range); None when there is none or the body does not parse."""
     try:
-        parsed = json.loads(body.decode("utf-8", "surrogateescape"))
+        parsed = json.loads(body.decode("utf-8", "surrogateescape"), parse_int=_int_or_inf)
     except (ValueError, RecursionError):
         return None
     stack: list[tuple[str, Any]] = [("$", parsed)]
@@ -115,6 +115,14 @@ def _locate(body: bytes, bad) -> str | None:
         elif isinstance(value, list):
             stack.extend((f"{path}[{n}]", item) for n, item in reversed(list(enumerate(value))))
     return None
+
+
+def _int_or_inf(digits: str) -> int | float:
+    """A JSON integer, or ``inf`` for one too long to convert (msgspec and Python both stop near 4300 digits)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return math.inf
 
 
 def _invalid_utf8(value: Any) -> bool:

@@ -18,24 +18,46 @@ HAProxy and Serve's replica server (uvicorn) pass through unchanged.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, unquote_to_bytes
 
 from starlette.requests import Request
 
 from p13n.errors import BadRequest
 
-__all__ = ["read_body", "user_id_from_path", "raw_path"]
+__all__ = ["read_body", "user_id_from_path", "raw_path", "DEFAULT_BODY_TIMEOUT_S"]
+
+#: Longest wait for the next bytes of a request body (seconds) before answering 408.
+DEFAULT_BODY_TIMEOUT_S = 10.0
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes; raises :class:`BadRequest` (``body_too_large``, 413) as soon as
-    the declared length or the bytes received pass the limit."""
+async def read_body(request: Request, limit: int, idle_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> bytes:
+    """The request body, at most ``limit`` bytes. Raises :class:`BadRequest`:
+
+    * ``unsupported_content_encoding`` (415) for a ``Content-Encoding`` other than ``identity`` (bodies are
+      never decompressed: no zip bombs, and the client learns why its gzip body is not JSON);
+    * ``body_too_large`` (413) as soon as the declared length or the bytes received pass the limit;
+    * ``body_timeout`` (408) when no bytes arrive for ``idle_timeout_s`` seconds (a client that stalls
+      mid-body, slowloris-style, is answered instead of holding the request forever).
+    """
+    encoding = ",".join(request.headers.getlist("content-encoding")).strip().lower()
+    if encoding not in ("", "identity"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed",
+                         code="unsupported_content_encoding")  # fmt: skip
     declared = request.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
         raise BadRequest(f"request body is {declared} bytes; the limit is {limit}", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), timeout=idle_timeout_s)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise BadRequest(f"no request body bytes for {idle_timeout_s:g} s (received {size} so far)",
+                             code="body_timeout") from None  # fmt: skip
         size += len(chunk)
         if size > limit:
             raise BadRequest(f"request body is over the limit of {limit} bytes (stopped reading at {size})",

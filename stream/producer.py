@@ -25,8 +25,8 @@ import msgspec
 
 from features.events import Rejection, parse_event, parse_item, user_key
 from p13n.clock import now_ms as wall_ms
+from p13n.errors import ServiceError, open_input
 from p13n.kafka_client import make_producer  # re-exported: the constructor lives with the other clients
-from p13n.errors import InputError, ServiceError
 
 __all__ = ["ProduceReport", "Schema", "produce_lines", "read_jsonl_lines", "make_producer"]
 
@@ -50,11 +50,7 @@ class ProduceReport:
 
 def read_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of the non-blank lines of ``path``."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError as exc:
-        raise InputError(f"no such file: {path}") from exc
-    with fh:
+    with open_input(path) as fh:
         for number, line in enumerate(fh, start=1):
             stripped = line.strip()
             if stripped:

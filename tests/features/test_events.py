@@ -224,3 +224,24 @@ def test_one_catalog_record_of_every_failure_kind_between_good_ones():
     assert [r.reason if isinstance(r, Rejection) else r.item_id for r in results] == [
         x for _, _, reason in ITEM_POISON for x in ("ok", reason)
     ]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason", "at"),
+    [
+        ({"tags": [f"t{n}" for n in range(100_000)]}, "too_long", "$.attributes['tags']"),  # ~1 MB, one Kafka record
+        ({"ok": "x", "tags": ["ok", "x" * 257]}, "too_long", "$.attributes['tags'][1]"),
+        ({"brand": "x" * 257}, "too_long", "$.attributes['brand']"),
+        ({f"a{n}": ["y" * 256] * 64 for n in range(64)}, None, None),  # the largest accepted: 64 × 64 × 256
+        ({"brand": "x" * 256, "year": 1999, "price": 9.5, "new": True}, None, None),
+    ],
+    ids=["list-100k", "list-entry-257", "string-257", "largest-accepted", "scalars"],
+)
+def test_item_attribute_values_are_bounded_like_ids(attributes, reason, at):
+    """Categorical values become per-user preference keys and are compared with every candidate on the request
+    path: one catalog record must not make each fold and score carry megabytes."""
+    item = parse_item(json.dumps({"item_id": "i1", "attributes": attributes}).encode())
+    if reason is None:
+        assert isinstance(item, ItemRecord) and item.attributes == attributes
+    else:
+        assert isinstance(item, Rejection) and item.reason == reason and item.detail.endswith(f"at `{at}`"), item

@@ -142,6 +142,8 @@ def running_api(serving_config, fake_llm, log_dir: Path, **env_overrides: str) -
         "P13N_SERVING_UPSTREAM_API_KEY": "upstream-secret",
         "P13N_SERVING_MAX_CANDIDATES": "300",
         "P13N_SERVING_MAX_PROMPT_BYTES": "4000",
+        "P13N_SERVING_BODY_TIMEOUT_S": "2",
+        "P13N_SERVING_UPSTREAM_TIMEOUT_S": "3",
         **env_overrides,
     })  # fmt: skip
     with log.open("ab") as out:

@@ -22,6 +22,7 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.delay_s = 0.0  # how long it thinks before answering
+        self.die_after_chunks: int | None = None  # a streamed answer's connection is cut after this many chunks
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -43,7 +44,10 @@ class FakeLLM:
             })  # fmt: skip
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        for word in text.split(" "):
+        for n, word in enumerate(text.split(" ")):
+            if self.die_after_chunks is not None and n >= self.die_after_chunks:
+                request.transport.close()  # the upstream dies mid-stream: no last chunk, no [DONE]
+                return response
             chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "fake",
                      "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}  # fmt: skip
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
