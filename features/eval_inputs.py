@@ -10,6 +10,7 @@ import numpy as np
 
 from features.events import Event
 from features.state import ItemInfo
+from p13n.errors import open_input
 
 __all__ = ["EvalInputs", "cached_encoder", "load_eval_inputs"]
 
@@ -44,7 +45,7 @@ def load_eval_inputs(
     rejected = 0
     progress("reading events")
     try:
-        with Path(events_path).open("rb") as fh:
+        with open_input(events_path, what="events file") as fh:
             for line in fh:
                 if not line.strip():
                     continue
@@ -57,7 +58,7 @@ def load_eval_inputs(
                     texts[parsed.item_id] = parsed.item_text
         if items_path is not None:
             progress("reading items")
-            with Path(items_path).open("rb") as fh:
+            with open_input(items_path, what="items file") as fh:
                 for line in fh:
                     if line.strip():
                         item = parse_item(line)

@@ -25,13 +25,11 @@ def tuned_config(config_file, tuned: Path) -> Config:
     """The configuration (``--config`` file, environment) with a ``p13n tune`` output laid over it."""
     import tomllib
 
-    from p13n.errors import ConfigError
+    from p13n.errors import ConfigError, open_input
 
     try:
-        with tuned.open("rb") as fh:
+        with open_input(tuned, ConfigError, what="--tuned file") as fh:
             overrides = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"--tuned: no such file: {tuned}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--tuned: {tuned} is not valid TOML: {exc}") from exc
     return Config.from_sources(file=config_file, overrides=overrides, use_dev_stack=False)

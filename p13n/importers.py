@@ -30,6 +30,7 @@ and the rows around it are still written.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.events import ItemRecord, Rejection, parse_event, parse_item
-from p13n.errors import InputError
+from p13n.clock import now_ms as clock_now_ms
+from p13n.errors import InputError, open_input
 
 __all__ = ["ImportReport", "import_movielens", "movie_text", "NO_GENRES"]
 
@@ -68,10 +70,7 @@ def movie_text(title: str, genres: str) -> tuple[str, list[str]]:
 def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of a CSV file with the header ``columns``; raises :class:`InputError` if
     the file is missing or its header is not that."""
-    try:
-        fh = path.open(newline="", encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"no such file: {path}") from exc
+    fh = io.TextIOWrapper(open_input(path, what="CSV file"), newline="", encoding="utf-8")
     with fh:
         reader = csv.reader(fh)
         try:
@@ -115,11 +114,12 @@ def import_movielens(
     ``ratings.csv`` is missing or has another header; bad rows are returned, not raised.
     """
     started = time.perf_counter()
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock_now_ms() if now_ms is None else now_ms
     movies_path, ratings_path = directory / "movies.csv", directory / "ratings.csv"
     for path in (movies_path, ratings_path):
         if not path.is_file():
-            raise InputError(f"no such file: {path} (expected a MovieLens directory with movies.csv and ratings.csv)")
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise InputError(f"{path} {problem} (expected a MovieLens directory with movies.csv and ratings.csv)")
     report = ImportReport()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -56,3 +56,24 @@ def test_produce_of_a_directory_is_one_line_exit_2(tmp_path, servers):
     (tmp_path / "events").mkdir()
     result = run(["produce", str(tmp_path / "events")], clean_env(P13N_KAFKA_BOOTSTRAP=servers["kafka"]), cwd=tmp_path)
     assert one_line_error(result) == f"p13n: error: input file {tmp_path / 'events'} is a directory, not a file"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["eval", "{dir}"], "events file {dir} is a directory, not a file"),
+     (["eval", "{file}", "--items", "{dir}"], "items file {dir} is a directory, not a file"),
+     (["tune", "{file}", "--items", "{dir}"], "items file {dir} is a directory, not a file"),
+     (["eval", "{file}", "--tuned", "{dir}"], "--tuned file {dir} is a directory, not a file"),
+     (["import", "movielens", "{dir}", "{out}"], "{dir}/movies.csv is not a file (expected a MovieLens directory with movies.csv and ratings.csv)")],
+    ids=["eval-events", "eval-items", "tune-items", "eval-tuned", "import-movies"],
+)  # fmt: skip
+def test_offline_tools_given_a_directory_for_a_file_give_one_line_exit_2(tmp_path, argv, needle):
+    """`p13n eval`, `tune` and `import` name the path they cannot read (a directory here), like `produce`."""
+    directory, events = tmp_path / "d", tmp_path / "events.jsonl"
+    directory.mkdir()
+    (directory / "movies.csv").mkdir()
+    (directory / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    events.write_text('{"event_id":"e1","user_id":"u","type":"click","item_id":"i","timestamp":1767225600000}\n')
+    names = {"dir": str(directory), "file": str(events), "out": str(tmp_path / "out")}
+    line = one_line_error(run([a.format(**names) for a in argv], clean_env(), cwd=tmp_path))
+    assert line.endswith(needle.format(**names)), line

@@ -83,7 +83,7 @@ def test_a_directory_without_ratings_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "p13n.cli", "import", "movielens", str(tmp_path), str(tmp_path / "o")],
                           cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"p13n: error: no such file: {tmp_path / 'ratings.csv'} "
+    assert proc.stderr.strip() == (f"p13n: error: {tmp_path / 'ratings.csv'} does not exist "
                                    "(expected a MovieLens directory with movies.csv and ratings.csv)")  # fmt: skip
 
 
