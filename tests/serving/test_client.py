@@ -275,3 +275,16 @@ def test_a_retry_after_beyond_the_backoff_cap_and_429_are_raised_at_once(scripte
             p13n.score("u", ["a"])
         assert (caught.value.status, caught.value.code, caught.value.retry_after, scripted.seen) == (429, "rate_limited",
                                                                                                      0.05, 1)  # fmt: skip
+
+
+def test_the_readme_example_runs(api, capsys):
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("## Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    target = '"http://127.0.0.1:8000", api_key="p13n-dev-key"'
+    assert target in example
+    exec(compile(example.replace(target, f'"{api.url}", api_key="key-shop"'), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "unknown_user" in printed and "no user 'a/b?c' in tenant 'shop'" in printed
+    assert "422 candidates[1].item_id duplicate_candidate" in printed
