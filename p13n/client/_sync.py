@@ -31,9 +31,9 @@ class P13nClient:
     :meth:`close`.
     """
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float | httpx.Timeout = 10.0,
-                 retries: int = 2, backoff: Backoff = Backoff(), http_client: httpx.Client | None = None,
-                 seed: int | None = None) -> None:  # fmt: skip
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float | httpx.Timeout = 10.0, retries: int = 2, backoff: Backoff = Backoff(),
+                 http_client: httpx.Client | None = None, seed: int | None = None) -> None:  # fmt: skip
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.base_url = (base_url or os.environ.get("P13N_BASE_URL") or _core.DEFAULT_BASE_URL).rstrip("/")
@@ -45,17 +45,18 @@ class P13nClient:
         self._timeout = timeout
         self._rng = random.Random(seed)
 
-    def score(self, user_id: str, candidates: Iterable[str | Candidate | Mapping[str, Any]], *, k: int | None = None,
-              budget_ms: float | None = None, explain: bool = False, tenant: str | None = None) -> ScoreResult:  # fmt: skip
+    def score(self, user_id: str, candidates: Iterable[str | Candidate | Mapping[str, Any]], *,
+              k: int | None = None, budget_ms: float | None = None, explain: bool = False,
+              tenant: str | None = None) -> ScoreResult:  # fmt: skip
         """Rank ``candidates`` (item ids, :class:`Candidate`, or ``{"item_id", "text"?}`` mappings) for the user;
         the top ``k`` (all by default). ``explain`` adds each score's ``features``; ``tenant`` asserts which
         tenant the key acts for (403 otherwise). Candidates are sent as given: the server judges them (a
         repeated ``item_id`` is a :class:`BadRequestError` with ``param`` ``candidates[n].item_id``)."""
         return self._send(_core.score_call(user_id, candidates, k, budget_ms, explain, tenant))
 
-    def rewrite(self, user_id: str, prompt: str | None = None, messages: Sequence[Mapping[str, Any]] | None = None, *,
-                max_context_tokens: int | None = None, budget_ms: float | None = None,
-                tenant: str | None = None) -> RewriteResult:  # fmt: skip
+    def rewrite(self, user_id: str, prompt: str | None = None,
+                messages: Sequence[Mapping[str, Any]] | None = None, *, max_context_tokens: int | None = None,
+                budget_ms: float | None = None, tenant: str | None = None) -> RewriteResult:  # fmt: skip
         """The chat ``messages`` (OpenAI format; or one user ``prompt``: exactly one of the two) with this user's
         context inserted, and the context as data."""
         return self._send(_core.rewrite_call(user_id, prompt, messages, max_context_tokens, budget_ms, tenant))
@@ -90,7 +91,8 @@ class P13nClient:
                 except P13nClientError as exc:
                     error, safe = exc, _core.retryable(exc)
             error.attempts = attempt + 1
-            wait = self.backoff.delay(attempt, error.retry_after, self._rng) if safe and attempt < self.retries else None
+            last = not safe or attempt == self.retries
+            wait = None if last else self.backoff.delay(attempt, error.retry_after, self._rng)
             if wait is None:
                 raise error
             time.sleep(wait)

@@ -118,12 +118,14 @@ def test_each_failure_class_is_its_own_exception_and_4xx_are_never_retried(api, 
         assert (caught.value.status, caught.value.param) == (422, "messages")
         with pytest.raises(BadRequestError) as caught:
             shop.score(user, [f"i{n}" for n in range(301)])  # the test Serve allows 300
-        assert (caught.value.status, caught.value.param, caught.value.code) == (413, "candidates", "too_many_candidates")
+        error = caught.value
+        assert (error.status, error.param, error.code) == (413, "candidates", "too_many_candidates")
 
 
 def test_send_events_reports_rejections_and_raises_when_none_is_accepted(api, client):
     now = int(time.time() * 1000)
-    good = {"event_id": "client-1", "user_id": "client-web", "type": "click", "item_id": "running-001", "timestamp": now}
+    good = {"event_id": "client-1", "user_id": "client-web", "type": "click", "item_id": "running-001",
+            "timestamp": now}
     bad = {**good, "event_id": "client-2", "type": "teleport"}
     answer = client.send_events([good, bad])
     assert answer.accepted == 1 and [(r.index, r.reason) for r in answer.rejected] == [(1, "unknown_type")]
@@ -165,7 +167,8 @@ def test_503_is_retried_then_raised_and_a_retry_after_recovery_succeeds(api, see
 
     try:
         with (httpx.Client(timeout=10, event_hooks={"response": [restart_on_first_503]}) as http,
-              P13nClient(api.url, "key-shop", retries=40, backoff=Backoff(base_s=0.1, max_s=0.5), http_client=http) as p13n):
+              P13nClient(api.url, "key-shop", retries=40, backoff=Backoff(base_s=0.1, max_s=0.5),
+                         http_client=http) as p13n):
             assert p13n.get_user(user).user_id == user  # after at least one 503, retried until Redis is back
         assert restarted
     finally:
@@ -269,12 +272,14 @@ def test_a_retry_after_beyond_the_backoff_cap_and_429_are_raised_at_once(scripte
             p13n.score("u", ["a"])
         assert (caught.value.attempts, caught.value.retry_after, scripted.seen) == (1, 120.0, 1)
         scripted.seen = 0
-        scripted.script = [(429, {"retry-after": "0.05"}, b'{"error": {"message": "slow down", "type": "rate_limit_error",'
-                                                       b' "param": null, "code": "rate_limited"}}')]  # fmt: skip
+        limited = json.dumps({"error": {"message": "slow down", "type": "rate_limit_error", "param": None,
+                                        "code": "rate_limited"}}).encode()  # fmt: skip
+        scripted.script = [(429, {"retry-after": "0.05"}, limited)]
         with pytest.raises(RateLimitError) as caught:
             p13n.score("u", ["a"])
-        assert (caught.value.status, caught.value.code, caught.value.retry_after, scripted.seen) == (429, "rate_limited",
-                                                                                                     0.05, 1)  # fmt: skip
+        error = caught.value
+        assert (error.status, error.code, error.retry_after, error.attempts, scripted.seen) == (429, "rate_limited",
+                                                                                                0.05, 1, 1)  # fmt: skip
 
 
 def test_the_readme_example_runs(api, capsys):
