@@ -167,7 +167,7 @@ class StateConfig(_Section):
     ] = msgspec.field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
     rating_midpoint: Annotated[float, _doc("Ratings above this are positive, below negative.")] = 3.0
     rating_scale: Annotated[float, Meta(gt=0), _doc("Rating distance from the midpoint that counts as weight 1.")] = 2.0
-    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user (the co-visitation window and anchors come from it).")] = 64
+    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user (the co-visitation window and anchors come from it).")] = 32
     recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("Latest event_ids remembered per user for dedup (8 bytes each).")] = 96
     max_preferences: Annotated[int, Meta(ge=1, le=200), _doc("Standing preferences kept per user.")] = 20
     max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
@@ -186,7 +186,7 @@ class StateConfig(_Section):
         int, Meta(ge=1, le=200),
         _doc("Preceding history items paired with a new item (bounded by history_size; each pair costs the "
              "consumer's Redis ~2 updates: `p13n bench ingest`)."),
-    ] = 50
+    ] = 5
     covisit_top_m: Annotated[
         int, Meta(ge=1, le=1000),
         _doc("Co-visited items kept per item: a Space-Saving summary (a new neighbour of a full row replaces the "
@@ -243,7 +243,7 @@ class ScoringConfig(_Section):
     )
     covisit_anchors: Annotated[
         int, Meta(ge=1, le=1000), _doc("Latest distinct history items used as co-visitation anchors.")
-    ] = 50
+    ] = 30
     covisit_recency: Annotated[
         float, Meta(gt=0, le=1), _doc("Weight of a co-visitation anchor per step further back in history (recency^age).")
     ] = 0.97
