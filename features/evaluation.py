@@ -22,7 +22,7 @@ Variants, every one reported in the same run:
   :class:`~features.baselines.CoOccurrence`: window 5, last 10 items, popularity tie-break);
 * ``mean`` — a plain, non-decayed weighted mean of the user's liked item vectors;
 * ``<horizon>`` — one decayed embedding alone (e.g. ``session``, ``long``);
-* ``covisitation`` — p13n's co-visitation with the user's latest items;
+* ``covisitation`` — p13n's co-visitation (cosine, Space-Saving rows) with the user's latest items;
 * ``blend`` — the configured blend of p13n's features (``scoring.weights``).
 
 Every candidate's features are kept per user (:class:`Case`), so further blends — tuned
@@ -166,8 +166,14 @@ def replay(
     min_rating: float = 4.0,
     signals: Sequence[Signal] = (),
     progress: Callable[[int], None] = lambda n: None,
+    covisitation: CoVisitation | None = None,
 ) -> list[Case]:
-    """Replay ``events`` under the protocol and return every held-out user's candidate features."""
+    """Replay ``events`` under the protocol and return every held-out user's candidate features.
+
+    ``covisitation``: the co-visitation to fold the replay into (a new one of ``state.covisit_top_m``
+    when None), for a caller that inspects it afterwards — each event's runs are applied as one batch
+    (one ``APPLY_GLOBALS`` call of the consumer), so its rows equal the consumer's whenever no row
+    is full; once rows are full, Space-Saving's replacements depend on how events were batched."""
     dim = next((len(i.vector) for i in items.values() if i.vector is not None), 1)
     spec = StateSpec.from_config(config.state, dim=dim)
     catalog = sorted(items)
@@ -192,7 +198,7 @@ def replay(
     users: dict[str, UserState] = {}
     means: dict[str, np.ndarray] = {}
     popularity = Popularity(config.state.popularity_tau_s)
-    covisits = CoVisitation(config.state.covisit_top_m)
+    covisits = covisitation if covisitation is not None else CoVisitation(config.state.covisit_top_m)
     cases: list[Case] = []
     pending: list[tuple[str, str]] = []
 
@@ -207,8 +213,8 @@ def replay(
         view.embeddings = {**view.embeddings, "mean": _unit(mean) if mean is not None else np.zeros(dim, np.float32)}
         cands = Candidates(item_ids=ids, vectors=vectors[rows], attribute_keys=[items[i].attribute_keys for i in ids],
                            popularity=np.array(popularity.read(ids, now_ms)),
-                           covisit=covisits.matrix(view.recent_items, ids))  # fmt: skip
-        features = dict(score(view, cands, {}).features)
+                           covisit=covisits.cosine_matrix(view.recent_items, ids))  # fmt: skip
+        features = dict(score(view, cands, {}, covisit_recency=config.scoring.covisit_recency).features)
         for signal in signals:
             features.update(signal.features(key, ids, now_ms))
         cases.append(Case(user=key, item_id=item_id, features=features))
@@ -232,7 +238,7 @@ def replay(
         last_ms = max(last_ms, event.ts_ms)
         for item_id, ts_ms, weight, _ in result.popularity:
             popularity.add(item_id, ts_ms, weight)
-        covisits.add(result.covisits)
+        covisits.add_runs(result.covisit_runs)  # one event's runs per call, as the consumer's script sums a batch
         if event.item_id is None:
             continue
         weight = spec.signed_weight(event)

@@ -12,12 +12,15 @@ they arrived in.
 ...     entry = HistoryEntry(ts, item, "click")
 ...     collect_covisits(history, entry, f"e{ts}", runs, window=1, history_size=10)
 ...     add_history(history, entry, size=10)
->>> [(r.later, list(r.earlier), r.delta) for r in runs]
-[('b', ['a'], 1.0), ('c', ['b'], 1.0)]
+>>> [(r.later, list(r.earlier), r.delta, r.count) for r in runs]
+[('a', [], 1.0, 1.0), ('b', ['a'], 1.0, 1.0), ('c', ['b'], 1.0, 1.0)]
 >>> late = HistoryEntry(2, "x", "click")   # between b and c, one event late
 >>> collect_covisits(history, late, "e9", runs := [], window=1, history_size=10)
->>> sorted((r.later, tuple(r.earlier), r.delta) for r in runs)
-[('c', ('b',), -1.0), ('c', ('x',), 1.0), ('x', ('b',), 1.0)]
+>>> sorted((r.later, tuple(r.earlier), r.delta, r.count) for r in runs)
+[('c', ('b',), -1.0, 0.0), ('c', ('x',), 1.0, 0.0), ('x', (), 0.0, 1.0), ('x', ('b',), 1.0, 0.0)]
+
+Each event that takes part also counts one occurrence of its item (``count``): the ``n(i)``
+of the cosine normalisation ``c(a, b) / sqrt(n(a)·n(b))`` (:mod:`features.signals`).
 """
 
 from __future__ import annotations
@@ -68,28 +71,31 @@ class CovisitDelta(NamedTuple):
 
 class CovisitRun(NamedTuple):
     """Co-visitation deltas of one event in one object: ``(e, later, delta)`` for each ``e`` in
-    ``earlier`` — the usual case is an item and the few positives before it (one object per
-    event instead of one per pair; the consumer sends them on as they are)."""
+    ``earlier`` — the usual case is an item and the items before it (one object per event
+    instead of one per pair; the consumer sends them on as they are) — and ``count``, the
+    occurrences ``later`` gains (1 for the run of the event that brings the item, else 0)."""
 
     later: str
     earlier: Sequence[str]
     delta: float
     event_id: str
+    count: float
 
 
 def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id: str, out: list[CovisitRun], *,
                      window: int, history_size: int) -> None:
     """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
 
-    Two positive items are neighbours when at most ``window`` positive items
-    separate them in *event-time* order. Inserting an item adds its pairs with the
+    Two items are neighbours when at most ``window`` items separate them in *event-time*
+    order (items of dislike/skip events are left out: they neither pair nor count). Inserting an item adds its pairs with the
     ``window`` items before and after it, and removes each pair that it now pushes
     more than ``window`` apart — so the counts depend on which events were seen, not
     on the order they arrived in (up to items already evicted from the bounded history).
     """
-    if len(history) >= history_size and history and entry < history[0]:
-        return  # older than everything we still remember: its neighbours are gone
     item = entry.item_id
+    if len(history) >= history_size and history and entry < history[0]:
+        out.append(new_tuple(CovisitRun, (item, (), 0.0, event_id, 1.0)))
+        return  # older than everything we still remember: its neighbours are gone (it still occurred)
     if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
         earlier: list[str] = []
         found = 0
@@ -100,24 +106,24 @@ def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id:
                 found += 1
                 if found == window:
                     break
-        if earlier:
-            earlier.reverse()  # in event-time order
-            out.append(new_tuple(CovisitRun, (item, earlier, 1.0, event_id)))
+        earlier.reverse()  # in event-time order
+        out.append(new_tuple(CovisitRun, (item, earlier, 1.0, event_id, 1.0)))
         return
     positives = [h for h in history if h.type not in NEGATIVE_TYPES]
     p = bisect.bisect_right(positives, entry)
     before = positives[max(0, p - window) : p]
     after = positives[p : p + window]
+    out.append(new_tuple(CovisitRun, (item, (), 0.0, event_id, 1.0)))
     for other in before:
         if other.item_id != item:
-            out.append(new_tuple(CovisitRun, (item, (other.item_id,), 1.0, event_id)))
+            out.append(new_tuple(CovisitRun, (item, (other.item_id,), 1.0, event_id, 0.0)))
     for other in after:
         if other.item_id != item:
-            out.append(new_tuple(CovisitRun, (other.item_id, (item,), 1.0, event_id)))
+            out.append(new_tuple(CovisitRun, (other.item_id, (item,), 1.0, event_id, 0.0)))
     for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
         k = p + j - window
         if k >= 0 and positives[k].item_id != later.item_id:
-            out.append(new_tuple(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id)))
+            out.append(new_tuple(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id, 0.0)))
 
 
 def add_history(history: list[HistoryEntry], entry: HistoryEntry, *, size: int) -> None:

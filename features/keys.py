@@ -12,7 +12,9 @@ key                             type    holds
 ``P:{T:g}:pop``                 zset    forward-decayed item popularity
 ``P:{T:g}:meta``                hash    ``landmark`` of the popularity decay
 ``P:{T:g}:off``                 hash    partition -> last offset whose global deltas are applied
-``P:{T:g}:cv:<item>``           zset    co-visited items of ``item`` (top-M kept)
+``P:{T:g}:cv:<item>``           zset    co-visited items of ``item``: a Space-Saving summary of at most
+                                        ``state.covisit_top_m`` members (listpack-encoded up to 128)
+``P:{T:g}:cvn``                 hash    item -> occurrences ``n`` (co-visitation's cosine normalisation)
 ``P:{T:i<shard>}``              hash    items: ``v:<id>`` vector bytes, ``m:<id>`` text+attributes
 ==============================  ======  =====================================================
 
@@ -55,6 +57,9 @@ class KeyLayout:
 
     def covisit(self, tenant: str, item_id: str) -> str:
         return f"{self._global(tenant)}:cv:{item_id}"
+
+    def covisit_counts(self, tenant: str) -> str:
+        return f"{self._global(tenant)}:cvn"
 
     def item_shard(self, tenant: str, item_id: str) -> str:
         shard = zlib.crc32(item_id.encode()) % ITEM_SHARDS

@@ -15,7 +15,7 @@ import numpy as np
 from features.memory_codec import MemoryFormatError, decode_columns
 from features.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec, retrieve
 from features.prompt import PromptContext, build_context
-from features.scorer import Candidates, UserView, rank, score
+from features.scorer import COVISIT_RECENCY, Candidates, UserView, rank, score
 from features.state import ItemInfo, UserState
 from features.store import RedisStore
 from p13n.config import MemoryConfig
@@ -85,11 +85,13 @@ def rank_candidates(
     k: int | None = None,
     explain: bool = False,
     text_vectors: Mapping[str, np.ndarray] | None = None,
+    covisit_recency: float = COVISIT_RECENCY,
 ) -> list[ScoredItem]:
-    """Score and order candidates from what was read (shared by the sync path and the Serve app)."""
+    """Score and order candidates from what was read (shared by the sync path and the Serve app);
+    ``covisit`` is the cosine co-visitation matrix (:meth:`~features.store.RedisStore.covisit_matrix`)."""
     cands = candidates_from(ids, items, popularity, dim, text_vectors)
     cands.covisit = covisit
-    scored = score(view, cands, weights)
+    scored = score(view, cands, weights, covisit_recency=covisit_recency)
     out = []
     for i in rank(scored.scores, k):
         features = {name: round(float(values[i]), 6) for name, values in scored.features.items()} if explain else None
@@ -112,7 +114,8 @@ def score_candidates(
     weights: Mapping[str, float],
     k: int | None = None,
     explain: bool = False,
-    anchors: int = 5,
+    anchors: int = 50,
+    covisit_recency: float = COVISIT_RECENCY,
     encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> ScoreResult:
     """Rank ``candidates`` for the user (non-personalized signals only when the user is unknown)."""
@@ -125,7 +128,7 @@ def score_candidates(
     if encode is not None and missing and view is not None:
         text_vectors = dict(zip([c.item_id for c in missing], encode([c.text or "" for c in missing])))
     ranked = rank_candidates(ids, items, popularity, view, covisit, dim=store.dim, weights=weights, k=k,
-                             explain=explain, text_vectors=text_vectors)  # fmt: skip
+                             explain=explain, text_vectors=text_vectors, covisit_recency=covisit_recency)  # fmt: skip
     return ScoreResult(items=ranked, known_user=user is not None, user=user)
 
 

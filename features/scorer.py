@@ -8,7 +8,8 @@ Features per candidate (all numpy, one pass):
 ``text_sim``    cosine with the embedding of the user's messages/preferences
 ``attribute``   the user's decayed preference for the item's attribute values
 ``popularity``  log popularity, scaled to [0, 1] over the candidates
-``covisit``     co-visitation with the user's latest items (recency-weighted), [0, 1]
+``covisit``     cosine co-visitation with the user's latest items, ``Σ r^age·cos(a, x)`` over the
+                anchors (``r`` = ``scoring.covisit_recency``), scaled by its maximum to [0, 1]
 ``seen``        1 if the item is in the user's recent history
 =============  ==============================================================
 
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = ["UserView", "Candidates", "Scored", "score", "rank"]
 
-COVISIT_RECENCY = 0.8  # weight of the anchor one step further back in history
+COVISIT_RECENCY = 0.97  # default weight of the anchor one step further back in history (scoring.covisit_recency)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Candidates:
     vectors: np.ndarray  # (n, d) float32, zero rows for items without a vector
     attribute_keys: Sequence[Sequence[str]]
     popularity: np.ndarray  # (n,)
-    covisit: np.ndarray | None = None  # (anchors, n) counts, anchors newest last
+    covisit: np.ndarray | None = None  # (anchors, n) cosine co-visitation (features.signals.cosine), anchors newest last
 
 
 @dataclass
@@ -73,7 +74,13 @@ def _scaled_log(values: np.ndarray) -> np.ndarray:
     return logged / top if top > 0 else logged
 
 
-def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float]) -> Scored:
+def _by_max(values: np.ndarray) -> np.ndarray:
+    top = float(values.max(initial=0.0))
+    return values / top if top > 0 else values
+
+
+def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float], *,
+          covisit_recency: float = COVISIT_RECENCY) -> Scored:  # fmt: skip
     """Scores (higher is better) and the feature values that produced them."""
     n = len(cands.item_ids)
     features: dict[str, np.ndarray] = {"popularity": _scaled_log(np.asarray(cands.popularity, dtype=np.float64))}
@@ -93,8 +100,8 @@ def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float]
             )
         if cands.covisit is not None and cands.covisit.size:
             anchors = cands.covisit.shape[0]
-            recency = COVISIT_RECENCY ** np.arange(anchors - 1, -1, -1, dtype=np.float64)
-            features["covisit"] = _scaled_log(recency @ cands.covisit)
+            recency = covisit_recency ** np.arange(anchors - 1, -1, -1, dtype=np.float64)
+            features["covisit"] = _by_max(recency @ cands.covisit)
         if user.seen:
             features["seen"] = np.array([1.0 if i in user.seen else 0.0 for i in cands.item_ids])
     scores = np.zeros(n, dtype=np.float64)

@@ -43,35 +43,39 @@ end
 return out
 """
 
-#: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4..] = co-visit zsets.
+#: KEYS[1] = popularity zset, KEYS[2] = meta hash, KEYS[3] = offsets hash, KEYS[4] = occurrences hash
+#: (item -> n), KEYS[5..] = co-visit zsets.
 #: ARGV[1] partition, ARGV[2] offset, ARGV[3] popularity tau (s), ARGV[4] rescale exponent,
-#: ARGV[5] top-M, ARGV[6] trim threshold, ARGV[7] a msgpack array of three flat arrays:
+#: ARGV[5] top-M (members per co-visit row), ARGV[6] a msgpack array of three flat arrays:
 #: popularity triples (item, time s, weight); the N co-visited item names (item k's zset is
-#: KEYS[3 + k]); runs (item index b, delta, n, n item indexes a): each pair (a, b) gains delta,
-#: summed here per unordered pair, after which a and b each gain the sum in the other's zset
-#: (pairs of an item with itself are ignored, pairs that cancel are not written). Only a zset that
-#: may have gained a member (its new score equals the increment) can have outgrown the trim
-#: threshold, so only those are sized (ZCARD on every touched zset was ~5% of the script's time).
+#: KEYS[4 + k]); runs (item index b, delta, count, n, n item indexes a): b occurred ``count`` times
+#: (its n grows by it) and each pair (a, b) gains delta, summed here per unordered pair, after which
+#: a and b each gain the sum in the other's row, pairs in the order they first appear (pairs of an
+#: item with itself are ignored, pairs that cancel are not written).
+#: Each row is a Space-Saving summary of at most top-M members: a new member of a full row replaces
+#: the weakest (ZPOPMIN: lowest count, then smallest member) and starts from its count plus the
+#: delta; a negative delta only lowers a member still in the row (features.signals.space_saving_add
+#: is the same in Python). Only a row whose new score equals the increment may have gained a member,
+#: so only those are sized.
 #: One packed argument instead of thousands keeps both the client's packing and the server's
 #: argument parsing cheap (``cmsgpack`` is built into Redis and Valkey); summing here moves that
 #: work off the consumer's core.
-#: ARGV[8] "1" forces the call (a repair of a call known not to have run): no offset check, and the
+#: ARGV[7] "1" forces the call (a repair of a call known not to have run): no offset check, and the
 #: partition's offset only ever rises.
 #: Every number is checked before anything is written: a non-finite time, weight, increment (at most
-#: ``w·e^limit``) or pair sum fails the whole call with an error naming it and nothing written (a Lua
-#: script's writes before an error are not rolled back, and ZINCRBY rejects NaN mid-way).
+#: ``w·e^limit``), count or pair sum fails the whole call with an error naming it and nothing written (a
+#: Lua script's writes before an error are not rolled back, and ZINCRBY rejects NaN mid-way).
 #: Returns 1 when applied, 0 when this partition offset was already applied.
 APPLY_GLOBALS = """
 local applied = redis.call('HGET', KEYS[3], ARGV[1])
-local forced = ARGV[8] == '1'
+local forced = ARGV[7] == '1'
 if applied and tonumber(applied) >= tonumber(ARGV[2]) and not forced then
   return 0
 end
 local tau = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local top_m = tonumber(ARGV[5])
-local trim_after = tonumber(ARGV[6])
-local packed = cmsgpack.unpack(ARGV[7])
+local packed = cmsgpack.unpack(ARGV[6])
 local pops, names, links = packed[1], packed[2], packed[3]
 local function finite(x)
   return type(x) == 'number' and x == x and x > -math.huge and x < math.huge
@@ -84,24 +88,33 @@ for i = 1, #pops, 3 do
   end
 end
 local base = #names + 1
-local sums = {}
+local sums, order, occurred = {}, {}, {}
 local i = 1
 while i <= #links do
-  local b, delta, n = links[i], links[i + 1], links[i + 2]
-  if not finite(delta) then
-    return redis.error_reply('non-finite co-visitation delta for item ' .. tostring(names[b]) .. ': ' .. tostring(delta))
+  local b, delta, count, n = links[i], links[i + 1], links[i + 2], links[i + 3]
+  if not (finite(delta) and finite(count)) then
+    return redis.error_reply('non-finite co-visitation delta for item ' .. tostring(names[b]) .. ': ' .. tostring(delta)
+      .. ', count ' .. tostring(count))
   end
-  for j = i + 3, i + 2 + n do
+  if count ~= 0 then
+    occurred[b] = (occurred[b] or 0) + count
+  end
+  for j = i + 4, i + 3 + n do
     local a = links[j]
     if a ~= b then
       local pair = (a < b) and (a * base + b) or (b * base + a)
-      sums[pair] = (sums[pair] or 0) + delta
+      local sum = sums[pair]
+      if sum == nil then
+        order[#order + 1] = pair
+        sum = 0
+      end
+      sums[pair] = sum + delta
     end
   end
-  i = i + 3 + n
+  i = i + 4 + n
 end
-for pair, delta in pairs(sums) do
-  if not finite(delta) then
+for _, pair in ipairs(order) do
+  if not finite(sums[pair]) then
     return redis.error_reply('non-finite co-visitation sum for items ' .. tostring(names[math.floor(pair / base)])
       .. ' and ' .. tostring(names[pair % base]))
   end
@@ -126,19 +139,26 @@ for i = 1, #pops, 3 do
   end
   redis.call('ZINCRBY', KEYS[1], w * math.exp(exponent), item)
 end
-local grown = {}
-for pair, delta in pairs(sums) do
-  if delta ~= 0 then
-    local a, b = math.floor(pair / base), pair % base
-    if tonumber(redis.call('ZINCRBY', KEYS[3 + a], delta, names[b])) == delta then grown[a] = true end
-    if tonumber(redis.call('ZINCRBY', KEYS[3 + b], delta, names[a])) == delta then grown[b] = true end
+local function bump(key, member, delta)
+  if delta > 0 then
+    if tonumber(redis.call('ZINCRBY', key, delta, member)) == delta and redis.call('ZCARD', key) > top_m then
+      redis.call('ZREM', key, member)
+      local weakest = redis.call('ZPOPMIN', key)
+      redis.call('ZADD', key, tonumber(weakest[2]) + delta, member)
+    end
+  elseif redis.call('ZSCORE', key, member) then
+    redis.call('ZINCRBY', key, delta, member)
   end
 end
-for k in pairs(grown) do
-  local key = KEYS[3 + k]
-  local size = redis.call('ZCARD', key)
-  if size > trim_after then
-    redis.call('ZREMRANGEBYRANK', key, 0, size - top_m - 1)
+for k, count in pairs(occurred) do
+  redis.call('HINCRBYFLOAT', KEYS[4], names[k], count)
+end
+for _, pair in ipairs(order) do
+  local delta = sums[pair]
+  if delta ~= 0 then
+    local a, b = math.floor(pair / base), pair % base
+    bump(KEYS[4 + a], names[b], delta)
+    bump(KEYS[4 + b], names[a], delta)
   end
 end
 if not applied or tonumber(applied) < tonumber(ARGV[2]) then

@@ -1,4 +1,4 @@
-"""Global (per-tenant) signals: forward-decayed item popularity and bounded co-visitation.
+"""Global (per-tenant) signals: forward-decayed item popularity and bounded co-visitation (Space-Saving rows).
 
 These in-memory classes define the math; :mod:`features.store` keeps the same
 numbers in Redis (the offline evaluation uses these directly).
@@ -17,12 +17,13 @@ exponent grows large the landmark moves forward and all scores are rescaled once
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Popularity", "CoVisitation", "RESCALE_EXPONENT"]
+__all__ = ["Popularity", "CoVisitation", "RESCALE_EXPONENT", "space_saving_add", "cosine"]
 
 #: Move the landmark when an increment's exponent passes this (exp(60) ~ 1e26, far from overflow).
 RESCALE_EXPONENT = 60.0
@@ -66,30 +67,72 @@ class Popularity:
         return [i for i, _ in sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
 
-def trim_after(top_m: int) -> int:
-    """Rows are trimmed back to ``top_m`` once they pass this size (amortises the trim).
+def space_saving_add(row: dict[str, float], member: str, delta: float, top_m: int,
+                     heap: list[tuple[float, str]] | None = None) -> None:
+    """Add ``delta`` to ``member``'s count in the bounded row (in place), the Space-Saving way
+    (Metwally et al.): a new member of a full row takes the place of the weakest one (lowest
+    count, ties the lexicographically smallest member — the one ZPOPMIN pops) and starts from
+    that count plus ``delta``. Every count over-estimates the member's true count by at most the
+    row's minimum, and a member whose true count exceeds ``Σ counts / top_m`` is always kept.
+    A negative ``delta`` (a pair pushed apart) only lowers a member that is still in the row.
+    ``heap`` (optional, kept by the caller for a full row): ``(count, member)`` entries, some
+    stale, that find the weakest member in O(log top_m) instead of a scan.
 
-    >>> trim_after(100)
-    125
+    >>> row = {"a": 3.0, "b": 1.0}
+    >>> space_saving_add(row, "c", 1.0, top_m=2)
+    >>> row
+    {'a': 3.0, 'c': 2.0}
     """
-    return top_m + max(1, top_m // 4)
-
-
-def trim_row(row: dict[str, float], top_m: int) -> None:
-    """Drop the weakest entries of ``row`` (in place) once it passes :func:`trim_after`; ties drop the
-    lexicographically smallest member first — the order Redis' ZREMRANGEBYRANK uses."""
-    if len(row) > trim_after(top_m):
-        for member, _ in sorted(row.items(), key=lambda kv: (kv[1], kv[0]))[: len(row) - top_m]:
+    if delta > 0:
+        new = row.get(member, 0.0) + delta
+        row[member] = new
+        if new == delta and len(row) > top_m:
             del row[member]
+            if heap is None:
+                weakest = min(row.items(), key=_by_count)[0]
+            else:
+                while True:  # drop stale entries: the member left, or its count changed since
+                    count, weakest = heapq.heappop(heap)
+                    if row.get(weakest) == count:
+                        break
+            new = row.pop(weakest) + delta
+            row[member] = new
+        if heap is not None:
+            heapq.heappush(heap, (new, member))
+    elif member in row:
+        row[member] += delta
+        if heap is not None:
+            heapq.heappush(heap, (row[member], member))
+
+
+def _by_count(kv: tuple[str, float]) -> tuple[float, str]:
+    return kv[1], kv[0]
+
+
+def cosine(counts: np.ndarray, anchor_n: np.ndarray, candidate_n: np.ndarray) -> np.ndarray:
+    """``c(a, x) / sqrt(n(a)·n(x))`` for a (anchors, candidates) count matrix; an item never counted
+    has ``n`` 1 (its counts are 0 anyway).
+
+    >>> cosine(np.array([[2.0, 0.0]]), np.array([4.0]), np.array([1.0, 0.0])).tolist()
+    [[1.0, 0.0]]
+    """
+    a = np.sqrt(np.maximum(anchor_n, 1.0))[:, None]
+    x = np.sqrt(np.maximum(candidate_n, 1.0))[None, :]
+    return counts / (a * x)
 
 
 class CoVisitation:
-    """Counts of items seen close together in users' histories, top-M kept per item.
+    """Counts of items seen close together in users' histories, each item's row a bounded
+    heavy-hitter summary (Space-Saving, :func:`space_saving_add`, ``top_m`` members), and how often
+    each item occurred (``n``) for the cosine normalisation.
+
+    :meth:`add_runs` applies a batch exactly as the ``APPLY_GLOBALS`` script stores it in Redis:
+    deltas summed per unordered pair over the batch, pairs applied in the order they first appear.
 
     >>> cv = CoVisitation(top_m=2)
-    >>> cv.add([("a", "b"), ("a", "b"), ("a", "c"), ("a", "d"), ("a", "e")])
-    >>> cv.neighbours("a")       # 4 neighbours > trim_after(2) = 3: trimmed to the top 2
-    {'b': 2.0, 'e': 1.0}
+    >>> cv.add([("a", "b"), ("a", "b"), ("a", "c"), ("a", "d")])
+    >>> cv.neighbours("a")       # d replaced c (count 1) and starts from 1 + 1
+    {'b': 2.0, 'd': 2.0}
     """
 
     def __init__(self, top_m: int) -> None:
@@ -97,21 +140,42 @@ class CoVisitation:
             raise ValueError(f"top_m must be >= 1, got {top_m}")
         self.top_m = top_m
         self.counts: dict[str, dict[str, float]] = {}
+        self.n: dict[str, float] = {}
+        self._heaps: dict[str, list[tuple[float, str]]] = {}
 
     def add(self, pairs: Iterable[tuple[str, str]] | Iterable[tuple[str, str, float]]) -> None:
-        """Count each pair (with an optional delta, default 1) in both directions (symmetric)."""
-        touched: set[str] = set()
-        for pair in pairs:
-            a, b = pair[0], pair[1]
-            delta = pair[2] if len(pair) > 2 else 1.0
-            if a == b:
-                continue
-            for x, y in ((a, b), (b, a)):
-                row = self.counts.setdefault(x, {})
-                row[y] = row.get(y, 0.0) + delta
-                touched.add(x)
-        for item in touched:
-            trim_row(self.counts[item], self.top_m)
+        """Count each pair (with an optional delta, default 1) in both directions, as one batch."""
+        self.add_runs([(pair[1], (pair[0],), pair[2] if len(pair) > 2 else 1.0, "", 0.0) for pair in pairs])
+
+    def add_runs(self, runs: Iterable[tuple]) -> None:
+        """Apply a batch of :class:`~features.history.CovisitRun` ``(later, earlier, delta, event_id, count)``."""
+        sums: dict[tuple[str, str], float] = {}
+        n = self.n
+        for run in runs:
+            later, delta = run[0], float(run[2])
+            if len(run) > 4 and run[4]:
+                n[later] = n.get(later, 0.0) + run[4]
+            for earlier in run[1]:
+                if earlier != later:
+                    pair = (earlier, later) if earlier < later else (later, earlier)
+                    sums[pair] = sums.get(pair, 0.0) + delta
+        for (a, b), delta in sums.items():
+            if delta:
+                self._bump(a, b, delta)
+                self._bump(b, a, delta)
+
+    def _bump(self, item: str, member: str, delta: float) -> None:
+        row = self.counts.get(item)
+        if row is None:
+            row = self.counts[item] = {}
+        heap = self._heaps.get(item)
+        if heap is None and len(row) >= self.top_m and member not in row:  # full: from now on keep a heap
+            heap = self._heaps[item] = [(c, m) for m, c in row.items()]
+            heapq.heapify(heap)
+        space_saving_add(row, member, delta, self.top_m, heap)
+        if heap is not None and len(heap) > 4 * self.top_m + 64:  # mostly stale: rebuild
+            heap[:] = [(c, m) for m, c in row.items()]
+            heapq.heapify(heap)
 
     def neighbours(self, item_id: str) -> dict[str, float]:
         return dict(sorted(self.counts.get(item_id, {}).items(), key=lambda kv: (-kv[1], kv[0])))
@@ -124,3 +188,12 @@ class CoVisitation:
             if row:
                 out[i] = [row.get(c, 0.0) for c in candidates]
         return out
+
+    def occurrences(self, item_ids: Sequence[str]) -> np.ndarray:
+        """``n`` of each item (0 when never seen)."""
+        get = self.n.get
+        return np.array([get(i, 0.0) for i in item_ids], dtype=np.float64)
+
+    def cosine_matrix(self, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """:func:`cosine` of :meth:`matrix` — what the scorer's ``covisit`` feature weighs."""
+        return cosine(self.matrix(anchors, candidates), self.occurrences(anchors), self.occurrences(candidates))

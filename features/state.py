@@ -261,6 +261,7 @@ class UserState:
             entry = new_tuple(HistoryEntry, (ts_ms, item_id, kind))
             if w > 0:
                 popularity.append(new_tuple(PopularityDelta, (item_id, ts_ms, w, event.event_id)))
+            if kind not in NEGATIVE_TYPES:  # every rating pairs, a low one too (measured on MovieLens: issue 13)
                 collect_covisits(self.history, entry, event.event_id, covisits, window=covisit_window, history_size=history_size)
             add_history(self.history, entry, size=history_size)
         vectors.add_events(self.positive, positive)

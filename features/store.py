@@ -23,7 +23,7 @@ from features.keys import KeyLayout
 from features.memory import MemorySet, MemorySpec
 from features.memory_codec import decode_memories, encode_memories
 from features.scripts import APPLY_GLOBALS, APPLY_USERS
-from features.signals import RESCALE_EXPONENT, trim_after
+from features.signals import RESCALE_EXPONENT, cosine
 from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
 from p13n.config import Config
@@ -162,8 +162,13 @@ class RedisStore:
     ) -> bool:
         """Add a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation ``(a, b[, delta], …)`` deltas
         once per (tenant, partition, offset); True if applied, False if this offset was applied before."""
-        runs = [(pair[1], (pair[0],), float(pair[2]) if len(pair) > 2 else 1.0) for pair in covisits]
-        return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, runs)])[0])
+        runs = [(pair[1], (pair[0],), float(pair[2]) if len(pair) > 2 else 1.0, "", 0.0) for pair in covisits]
+        return self.apply_globals_runs(tenant, partition, offset, runs, popularity)
+
+    def apply_globals_runs(self, tenant: str, partition: int, offset: int, covisit_runs: Iterable[tuple],
+                           popularity: Iterable[tuple] = ()) -> bool:  # fmt: skip
+        """:meth:`apply_globals` with co-visits as :class:`~features.history.CovisitRun` (occurrences too)."""
+        return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, covisit_runs)])[0])
 
     def globals_call(
         self,
@@ -176,8 +181,9 @@ class RedisStore:
         force: bool = False,
     ) -> tuple[str, list, list]:
         """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
-        once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, …)``
-        (:class:`~features.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's list.
+        once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, event_id, count)``
+        (:class:`~features.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's row
+        (a Space-Saving summary of ``state.covisit_top_m`` members), and ``later``'s occurrences gain ``count``.
 
         Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
         is exactly what the forward-decay script would add event by event; co-visitation deltas are summed
@@ -208,13 +214,14 @@ class RedisStore:
                 total = math.nan
             pop_args += [item_id, t_max, total]
         names: dict[str, int] = {}  # item -> its 1-based position in the script's list
-        pair_args: list = []  # per run: later's position, delta, n, the n earlier items' positions
+        pair_args: list = []  # per run: later's position, delta, count, n, the n earlier items' positions
         for run in covisit_runs:
+            later = names.setdefault(run[0], len(names) + 1)
             earlier = [names.setdefault(e, len(names) + 1) for e in run[1]]
-            pair_args += [names.setdefault(run[0], len(names) + 1), float(run[2]), len(earlier), *earlier]
+            pair_args += [later, float(run[2]), float(run[4]) if len(run) > 4 else 0.0, len(earlier), *earlier]
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
-                *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
-        args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m, trim_after(cfg.covisit_top_m),
+                self.keys.covisit_counts(tenant), *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
+        args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m,
                 _meta_encoder.encode([pop_args, list(names), pair_args]), "1" if force else "0"]  # fmt: skip
         return (APPLY_GLOBALS, keys, args)
 
@@ -245,7 +252,8 @@ class RedisStore:
         return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
 
     def covisit_matrix(self, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        """Co-visitation counts, shape (len(anchors), len(candidates))."""
+        """Cosine co-visitation ``c(a, x) / sqrt(n(a)·n(x))`` (:func:`~features.signals.cosine`), shape
+        (len(anchors), len(candidates)) — what the scorer's ``covisit`` feature weighs."""
         if not anchors or not candidates:
             return np.zeros((len(anchors), len(candidates)), dtype=np.float64)
         pipe = self.client.pipeline(transaction=False)
@@ -253,8 +261,15 @@ class RedisStore:
         return self.parse_covisit(pipe.execute(), len(anchors), len(candidates))
 
     def covisit_neighbours(self, tenant: str, item_id: str) -> dict[str, float]:
+        """The item's co-visitation row: neighbour -> count (at most ``state.covisit_top_m``)."""
         pairs = self.client.zrevrange(self.keys.covisit(tenant, item_id), 0, -1, withscores=True)
         return {m.decode(): float(s) for m, s in pairs}
+
+    def covisit_occurrences(self, tenant: str, item_ids: Sequence[str]) -> np.ndarray:
+        """How often each item occurred in co-visitation (its ``n``; 0 when never)."""
+        if not item_ids:
+            return np.zeros(0, dtype=np.float64)
+        return _occurrences(self.client.hmget(self.keys.covisit_counts(tenant), list(item_ids)))
 
     # --- items -------------------------------------------------------------------------------
     def put_items(self, tenant: str, items: Mapping[str, ItemInfo]) -> None:
@@ -330,12 +345,16 @@ class RedisStore:
     def queue_covisit(self, pipe, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> None:
         for anchor in anchors:
             pipe.zmscore(self.keys.covisit(tenant, anchor), list(candidates))
+        pipe.hmget(self.keys.covisit_counts(tenant), [*anchors, *candidates])
 
     @staticmethod
     def parse_covisit(rows: Sequence, anchors: int, candidates: int) -> np.ndarray:
-        if not rows:
+        """The cosine matrix from :meth:`queue_covisit`'s replies (rows, then the occurrences)."""
+        if not rows or not anchors:
             return np.zeros((anchors, candidates), dtype=np.float64)
-        return np.array([[c or 0.0 for c in row] for row in rows], dtype=np.float64)
+        counts = np.array([[c or 0.0 for c in row] for row in rows[:anchors]], dtype=np.float64)
+        n = _occurrences(rows[anchors])
+        return cosine(counts, n[:anchors], n[anchors:])
 
     def read_request(
         self, tenant: str, user_id: str, candidate_ids: Sequence[str], now_ms: int
@@ -344,6 +363,10 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         self.queue_request(pipe, tenant, user_id, candidate_ids, candidate_ids)
         return self.parse_request(pipe.execute(), candidate_ids, candidate_ids, now_ms)
+
+
+def _occurrences(replies: Sequence) -> np.ndarray:
+    return np.array([float(v) if v is not None else 0.0 for v in replies], dtype=np.float64)
 
 
 class WriteBatch:

@@ -157,7 +157,7 @@ class StateConfig(_Section):
     ] = msgspec.field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
     rating_midpoint: Annotated[float, _doc("Ratings above this are positive, below negative.")] = 3.0
     rating_scale: Annotated[float, Meta(gt=0), _doc("Rating distance from the midpoint that counts as weight 1.")] = 2.0
-    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user.")] = 32
+    history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user (the co-visitation window and anchors come from it).")] = 32
     recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("Latest event_ids remembered per user for dedup (8 bytes each).")] = 96
     max_preferences: Annotated[int, Meta(ge=1, le=200), _doc("Standing preferences kept per user.")] = 20
     max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
@@ -172,8 +172,16 @@ class StateConfig(_Section):
         _doc("Events whose value is beyond ± this are rejected (out_of_range); far above any rating scale."),
     ] = 1e6
     popularity_tau_s: Annotated[float, Meta(gt=0), _doc("Time constant of item popularity decay.")] = 7 * 86400.0
-    covisit_window: Annotated[int, Meta(ge=1, le=50), _doc("Preceding history items paired with a new item.")] = 5
-    covisit_top_m: Annotated[int, Meta(ge=1, le=1000), _doc("Co-visited items kept per item.")] = 100
+    covisit_window: Annotated[
+        int, Meta(ge=1, le=200),
+        _doc("Preceding history items paired with a new item (bounded by history_size; each pair costs the "
+             "consumer's Redis ~2 updates: `p13n bench ingest`)."),
+    ] = 5
+    covisit_top_m: Annotated[
+        int, Meta(ge=1, le=1000),
+        _doc("Co-visited items kept per item: a Space-Saving summary (a new neighbour of a full row replaces the "
+             "weakest and inherits its count). Up to 128 Redis keeps a row as a listpack, ~15 B per neighbour."),
+    ] = 100
     vector_dtype: Annotated[str, Meta(pattern="^(float32|float16)$"), _doc("Storage type of item vectors.")] = "float32"
 
     def __post_init__(self) -> None:
@@ -223,7 +231,12 @@ class ScoringConfig(_Section):
             "seen": 0.0,
         }
     )
-    covisit_anchors: Annotated[int, Meta(ge=1, le=50), _doc("Latest history items used as co-visitation anchors.")] = 5
+    covisit_anchors: Annotated[
+        int, Meta(ge=1, le=1000), _doc("Latest distinct history items used as co-visitation anchors.")
+    ] = 30
+    covisit_recency: Annotated[
+        float, Meta(gt=0, le=1), _doc("Weight of a co-visitation anchor per step further back in history (recency^age).")
+    ] = 0.97
 
 
 class EncoderConfig(_Section):

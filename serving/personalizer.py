@@ -30,6 +30,7 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
 from features.personalize import CandidateIn, needs_text_vectors, rank_candidates
+from features.signals import cosine
 from features.prompt import build_context, query_text, rewrite_messages
 from features.memory_codec import MemoryFormatError, decode_memories
 from features.memory_retrieval import PackedMemories, RetrievalSpec
@@ -85,6 +86,7 @@ class Personalizer:
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
         self.covisit_rows: TtlCache[str, dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
         self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
+        self.covisit_n: TtlCache[str, float] = TtlCache(200_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -104,8 +106,8 @@ class Personalizer:
         return user, {**cached, **fetched}, popularity
 
     async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
-        """Co-visitation counts; each anchor's (top-M bounded) row is cached for a few seconds, so hot
-        anchors cost no round trip."""
+        """Cosine co-visitation (:func:`~features.signals.cosine`); each anchor's (top-M bounded) row and
+        each item's occurrence count are cached for a few seconds, so hot anchors and items cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
         rows: dict[str, dict[str, float]] = {}
@@ -116,15 +118,31 @@ class Personalizer:
                 missing.append(anchor)
             else:
                 rows[anchor] = row
-        if missing:
+        counted: dict[str, float] = {}
+        uncounted = []
+        for item in dict.fromkeys([*anchors, *ids]):
+            n = self.covisit_n.get(f"{tenant}\0{item}")
+            if n is None:
+                uncounted.append(item)
+            else:
+                counted[item] = n
+        if missing or uncounted:
             pipe = self.client.pipeline(transaction=False)
             for anchor in missing:
                 pipe.zrange(self.store.keys.covisit(tenant, anchor), 0, -1, withscores=True)
-            for anchor, pairs in zip(missing, await pipe.execute()):
+            if uncounted:
+                pipe.hmget(self.store.keys.covisit_counts(tenant), uncounted)
+            replies = await pipe.execute()
+            for anchor, pairs in zip(missing, replies):
                 row = {member.decode(): float(score) for member, score in pairs}
                 self.covisit_rows.put(f"{tenant}\0{anchor}", row)
                 rows[anchor] = row
-        return np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
+            if uncounted:
+                for item, n in zip(uncounted, replies[len(missing)]):
+                    counted[item] = float(n) if n is not None else 0.0
+                    self.covisit_n.put(f"{tenant}\0{item}", counted[item])
+        counts = np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
+        return cosine(counts, np.array([counted[a] for a in anchors]), np.array([counted[i] for i in ids]))
 
     async def _user_and_history(self, tenant: str, user_id: str):
         """(user state or None, its history's items, its stored memories' bytes or None)."""
@@ -187,7 +205,7 @@ class Personalizer:
         with deadline.stage("score"):
             ranked = rank_candidates(ids, items, popularity, view, covisit, dim=self.store.dim,
                                      weights=self.config.scoring.weights, k=k, explain=explain,
-                                     text_vectors=text_vectors)  # fmt: skip
+                                     text_vectors=text_vectors, covisit_recency=self.config.scoring.covisit_recency)  # fmt: skip
         out = []
         for item in ranked:
             row: dict = {"item_id": item.item_id, "score": item.score}

@@ -27,8 +27,10 @@ def test_each_feature_is_computed_as_documented():
     assert f["neg_sim"].tolist() == [0.0, 1.0, 0.0] and f["text_sim"].tolist() == [1.0, 0.0, 0.0]
     assert f["attribute"].tolist() == pytest.approx([0.75, -0.25, 0.0])
     assert f["popularity"].tolist() == pytest.approx(np.log1p([0, 10, 100]) / np.log1p(100))
-    raw = np.array([1.0, 0.8 * 4.0, 0.0])  # the newest anchor counts fully, the one before 0.8
-    assert f["covisit"].tolist() == pytest.approx(np.log1p(raw) / np.log1p(raw).max())
+    raw = np.array([1.0, 0.97 * 4.0, 0.0])  # the newest anchor counts fully, the one before 0.97 (covisit_recency)
+    assert f["covisit"].tolist() == pytest.approx(raw / raw.max())  # scaled by the maximum
+    half = score(view, cands(covisit=covisit), {}, covisit_recency=0.5).features["covisit"]
+    assert half.tolist() == pytest.approx([1.0 / 2.0, 1.0, 0.0])
     assert f["seen"].tolist() == [0.0, 1.0, 0.0]
     assert scored.scores.tolist() == [0.0, 0.0, 0.0]  # no weights, no score
 

@@ -89,19 +89,34 @@ def test_globals_apply_once_per_partition_offset_and_match_memory(store):
     memory_cv.add(pairs)
     for item in "abc":
         assert store.covisit_neighbours("default", item) == memory_cv.neighbours(item)
-    matrix = store.covisit_matrix("default", ["a", "b"], ["b", "c", "a"])
-    assert matrix.tolist() == [[2.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
+    assert memory_cv.matrix(["a", "b"], ["b", "c", "a"]).tolist() == [[2.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
+    assert store.covisit_occurrences("default", ["a", "b"]).tolist() == [0.0, 0.0]  # pairs alone count no occurrence
+    assert store.covisit_matrix("default", ["a", "b"], ["b", "c", "a"]).tolist() == [[2.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
 
 
-def test_covisit_rows_are_trimmed_like_memory(store, config):
-    top_m = config.state.covisit_top_m
-    pairs = [("hub", f"x{i:03d}") for i in range(top_m + top_m // 4 + 5)] + [("hub", "x001")] * 3
-    store.apply_globals("default", 0, 1, [], pairs)
+@pytest.mark.config(state={"covisit_top_m": 3})
+def test_covisit_rows_are_space_saving_summaries_like_memory(store):
+    """Full rows replace their weakest member in Redis exactly as in memory (the offline evaluation's
+    co-visitation), call by call, with late events' negative deltas and occurrence counts too."""
+    import random
+
+    rng = random.Random(7)
+    top_m = store.config.state.covisit_top_m
     memory = CoVisitation(top_m)
-    memory.add(pairs)
-    stored = store.covisit_neighbours("default", "hub")
-    assert len(stored) == top_m
-    assert stored == memory.neighbours("hub")
+    for offset in range(40):
+        runs = [(rng.choice("abc"), tuple(f"x{rng.randrange(8)}" for _ in range(rng.randrange(4))),
+                 rng.choice([1.0, 1.0, 2.0, -1.0]), f"e{offset}", rng.choice([0.0, 1.0])) for _ in range(3)]  # fmt: skip
+        assert store.apply_globals_runs("default", 0, offset, runs) is True
+        memory.add_runs(runs)
+    names = sorted({*memory.counts, *memory.n})
+    for item in names:
+        stored = store.covisit_neighbours("default", item)
+        assert len(stored) <= top_m
+        assert stored == memory.neighbours(item), item
+    assert max(len(memory.counts[i]) for i in "abc") == top_m  # rows did fill up
+    assert store.covisit_occurrences("default", names).tolist() == memory.occurrences(names).tolist()
+    np.testing.assert_allclose(store.covisit_matrix("default", ["a", "b"], ["x1", "x2", "zz"]),
+                               memory.cosine_matrix(["a", "b"], ["x1", "x2", "zz"]))  # fmt: skip
 
 
 def test_popularity_rescales_far_in_the_future(store):

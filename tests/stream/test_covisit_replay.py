@@ -1,0 +1,41 @@
+"""The offline evaluation's co-visitation is what the consumer stores, on a real MovieLens subset."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.evaluation import replay
+from features.events import parse_event
+from features.signals import CoVisitation
+from features.store import RedisStore
+from p13n.importers import import_movielens
+from stream.processing import BatchProcessor
+from stream.records import records_from_lines
+from tests.conftest import REPO
+
+TINY = REPO / "tests" / "data" / "movielens-tiny"
+NOW_MS = 2_000_000_000_000
+
+
+@pytest.mark.config(state={"covisit_top_m": 1000})
+def test_eval_covisitation_equals_what_the_consumer_stores(config, redis_client, consumer_encoder, tmp_path):
+    import_movielens(TINY, tmp_path, now_ms=NOW_MS)
+    lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
+    store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
+    processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS)
+    records = records_from_lines(lines, config.kafka.events_topic)
+    for start in range(0, len(records), 300):  # batches, as a consumer polls them
+        outcome = processor.process_events(records[start : start + 300])
+        assert not outcome.dead_letters and outcome.applied == len(records[start : start + 300])
+
+    offline = CoVisitation(config.state.covisit_top_m)
+    events = [parse_event(line, now_ms=NOW_MS) for line in lines]
+    replay(events, {}, config, min_events=len(events) + 1, covisitation=offline)  # no user held out: every event folded
+
+    items = sorted({e.item_id for e in events})
+    rows = {item: store.covisit_neighbours("default", item) for item in items}
+    assert {i: r for i, r in rows.items() if r} == {i: offline.neighbours(i) for i in offline.counts if offline.counts[i]}
+    assert store.covisit_occurrences("default", items).tolist() == offline.occurrences(items).tolist()
+    assert offline.occurrences(items).sum() == len(events)  # every rating counts, a low one too
+    widest = max(len(r) for r in rows.values())
+    assert 100 < widest < config.state.covisit_top_m  # the wide window pairs many items, and no row is full
