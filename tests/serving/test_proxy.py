@@ -1,7 +1,8 @@
 """The OpenAI-compatible proxy as the official ``openai`` SDK sees it, against a real Serve instance and the
 local OpenAI-protocol upstream (``fake_llm.py``; its model names pick how it answers).
 
-This module's instance maps model prefixes to context roles (``dev-`` → developer, ``merge-`` → merge),
+This module's instance adds the context as a developer message, except for models named ``sys-…`` (system)
+and ``merge-…`` (merged into the first system message),
 sends the upstream pseudonymous user ids, has a 4 s total upstream deadline (3 s of silence, as the other
 modules) and publishes both sides of each conversation turn to the session's Kafka broker.
 """
@@ -29,7 +30,8 @@ SECRET = "pseudonym-secret"
 @pytest.fixture(scope="module")
 def proxy(serving_config, fake_llm, tmp_path_factory):
     with running_api(serving_config, fake_llm, tmp_path_factory.mktemp("serve-proxy"),
-                     P13N_SERVING_CONTEXT_ROLE_BY_MODEL=json.dumps({"dev-": "developer", "merge-": "merge"}),
+                     P13N_SERVING_CONTEXT_ROLE="developer",
+                     P13N_SERVING_CONTEXT_ROLE_BY_MODEL=json.dumps({"sys-": "system", "merge-": "merge"}),
                      P13N_SERVING_UPSTREAM_USER="pseudonymous", P13N_SERVING_UPSTREAM_USER_SECRET=SECRET,
                      P13N_SERVING_UPSTREAM_TOTAL_TIMEOUT_S="4", P13N_SERVING_PUBLISH_MESSAGES="true",
                      P13N_SERVING_PUBLISH_ASSISTANT_MESSAGES="true") as service:  # fmt: skip
@@ -99,8 +101,8 @@ def test_errors_parse_into_typed_sdk_exceptions(client):
 
 
 @pytest.mark.parametrize(("model", "roles"), [
-    ("gpt-x", ["system", "system", "user"]),  # serving.context_role (default system)
-    ("dev-x", ["system", "developer", "user"]),
+    ("gpt-x", ["system", "developer", "user"]),  # serving.context_role
+    ("sys-x", ["system", "system", "user"]),
     ("merge-x", ["system", "user"]),
 ])  # fmt: skip
 def test_each_context_role_reaches_the_upstream(client, seeded, fake_llm, model, roles):
@@ -117,6 +119,13 @@ def test_each_context_role_reaches_the_upstream(client, seeded, fake_llm, model,
         assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     pseudonym = hmac.new(SECRET.encode(), f"shop\0{user}".encode(), hashlib.sha256).hexdigest()[:32]
     assert sent["user"] == pseudonym  # serving.upstream_user = pseudonymous
+
+
+def test_rewrite_adds_the_context_in_the_configured_role(proxy, seeded):
+    status, body, _ = proxy.call("POST", "/v1/rewrite", {"user_id": _seeded_user(seeded), "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "shoes?"}]})  # fmt: skip
+    assert status == 200 and [m["role"] for m in body["messages"]] == ["system", "developer", "user"], body
+    assert "<user_context>" in body["messages"][1]["content"]
 
 
 def test_a_stream_longer_than_the_total_deadline_ends_with_an_error_event(proxy):
