@@ -233,7 +233,8 @@ def rewrite_messages(messages: Sequence[Mapping], context: PromptContext, role: 
     ['system', 'system', 'user']
     >>> [m["role"] for m in rewrite_messages([{"role": "user", "content": "Hi"}], ctx, "developer")]
     ['developer', 'user']
-    >>> rewrite_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], ctx, "merge")[0]
+    >>> rewrite_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], ctx,
+    ...                  "merge")[0]
     {'role': 'system', 'content': 'Be brief.\\n\\n<user_context>…</user_context>'}
     """
     if role not in CONTEXT_ROLES:

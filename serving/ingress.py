@@ -3,8 +3,8 @@
 Handlers raise; :meth:`Api.handle` renders every error in OpenAI's shape (``serving/errors.py``):
 400 (not JSON, not UTF-8, nested too deep), 401 (no or unknown key), 403 (another tenant), 404, 405,
 413 (over a limit, counted on the bytes read), 422 (invalid field, named in ``param``), 502 (upstream LLM
-unreachable, silent or too slow), the upstream's own 4xx (relayed, ``serving/proxy.py``) and 503 (Redis or Kafka unavailable, with the reason in ``code``). ``/v1/score`` and
-``/v1/rewrite`` never answer 5xx because a dependency is slow or down: they answer in time, degraded.
+unreachable, silent or too slow), the upstream's own 4xx (relayed, ``serving/proxy.py``) and 503 (Redis
+or Kafka unavailable, with the reason in ``code``). ``/v1/score`` and ``/v1/rewrite`` never answer 5xx because a dependency is slow or down: they answer in time, degraded.
 """
 
 from __future__ import annotations

@@ -64,9 +64,9 @@ class FakeLLM:
         if model == "rate-limited-plain":  # a gateway in front of the model: no JSON body
             return web.Response(text="Too Many Requests", status=429, headers=RATE_LIMIT_HEADERS)
         if model == "bad-param":
-            return web.json_response({"error": {"message": "temperature must be at most 2", "type":
-                                                "invalid_request_error", "param": "temperature", "code": "invalid_value"}},
-                                     status=400, headers=_headers("req_bad"))  # fmt: skip
+            error = {"message": "temperature must be at most 2", "type": "invalid_request_error",
+                     "param": "temperature", "code": "invalid_value"}  # fmt: skip
+            return web.json_response({"error": error}, status=400, headers=_headers("req_bad"))
         if model == "plain-500":
             return web.Response(text="upstream exploded", status=500, headers=_headers("req_500"))
         if not body.get("stream"):
@@ -96,9 +96,8 @@ class FakeLLM:
         if self.models_failure is not None:
             status, body = self.models_failure
             return web.Response(body=body, status=status, headers=_headers("req_models_failed"))
-        return web.json_response({"object": "list", "data": [
-            {"id": "fake-1", "object": "model", "created": 1, "owned_by": "fake"},
-            {"id": "fake-2", "object": "model", "created": 2, "owned_by": "fake"}]}, headers=_headers("req_models"))  # fmt: skip
+        models = [{"id": f"fake-{n}", "object": "model", "created": n, "owned_by": "fake"} for n in (1, 2)]
+        return web.json_response({"object": "list", "data": models}, headers=_headers("req_models"))
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

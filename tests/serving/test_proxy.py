@@ -107,8 +107,8 @@ def test_errors_parse_into_typed_sdk_exceptions(client):
 ])  # fmt: skip
 def test_each_context_role_reaches_the_upstream(client, seeded, fake_llm, model, roles):
     user = _seeded_user(seeded)
-    client.chat.completions.create(model=model, user=user, messages=[{"role": "system", "content": "Be brief."},
-                                                                     {"role": "user", "content": "shoes?"}])  # fmt: skip
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "shoes?"}]
+    client.chat.completions.create(model=model, user=user, messages=messages)
     sent = fake_llm.requests[-1]
     assert sent["model"] == model and [m["role"] for m in sent["messages"]] == roles
     context = sent["messages"][0]["content"] if model.startswith("merge-") else sent["messages"][1]["content"]
@@ -165,8 +165,9 @@ def _turns(config, user: str, want: int) -> list[dict]:
 
 def test_chat_turns_are_published_and_recalled_by_a_later_rewrite(client, proxy, seeded, consumer_encoder):
     user = f"talker-{time.time_ns()}"
+    fact = "We adopted a beagle puppy from the shelter and named him Biscuit"
     history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi! How can I help?"},
-               {"role": "user", "content": "We adopted a beagle puppy from the shelter and named him Biscuit"}]  # fmt: skip
+               {"role": "user", "content": fact}]  # fmt: skip
     answer = client.chat.completions.create(model="m", user=user, messages=history)
     client.chat.completions.create(model="m", user=user, messages=history)  # a retry: the same user turn
     streamed = [*history, {"role": "assistant", "content": answer.choices[0].message.content},
