@@ -40,7 +40,7 @@ from features.state import ItemInfo, UserState
 if TYPE_CHECKING:
     from features.memory_retrieval import PackedMemories
 
-__all__ = ["PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
+__all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
 
 MAX_QUOTED_CHARS = 200
 HEADER = (
@@ -216,18 +216,45 @@ def query_text(messages: Sequence[Mapping]) -> str:
     return ""
 
 
-def rewrite_messages(messages: Sequence[Mapping], context: PromptContext) -> list[dict]:
-    """``messages`` with the context as a system message after the leading system messages; every message and
-    each of its fields (``tool_calls``, ``tool_call_id``, ``name``, a null ``content``, …) is kept as given.
+CONTEXT_ROLES = ("system", "developer", "merge")
+
+
+def rewrite_messages(messages: Sequence[Mapping], context: PromptContext, role: str = "system") -> list[dict]:
+    """``messages`` with the context added; every message and each of its fields (``tool_calls``,
+    ``tool_call_id``, ``name``, a null ``content``, …) is kept as given. ``role`` (one of
+    :data:`CONTEXT_ROLES`) says how: ``system`` or ``developer`` inserts a message of that role after the
+    leading system/developer messages; ``merge`` appends the context to the first leading system/developer
+    message (a text part when its content is a list of parts), or inserts one system message when there is
+    none — for models that reject a second system message. Raises ValueError for another role.
 
     >>> ctx = PromptContext(text="<user_context>…</user_context>")
     >>> [m["role"] for m in rewrite_messages([{"role": "system", "content": "Be brief."},
     ...                                        {"role": "user", "content": "Hi"}], ctx)]
     ['system', 'system', 'user']
+    >>> [m["role"] for m in rewrite_messages([{"role": "user", "content": "Hi"}], ctx, "developer")]
+    ['developer', 'user']
+    >>> rewrite_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], ctx,
+    ...                  "merge")[0]
+    {'role': 'system', 'content': 'Be brief.\\n\\n<user_context>…</user_context>'}
     """
+    if role not in CONTEXT_ROLES:
+        raise ValueError(f"context role must be one of {CONTEXT_ROLES}, not {role!r}")
     out = [dict(m) for m in messages]
     if not context.text:
         return out
+    position = 0
+    while position < len(out) and out[position].get("role") in ("system", "developer"):
+        position += 1
+    if role == "merge" and position > 0:
+        first = out[0]
+        content = first.get("content")
+        if isinstance(content, list):
+            first["content"] = [*content, {"type": "text", "text": context.text}]
+        else:
+            first["content"] = f"{content}\n\n{context.text}" if isinstance(content, str) and content else context.text
+        return out
+    out.insert(position, {"role": "developer" if role == "developer" else "system", "content": context.text})
+    return out
     position = 0
     while position < len(out) and out[position].get("role") in ("system", "developer"):
         position += 1

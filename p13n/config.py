@@ -285,6 +285,40 @@ class ServingConfig(_Section):
         Meta(gt=0),
         _doc("Longest silence (s) from the upstream LLM, before its answer or between chunks: then 502."),
     ] = 300.0
+    upstream_total_timeout_s: Annotated[
+        float,
+        Meta(gt=0),
+        _doc("Longest whole upstream call (s), connect to last byte, streams included: then 502 (an SSE error "
+             "event when the stream has begun)."),
+    ] = 600.0
+    context_role: Annotated[
+        str,
+        Meta(pattern="^(system|developer|merge)$"),
+        _doc("How the user context enters the messages of /v1/rewrite and /v1/chat/completions: a `system` or "
+             "`developer` message after the leading ones, or `merge`d into the first system message (for models "
+             "that reject a second one)."),
+    ] = "system"
+    context_role_by_model: Annotated[
+        dict[str, Annotated[str, Meta(pattern="^(system|developer|merge)$")]],
+        _doc("Model-name prefix -> context_role for /v1/chat/completions (the longest matching prefix wins)."),
+    ] = msgspec.field(default_factory=dict)
+    upstream_user: Annotated[
+        str,
+        Meta(pattern="^(pass|pseudonymous|drop)$"),
+        _doc("The `user` field sent upstream: `pass` as given, `pseudonymous` (HMAC-SHA256 of tenant and user "
+             "under upstream_user_secret, 32 hex digits), or `drop` it."),
+    ] = "pass"
+    upstream_user_secret: Annotated[
+        str, _doc("Secret key of the pseudonymous upstream user id (required when upstream_user=pseudonymous).")
+    ] = ""
+    publish_messages: Annotated[
+        bool,
+        _doc("Produce the last user message of each /v1/chat/completions request to the events topic as a "
+             "`message` event (fire-and-forget; see README)."),
+    ] = False
+    publish_assistant_messages: Annotated[
+        bool, _doc("With publish_messages: also produce the upstream's answer as a `message` event (role assistant).")
+    ] = False
     personalizer: Annotated[
         str,
         Meta(pattern="^(inline|deployment)$"),
@@ -317,6 +351,10 @@ class ServingConfig(_Section):
         _doc("Port where the local Ray node of `p13n serve` exposes every replica's metrics to Prometheus "
              "(/metrics; 0 = a free port Ray picks)."),
     ] = 9109
+
+    def __post_init__(self) -> None:
+        if self.upstream_user == "pseudonymous" and not self.upstream_user_secret:
+            raise ValueError("serving.upstream_user = pseudonymous needs serving.upstream_user_secret")
 
 
 class MemoryConfig(_Section):

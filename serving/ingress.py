@@ -3,8 +3,8 @@
 Handlers raise; :meth:`Api.handle` renders every error in OpenAI's shape (``serving/errors.py``):
 400 (not JSON, not UTF-8, nested too deep), 401 (no or unknown key), 403 (another tenant), 404, 405,
 413 (over a limit, counted on the bytes read), 422 (invalid field, named in ``param``), 502 (upstream LLM
-unreachable) and 503 (Redis or Kafka unavailable, with the reason in ``code``). ``/v1/score`` and
-``/v1/rewrite`` never answer 5xx because a dependency is slow or down: they answer in time, degraded.
+unreachable, silent or too slow), the upstream's own 4xx (relayed, ``serving/proxy.py``) and 503 (Redis
+or Kafka unavailable, with the reason in ``code``). ``/v1/score`` and ``/v1/rewrite`` never answer 5xx because a dependency is slow or down: they answer in time, degraded.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from typing import Any
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from features.events import Rejection, event_limits, parse_event
 from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
-from serving.errors import ApiError, error_body, error_response
+from serving.errors import ApiError, error_response
 from serving.metrics import ServingMetrics
 from serving.personalizer import given_order
+from serving.proxy import Upstream, assistant_text, context_role_for, upstream_user_id
+from serving.publish import TurnPublisher, turn_records
 from serving.schemas import MAX_BODY_BYTES, RewriteRequest, ScoreRequest, check_chat, decode_body, decode_json
 from serving.wire import raw_path, read_body, user_id_from_path
 
@@ -36,20 +38,11 @@ DEADLINE_GRACE_MS = 3.0  # the personalizer answers within its budget; this cove
 PRODUCE_TIMEOUT_S = 5.0  # /v1/events answers 503 rather than hold a client longer for Kafka
 USERS = "/v1/users/"
 ENDPOINTS = {"/v1/score": "score", "/v1/rewrite": "rewrite", "/v1/chat/completions": "chat", "/v1/events": "events"}
+MODELS = "/v1/models"
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type=JSON, headers=headers)
-
-
-def _sse_error(exc: BaseException) -> bytes:
-    """A server-sent event carrying ``exc`` in the error shape, then the end of the stream: how a stream whose
-    status line is already sent reports a failure.
-
-    >>> _sse_error(UpstreamUnavailable("upstream LLM failed mid-stream: ClientPayloadError")).split(b"\\n\\n")[1][:40]
-    b'data: {"error":{"message":"upstream LLM '
-    """
-    return b"\n\ndata: " + msgspec.json.encode(error_body(exc)) + b"\n\ndata: [DONE]\n\n"
 
 
 def _endpoint(path: str) -> str:
@@ -58,6 +51,8 @@ def _endpoint(path: str) -> str:
         return ENDPOINTS[path]
     if path.startswith(USERS):
         return "users"
+    if path == MODELS:
+        return "models"
     return path.strip("/") if path in ("/healthz", "/readyz") else "other"
 
 
@@ -70,7 +65,8 @@ class Api:
         self.metrics = metrics
         self.keys = dict(config.serving.api_keys)
         self._producer = None
-        self._http = None
+        self._upstream = Upstream(config.serving)
+        self._publisher = TurnPublisher(self._produce, metrics.count_published if metrics is not None else None)
 
     # --- auth ----------------------------------------------------------------------------------
     def _tenant(self, request: Request) -> str:
@@ -130,6 +126,10 @@ class Api:
             if method not in ("GET", "DELETE"):
                 raise ApiError(405, f"{USERS}{{user_id}} accepts GET and DELETE", code="method_not_allowed")
             return await self._user(request, user_id_from_path(request.scope, USERS), method)
+        if path == MODELS:
+            if method != "GET":
+                raise ApiError(405, f"{MODELS} accepts GET", code="method_not_allowed")
+            return await self._models(request)
         if path in ENDPOINTS:
             if method != "POST":
                 raise ApiError(405, f"{path} accepts POST", code="method_not_allowed")
@@ -173,13 +173,13 @@ class Api:
         return _json(answer)
 
     async def _rewrite_messages(self, tenant: str, user_id: str, messages: list[dict], max_tokens: int | None,
-                                budget: float) -> dict:  # fmt: skip
+                                budget: float, context_role: str | None = None) -> dict:  # fmt: skip
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(
                 self.personalizer.rewrite(tenant, user_id, messages,
                                           max_tokens=max_tokens or self.config.serving.max_context_tokens,
-                                          budget_ms=budget),  # fmt: skip
+                                          budget_ms=budget, context_role=context_role),  # fmt: skip
                 timeout=(budget + DEADLINE_GRACE_MS) / 1000,
             )
         except asyncio.TimeoutError:
@@ -255,7 +255,11 @@ class Api:
         except (KafkaError, ServiceError) as exc:
             raise BrokerUnavailable(f"Kafka unavailable at {self.config.kafka.bootstrap}: {exc}") from exc
 
-    # --- OpenAI-compatible proxy ---------------------------------------------------------------
+    # --- OpenAI-compatible proxy (the upstream side: serving/proxy.py) -------------------------
+    async def _models(self, request: Request) -> Response:
+        self._same_tenant(request, self._tenant(request), None)
+        return await self._upstream.models()
+
     async def _chat(self, request: Request) -> Response:
         serving = self.config.serving
         if not serving.upstream_url:
@@ -263,62 +267,33 @@ class Api:
         tenant, payload = await self._authorized_json(request)
         payload = check_chat(payload, max_prompt_bytes=serving.max_prompt_bytes)
         user_id = payload.get("user")
+        sent = payload["messages"]
         if user_id:
-            answer = await self._rewrite_messages(tenant, user_id, payload["messages"], None, serving.rewrite_budget_ms)
+            answer = await self._rewrite_messages(tenant, user_id, sent, None, serving.rewrite_budget_ms,
+                                                  context_role_for(serving, payload.get("model")))  # fmt: skip
             payload["messages"] = answer["messages"]
             degraded = answer["degraded"]
             self._observe("chat", answer, serving.rewrite_budget_ms)
+            upstream_user = upstream_user_id(serving, tenant, user_id)
+            if upstream_user is None:
+                del payload["user"]
+            else:
+                payload["user"] = upstream_user
         else:
             degraded = ["no_user"]
+        on_answer = None
+        if user_id and serving.publish_messages:
+            self._publisher.publish(turn_records(self.config, tenant, user_id, sent, wall_ms()), "user")
+            if serving.publish_assistant_messages:
+                def on_answer(data: bytes, streamed: bool) -> None:
+                    text = assistant_text(data, streamed)
+                    self._publisher.publish(turn_records(self.config, tenant, user_id, sent, wall_ms(), text),
+                                            "assistant")  # fmt: skip
         headers = {"x-p13n-degraded": ",".join(degraded)}
         try:
-            return await self._forward(payload, headers)
+            return await self._upstream.chat(payload, headers, on_answer)
         except UpstreamUnavailable as exc:
             return error_response(exc, headers)
-
-    async def _forward(self, payload: dict, headers: dict[str, str]) -> Response:
-        """POST to the upstream and relay its answer unchanged; the boundary where aiohttp's errors become
-        :class:`UpstreamUnavailable`."""
-        import aiohttp
-
-        if self._http is None:
-            silence = self.config.serving.upstream_timeout_s
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                                              sock_read=silence))  # fmt: skip
-        upstream_headers = {"content-type": JSON}
-        if self.config.serving.upstream_api_key:
-            upstream_headers["authorization"] = f"Bearer {self.config.serving.upstream_api_key}"
-        url = self.config.serving.upstream_url.rstrip("/") + "/chat/completions"
-        try:
-            upstream = await self._http.post(url, data=msgspec.json.encode(payload), headers=upstream_headers)
-        except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError too
-            silence = self.config.serving.upstream_timeout_s
-            raise UpstreamUnavailable(f"upstream LLM did not answer within {silence:g} s (serving.upstream_timeout_s)"
-                                      ) from exc  # fmt: skip
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(f"upstream LLM unreachable: {type(exc).__name__}: {exc}") from exc
-        content_type = upstream.headers.get("content-type", JSON)
-        if payload.get("stream") and upstream.status == 200:
-
-            async def relay():
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        yield chunk
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                    # the status line is sent: the failure ends the stream as an SSE error event (no traceback)
-                    log.warning("upstream LLM failed mid-stream: %s: %s", type(exc).__name__, exc)
-                    yield _sse_error(UpstreamUnavailable(f"upstream LLM failed mid-stream: {type(exc).__name__}"))
-                finally:
-                    upstream.release()
-
-            return StreamingResponse(relay(), status_code=upstream.status, media_type=content_type, headers=headers)
-        try:
-            data = await upstream.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise UpstreamUnavailable(f"upstream LLM failed mid-answer: {type(exc).__name__}: {exc}") from exc
-        finally:
-            upstream.release()
-        return Response(data, status_code=upstream.status, media_type=content_type, headers=headers)
 
     def _observe(self, endpoint: str, answer: dict, budget: float | None) -> None:
         if self.metrics is not None:

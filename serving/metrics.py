@@ -39,6 +39,13 @@ class ServingMetrics:
         self.encoder_batch_size = metrics.Histogram("p13n_encoder_batch_size", "Texts per encoder batch",
                                                     boundaries=[1, 2, 4, 8, 16, 32, 64])  # fmt: skip
 
+        self.published_messages = metrics.Counter("p13n_published_messages_total", "Conversation turns of "
+                                                  "/v1/chat/completions sent to Kafka, by role and outcome "
+                                                  "(produced, failed, dropped)", tag_keys=("role", "outcome"))  # fmt: skip
+
+    def count_published(self, role: str, outcome: str) -> None:
+        self.published_messages.inc(tags={"role": role, "outcome": outcome})
+
     def observe_encoder_batch(self, size: int) -> None:
         self.encoder_batch_size.observe(size)
 

@@ -246,7 +246,9 @@ class Personalizer:
 
     # --- rewrite -------------------------------------------------------------------------------
     async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
-                      budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
+                      budget_ms: float, now_ms: int | None = None, context_role: str | None = None) -> dict:  # fmt: skip
+        """``messages`` with the user's context added as ``context_role`` (default ``serving.context_role``;
+        see :func:`features.prompt.rewrite_messages`)."""
         deadline = Deadline(budget_ms)
         now_ms = now_ms if now_ms is not None else wall_ms()
         query = query_text(messages)
@@ -266,7 +268,7 @@ class Personalizer:
         with deadline.stage("build"):
             context = build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
                                     query_vector=results.get("encode"), memories=memories)  # fmt: skip
-            rewritten = rewrite_messages(messages, context)
+            rewritten = rewrite_messages(messages, context, context_role or self.config.serving.context_role)
         if user is None:
             deadline.degrade("unknown_user")
         return {"messages": rewritten, "context": context.as_json(), "degraded": deadline.degraded,

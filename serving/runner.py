@@ -54,7 +54,8 @@ PORT_VARIABLES = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_POR
                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")  # fmt: skip
 
 #: Configuration variables whose values are secrets (``P13N_REDIS_URL`` only when it carries a password).
-SECRET_VARIABLES = frozenset({"P13N_SERVING_API_KEYS", "P13N_SERVING_UPSTREAM_API_KEY", "P13N_REDIS_URL"})
+SECRET_VARIABLES = frozenset({"P13N_SERVING_API_KEYS", "P13N_SERVING_UPSTREAM_API_KEY", "P13N_SERVING_UPSTREAM_USER_SECRET",
+                              "P13N_REDIS_URL"})
 
 
 def is_secret(name: str, value: str) -> bool:
