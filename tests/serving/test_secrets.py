@@ -97,11 +97,14 @@ def leaks(files: list[Path], secrets: dict[str, str]) -> list[tuple[str, str]]:
 
 def test_serve_writes_no_secret_to_any_log(serving_config, fake_llm, redis_with_password, ray_tmpdir, tmp_path):
     redis_url, redis_password = redis_with_password
-    secrets = {"api key": _secret("apikey"), "upstream key": _secret("upstream"), "redis password": redis_password}
+    secrets = {"api key": _secret("apikey"), "upstream key": _secret("upstream"), "redis password": redis_password,
+               "upstream user secret": _secret("usersecret")}
     env = {
         "P13N_REDIS_URL": redis_url,
         "P13N_SERVING_API_KEYS": json.dumps({secrets["api key"]: "shop"}),
         "P13N_SERVING_UPSTREAM_API_KEY": secrets["upstream key"],
+        "P13N_SERVING_UPSTREAM_USER": "pseudonymous",
+        "P13N_SERVING_UPSTREAM_USER_SECRET": secrets["upstream user secret"],
         "RAY_TMPDIR": str(ray_tmpdir),
     }
     with running_api(serving_config, fake_llm, tmp_path, **env) as api:
@@ -112,6 +115,7 @@ def test_serve_writes_no_secret_to_any_log(serving_config, fake_llm, redis_with_
             {"role": "user", "content": "hello"}]}, key=secrets["api key"])  # fmt: skip
         assert status == 200, body
         assert fake_llm.headers[-1]["Authorization"] == f"Bearer {secrets['upstream key']}"
+        assert fake_llm.requests[-1]["user"] not in ("nobody", None)  # the pseudonym, keyed by the user secret
         # they reached the replicas through the inherited process environment (readable by its owner only)
         replicas = [pid for pid in session_members(api.proc.pid)
                     if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]  # fmt: skip
