@@ -27,9 +27,10 @@ from benchmarks.bursts import run_bursts
 from benchmarks.loadgen import run_open_loop
 from benchmarks.shapes import Shapes, synthetic_shapes
 
-__all__ = ["STEPS", "LoadTarget", "seed_users", "run_load"]
+__all__ = ["STEPS", "DEFAULT_STEPS", "LoadTarget", "seed_users", "run_load"]
 
-STEPS = ("floor", "score", "rewrite", "budget", "arrivals", "bursts")
+STEPS = ("floor", "score", "rewrite", "budget", "arrivals", "bursts", "locust")
+DEFAULT_STEPS = STEPS[:-1]  # the locust cross-check needs the bench extra
 
 QUESTIONS = ["Can you suggest a gift I would enjoy?", "What should I buy next?", "Anything new for my hobby?",
              "Which of my past purchases should I replace?", "Plan a weekend around what I like."]  # fmt: skip
@@ -100,7 +101,7 @@ async def _budget_under_saturation(target: LoadTarget, seconds: float, rate: flo
     return {"measured": measured.summary(), "saturating_load": background.summary()}
 
 
-def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisson", steps=STEPS,
+def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisson", steps=DEFAULT_STEPS,
              compare_rates=(100, 200), burst_sizes=(8, 32, 128), bursts: int = 100, burst_interval_s: float = 0.5,
              seed: int = 0, progress=lambda text: None) -> dict:  # fmt: skip
     """Run the ``steps`` (a subset of :data:`STEPS`, in that order) against ``target``; the result's JSON.
@@ -157,6 +158,13 @@ def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisso
 
     before = [round(x, 2) for x in os.getloadavg()]
     result = asyncio.run(main())
+    if "locust" in steps:
+        from benchmarks.locust_check import run_locust
+
+        rate = compare_rates[0]
+        progress(f"Locust, {rate:g} req/s from {int(rate)} users")
+        bodies = [target.shapes.score_body(n) for n in range(len(target.shapes.users))]
+        result["locust"] = run_locust(target.url, target.key, bodies, rate=rate, users=int(rate), seconds=seconds * 2)
     # the machine is shared: other work's CPU shows in every number here
     result["load_average"] = {"before": before, "after": [round(x, 2) for x in os.getloadavg()]}
     result["targets"] = _targets(result)

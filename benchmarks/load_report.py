@@ -136,6 +136,24 @@ def load_markdown(result: dict, images: list[Path]) -> str:
                                   "request p99", "errors", "server stages p50/p99 ms", "send lag p99",
                                   "generator CPU"], _burst_rows(result)),
                   ""]  # fmt: skip
+    if result.get("locust"):
+        lo = result["locust"]
+        ours = result.get("arrivals_compare", {}).get("uniform", {}).get(str(lo["rate"]).removesuffix(".0"), {})
+        ol = ours.get("latency_ms", {})
+        lines += [f"Cross-check with Locust ({lo['users']} users × {lo['rate'] / lo['users']:g} req/s, "
+                  f"`constant_throughput`, {lo['seconds']:g} s, same bodies, same stack, right after our steps):", "",
+                  markdown_table(["tool", "offered/s", "achieved/s", "requests", "errors", "p50 ms", "p90", "p99",
+                                  "p99.9", "max"],
+                                 [["Locust", lo["rate"], lo["achieved_rate"], lo["requests"], lo["failures"],
+                                   *(lo["latency_ms"].get(p) for p in ("p50", "p90", "p99", "p99.9", "max"))],
+                                  ["ours, uniform", ours.get("rate"), ours.get("achieved_rate"), ours.get("sent"),
+                                   sum(ours.get("errors", {}).values()) if ours else None,
+                                   *(ol.get(p) for p in ("p50", "p90", "p99", "p99.9", "max"))]]),
+                  "",
+                  "Locust measures each request from its actual send and each of its users waits for an answer "
+                  "before the next request (closed loop per user); ours measures from the scheduled send and never "
+                  "waits (open loop), so ours counts generator lateness and queueing Locust leaves out. Locust "
+                  "(gevent, Python) also spends more CPU per request on this shared machine.", ""]  # fmt: skip
     if result.get("targets"):
         lines += [markdown_table(["target", "measured", "status"],
                                  [[k, v["measured"], "met" if v["met"] else "NOT met"] for k, v in result["targets"].items()]),

@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="/v1/score requests from synthetic users or replayed MovieLens users (needs --movielens)")
     load.add_argument("--movielens", type=Path, metavar="DIR", help="MovieLens directory for --shapes movielens")
     load.add_argument("--steps", default="floor,score,rewrite,budget,arrivals,bursts",
-                      help="comma-separated steps to run (floor,score,rewrite,budget,arrivals,bursts)")
+                      help="comma-separated steps to run (floor,score,rewrite,budget,arrivals,bursts; "
+                           "locust: the same /v1/score cell from Locust, needs the bench extra)")
     load.add_argument("--compare-rates", default="100,200", help="rates of the uniform-vs-Poisson step (100,200)")
     load.add_argument("--burst-sizes", default="8,32,128", help="requests per burst (8,32,128)")
     load.add_argument("--bursts", type=_positive_int, default=100, help="bursts per size (100)")
@@ -590,7 +591,7 @@ def _bench_all(args: argparse.Namespace) -> int:
 
 def _bench_load(args: argparse.Namespace) -> int:
     from benchmarks.common import machine_info, write_result
-    from benchmarks.load import STEPS, LoadTarget, run_load, seed_users
+    from benchmarks.load import DEFAULT_STEPS, STEPS, LoadTarget, run_load, seed_users
     from benchmarks.load_report import load_markdown, plot_load
     from benchmarks.report import RESULTS_MD, update_results
     from benchmarks.shapes import movielens_shapes
@@ -628,7 +629,7 @@ def _bench_load(args: argparse.Namespace) -> int:
     result["quick"] = args.quick
     result["command"] = "p13n bench load " + " ".join(sys.argv[sys.argv.index("load") + 1 :])
     # the default run keeps the `load` section; other steps or shapes get their own, side by side
-    name = "load" if steps == list(STEPS) and args.shapes == "synthetic" else "-".join(["load", args.shapes, *steps])
+    name = "load" if steps == list(DEFAULT_STEPS) and args.shapes == "synthetic" else "-".join(["load", args.shapes, *steps])
     path = write_result(name, result, args.out)
     images = plot_load(result, (args.out or RESULTS_MD.parent) / "plots")
     text = load_markdown({**result, "machine": machine_info()}, images)
