@@ -46,7 +46,7 @@ def run_locust(url: str, key: str, bodies: list[dict], *, rate: float, users: in
     row = rows["/v1/score"]
     return {
         "tool": "locust", "users": users, "rate": rate, "seconds": seconds,
-        "command": " ".join(["locust", *command[1:3], *command[3:9], f"{seconds:g}s", "--host", "URL"]),
+        "command": " ".join(["locust -f benchmarks/locustfile.py", *command[3:9], f"{int(seconds)}s", "--host", "URL"]),
         "requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
         "achieved_rate": round(float(row["Requests/s"]), 1),
         "latency_ms": {"p50": float(row["50%"]), "p90": float(row["90%"]), "p99": float(row["99%"]),

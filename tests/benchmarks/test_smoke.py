@@ -80,7 +80,7 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
                                "--no-results-md"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         real = subprocess.run([*cli, "bench", "load", "--quick", "--users", "20", "--out", str(tmp_path / "out"),
-                               "--no-results-md", "--steps", "arrivals,bursts", "--burst-sizes", "4,16",
+                               "--no-results-md", "--steps", "arrivals,bursts,locust", "--burst-sizes", "4,16",
                                "--shapes", "movielens", "--movielens", str(tmp_path / "ml"), "--arrivals", "uniform",
                                "--write-bodies", str(tmp_path / "bodies.jsonl")],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -102,11 +102,11 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
     assert set(result["bursts"]) == {"8", "32", "128"}
     assert len(result["load_average"]["before"]) == 3
 
-    ml = json.loads((tmp_path / "out" / "load-movielens-arrivals-bursts.json").read_text())
+    ml = json.loads((tmp_path / "out" / "load-movielens-arrivals-bursts-locust.json").read_text())
     # 6 users, each scored on its held-out item + 100 items it never rated (140 unrated of 150)
     assert ml["shapes"] == {"name": "movielens", "users": 6, "catalog_items": 150, "events": 54,
                             "candidates_per_request": {"min": 101, "max": 101}}  # fmt: skip
-    assert ml["steps"] == ["arrivals", "bursts"] and ml["score"] == {} and "budget" not in ml
+    assert ml["steps"] == ["arrivals", "bursts", "locust"] and ml["score"] == {} and "budget" not in ml
     assert ml["command"].startswith("p13n bench load --quick")
     for row in (*ml["arrivals_compare"]["uniform"].values(), *ml["arrivals_compare"]["poisson"].values()):
         _assert_cell(row)
@@ -116,6 +116,9 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
         assert row["burst_ms"]["p50"] <= row["burst_ms"]["p99"] <= row["burst_ms"]["max"]
         assert row["latency_ms"]["p99"] <= row["burst_ms"]["max"]  # a burst ends with its last answer
         assert "total" in row["server_stages_ms"]
+    locust = ml["locust"]  # Locust (bench extra) on the same cell: 50 users x 1 req/s for 4 s
+    assert locust["users"] == 50 and locust["requests"] > 0 and locust["failures"] == 0
+    assert 0 < locust["latency_ms"]["p50"] <= locust["latency_ms"]["p99"]  # Locust rounds to 2 significant digits
     bodies = [json.loads(line) for line in (tmp_path / "bodies.jsonl").read_text().splitlines()]
     assert len(bodies) == 6 and all(len(b["candidates"]) == 101 for b in bodies)
     assert all(len({c["item_id"] for c in b["candidates"]}) == 101 for b in bodies)
