@@ -3,9 +3,9 @@
 Requests leave on a schedule fixed before the clock starts — evenly spaced (``uniform``: request n at
 ``start + n/rate``) or with seeded exponential gaps (``poisson``: the arrivals of many independent
 clients, the default) — whether or not earlier ones returned, so a stall in the server shows up as
-queueing instead of silently lowering the rate (the "coordinated omission" of closed-loop tools). Latency is measured from the *scheduled* send
-time; the generator also reports how late it actually sent (send lag) and its own CPU use, because
-it shares the machine with the system under test. aiohttp rather than httpx: on this machine an
+queueing instead of silently lowering the rate (the "coordinated omission" of closed-loop tools).
+Latency is measured from the *scheduled* send time; the generator also reports how late it actually
+sent (send lag) and its own CPU use, because it shares the machine with the system under test. aiohttp rather than httpx: on this machine an
 httpx generator collapsed at 200 req/s while an aiohttp one held 400 req/s (DESIGN.md §10).
 
 Before the clock starts, a few unmeasured requests open keep-alive connections, as a long-running
