@@ -145,7 +145,7 @@ def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisso
             for rate in compare_rates:
                 for process in ("uniform", "poisson"):
                     progress(f"/v1/score at {rate} req/s, {process} arrivals")
-                    out["arrivals_compare"][process][str(rate)] = await _step(
+                    out["arrivals_compare"][process][f"{rate:g}"] = await _step(
                         target, "/v1/score", _score_body(target), rate, seconds, arrivals=process, seed=seed)
         if "bursts" in steps:
             out["bursts"] = {}

@@ -138,7 +138,7 @@ def load_markdown(result: dict, images: list[Path]) -> str:
                   ""]  # fmt: skip
     if result.get("locust"):
         lo = result["locust"]
-        ours = result.get("arrivals_compare", {}).get("uniform", {}).get(str(lo["rate"]).removesuffix(".0"), {})
+        ours = result.get("arrivals_compare", {}).get("uniform", {}).get(f"{lo['rate']:g}", {})
         ol = ours.get("latency_ms", {})
         lines += [f"Cross-check with Locust ({lo['users']} users × {lo['rate'] / lo['users']:g} req/s, "
                   f"`constant_throughput`, {lo['seconds']:g} s, same bodies, same stack, right after our steps):", "",
