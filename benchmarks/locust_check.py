@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["run_locust"]
@@ -38,7 +40,10 @@ def run_locust(url: str, key: str, bodies: list[dict], *, rate: float, users: in
         command = [binary, "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users), "-t",
                    f"{int(seconds)}s", "--host", url, "--csv", str(Path(tmp) / "locust"), "--only-summary",
                    "--loglevel", "WARNING"]  # fmt: skip
+        before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+        after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - started
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         stats = Path(tmp) / "locust_stats.csv"
         if not stats.exists():
             raise RuntimeError(f"locust exited {done.returncode} without its CSV: {done.stderr[-500:]}")
@@ -49,6 +54,7 @@ def run_locust(url: str, key: str, bodies: list[dict], *, rate: float, users: in
         "command": " ".join(["locust -f benchmarks/locustfile.py", *command[3:9], f"{int(seconds)}s", "--host", "URL"]),
         "requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
         "achieved_rate": round(float(row["Requests/s"]), 1),
+        "locust_cpu_share": round(cpu / wall, 3),  # of one core, start-up included
         "latency_ms": {"p50": float(row["50%"]), "p90": float(row["90%"]), "p99": float(row["99%"]),
                        "p99.9": float(row["99.9%"]), "max": round(float(row["Max Response Time"]), 3)},
     }  # fmt: skip
