@@ -150,10 +150,14 @@ def load_markdown(result: dict, images: list[Path]) -> str:
                                    sum(ours.get("errors", {}).values()) if ours else None,
                                    *(ol.get(p) for p in ("p50", "p90", "p99", "p99.9", "max"))]]),
                   "",
-                  "Locust measures each request from its actual send and each of its users waits for an answer "
-                  "before the next request (closed loop per user); ours measures from the scheduled send and never "
-                  "waits (open loop), so ours counts generator lateness and queueing Locust leaves out. Locust "
-                  "(gevent, Python) also spends more CPU per request on this shared machine.", ""]  # fmt: skip
+                  "How the two relate: both send the same bodies to the same stack at the same mean rate. Ours is "
+                  "open loop and measures from the *scheduled* send (generator lateness and queueing count); a Locust "
+                  "user waits for its answer before its next request and Locust measures from the actual send. "
+                  "Both clients are Python on the same 2 cores as the stack, so client CPU starvation shows up as "
+                  f"latency in both: our generator used {ours.get('generator_cpu_share')} of a core in its step, "
+                  f"Locust {lo.get('locust_cpu_share', 'n/a')} (whole process, start-up included). "
+                  f"Load average before/after the run: {result.get('load_average', {}).get('before')} / "
+                  f"{result.get('load_average', {}).get('after')}.", ""]  # fmt: skip
     if result.get("targets"):
         lines += [markdown_table(["target", "measured", "status"],
                                  [[k, v["measured"], "met" if v["met"] else "NOT met"] for k, v in result["targets"].items()]),
