@@ -97,8 +97,12 @@ def load_markdown(result: dict, images: list[Path]) -> str:
             rows.append([f"/v1/{section}", rate, row["achieved_rate"], lat.get("p50"), lat.get("p90"), lat.get("p99"),
                          lat.get("p99.9"), lat.get("max"), sum(row["errors"].values()), row["degraded_ratio"],
                          floor.get("p99"), ratio, row["send_lag_ms"].get("p99"), row["generator_cpu_share"]])  # fmt: skip
+    steps = result.get("steps", [])
+    default = shapes.get("name", "synthetic") == "synthetic" and steps[:1] == ["floor"] and "locust" not in steps
+    title = "## Load (`p13n bench load`)" if default or not steps else \
+        f"## Load: {shapes.get('name')} shapes; {', '.join(steps)} (`p13n bench load`)"
     lines = [
-        "## Load (`p13n bench load`)",
+        title,
         "",
         machine_line(result)
         + f"; {result['seconds_per_step']:g} s per step, open loop (aiohttp), generator on the same machine"
