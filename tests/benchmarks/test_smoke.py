@@ -96,7 +96,9 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
             assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
     assert 0 <= result["budget"]["measured"]["within_budget_plus_5ms"] <= 1
     assert (tmp_path / "out" / "plots" / "load_latency_vs_rate.png").stat().st_size > 1000
-    assert len(result["targets"]) == 3
+    # quick steps run 50 score and 25 rewrite req/s: only the targets measured at those are reported
+    assert set(result["targets"]) == {"budget 20 ms: >= 99.9% within 25 ms, encoder saturated",
+                                      "bursts of 32: p99 of the time to the last answer <= 50 ms"}  # fmt: skip
     for process in ("uniform", "poisson"):
         _assert_cell(result["arrivals_compare"][process]["50"])
     assert set(result["bursts"]) == {"8", "32", "128"}
