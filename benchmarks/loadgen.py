@@ -1,10 +1,11 @@
 """An open-loop HTTP load generator on asyncio + aiohttp.
 
-Requests leave on a fixed schedule (request n at ``start + n/rate``) whether or not earlier ones
-returned, so a stall in the server shows up as queueing instead of silently lowering the rate
-(the "coordinated omission" of closed-loop tools). Latency is measured from the *scheduled* send
-time; the generator also reports how late it actually sent (send lag) and its own CPU use, because
-it shares the machine with the system under test. aiohttp rather than httpx: on this machine an
+Requests leave on a schedule fixed before the clock starts — evenly spaced (``uniform``: request n at
+``start + n/rate``) or with seeded exponential gaps (``poisson``: the arrivals of many independent
+clients, the default) — whether or not earlier ones returned, so a stall in the server shows up as
+queueing instead of silently lowering the rate (the "coordinated omission" of closed-loop tools).
+Latency is measured from the *scheduled* send time; the generator also reports how late it actually
+sent (send lag) and its own CPU use, because it shares the machine with the system under test. aiohttp rather than httpx: on this machine an
 httpx generator collapsed at 200 req/s while an aiohttp one held 400 req/s (DESIGN.md §10).
 
 Before the clock starts, a few unmeasured requests open keep-alive connections, as a long-running
@@ -25,7 +26,45 @@ import numpy as np
 
 from benchmarks.common import percentiles
 
-__all__ = ["RunResult", "run_open_loop", "cpu_seconds"]
+__all__ = ["ARRIVALS", "RunResult", "arrival_offsets", "run_open_loop", "cpu_seconds"]
+
+ARRIVALS = ("poisson", "uniform")
+
+
+def arrival_offsets(arrivals: str, rate: float, total: int, seed: int = 0) -> np.ndarray:
+    """Send times in seconds from the start for ``total`` requests at a mean ``rate`` per second.
+
+    ``uniform``: n/rate. ``poisson``: cumulative sums of seeded exponential gaps of mean 1/rate,
+    the first request at 0. Raises ValueError for another ``arrivals``.
+
+    >>> arrival_offsets("uniform", 4, 3).tolist()
+    [0.0, 0.25, 0.5]
+    >>> a = arrival_offsets("poisson", 100, 10_000, seed=1)
+    >>> bool(a[0] == 0 and (abs(a[-1] / 9_999 - 0.01) < 0.0005))
+    True
+    >>> bool((arrival_offsets("poisson", 100, 50, seed=1) == a[:50]).all())  # seeded: the same schedule
+    True
+    """
+    if arrivals == "uniform":
+        return np.arange(total, dtype=np.float64) / rate
+    if arrivals == "poisson":
+        gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=max(0, total - 1))
+        return np.concatenate([[0.0], np.cumsum(gaps)])[:total]
+    raise ValueError(f"arrivals must be one of {ARRIVALS}, got {arrivals!r}")
+
+
+def stage_percentiles(stages: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """stage name -> p50/p99 of the server's ``timings_ms`` for that stage (ms)."""
+    return {name: percentiles(values, (50, 99)) for name, values in sorted(stages.items()) if values}
+
+
+def record_answer(payload: bytes, stages: dict[str, list[float]]) -> bool:
+    """Add an answer's ``timings_ms`` to ``stages``; returns whether it was degraded."""
+    answer = json.loads(payload)
+    for name, ms in (answer.get("timings_ms") or {}).items():
+        if isinstance(ms, (int, float)):
+            stages.setdefault(name, []).append(float(ms))
+    return bool(answer.get("degraded"))
 
 
 def cpu_seconds() -> float:
@@ -37,11 +76,12 @@ def cpu_seconds() -> float:
 class RunResult:
     rate: float
     duration_s: float
+    arrivals: str = "uniform"
     sent: int = 0
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)  # from the scheduled send time
-    server_ms: list[float] = field(default_factory=list)  # timings_ms.total reported by the server
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)  # timings_ms per stage, from the answers
     send_lag_ms: list[float] = field(default_factory=list)
     degraded: int = 0
     budget_ms: float | None = None
@@ -52,12 +92,14 @@ class RunResult:
         lat = percentiles(self.latency_ms, (50, 90, 99, 99.9)) if self.latency_ms else {}
         out = {
             "rate": self.rate,
+            "arrivals": self.arrivals,
             "achieved_rate": round(self.achieved_rate, 1),
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
             "latency_ms": {**lat, "max": round(max(self.latency_ms), 3) if self.latency_ms else None},
-            "server_ms": percentiles(self.server_ms, (50, 99)) if self.server_ms else {},
+            "server_ms": percentiles(self.stages_ms["total"], (50, 99)) if self.stages_ms.get("total") else {},
+            "server_stages_ms": stage_percentiles(self.stages_ms),
             "degraded_ratio": round(self.degraded / self.ok, 4) if self.ok else None,
             "send_lag_ms": percentiles(self.send_lag_ms, (50, 99)) if self.send_lag_ms else {},
             "generator_cpu_share": round(self.generator_cpu, 3),
@@ -100,11 +142,14 @@ async def run_open_loop(
     headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     budget_ms: float | None = None,
+    arrivals: str = "uniform",
+    seed: int = 0,
 ) -> RunResult:
-    """Send ``rate × duration_s`` POSTs to ``url`` on schedule; collect what came back."""
+    """Send ``rate × duration_s`` POSTs to ``url`` on the ``arrivals`` schedule (see
+    :func:`arrival_offsets`, ``seed`` for Poisson gaps); collect what came back."""
     import aiohttp
 
-    result = RunResult(rate=rate, duration_s=duration_s, budget_ms=budget_ms)
+    result = RunResult(rate=rate, duration_s=duration_s, budget_ms=budget_ms, arrivals=arrivals)
     total = int(rate * duration_s)
     bodies = [json.dumps(make_body(n)).encode() for n in range(total)]  # serialize before the clock starts
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
@@ -122,12 +167,8 @@ async def run_open_loop(
                     return
                 result.ok += 1
                 result.latency_ms.append((done - due) * 1000)
-                answer = json.loads(payload)
-                if answer.get("degraded"):
+                if record_answer(payload, result.stages_ms):
                     result.degraded += 1
-                total_ms = answer.get("timings_ms", {}).get("total")
-                if total_ms is not None:
-                    result.server_ms.append(total_ms)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             key = type(exc).__name__
             result.errors[key] = result.errors.get(key, 0) + 1
@@ -142,8 +183,9 @@ async def run_open_loop(
         tasks = []
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         start = loop.time() + 0.05
+        offsets = arrival_offsets(arrivals, rate, total, seed)
         for n in range(total):
-            due = start + n / rate
+            due = start + float(offsets[n])
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

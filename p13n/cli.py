@@ -157,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--users", type=_positive_int, default=200, help="synthetic users to seed first (200)")
     load.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
     load.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    load.add_argument("--arrivals", choices=("poisson", "uniform"), default="poisson",
+                      help="arrival process of every step (poisson: seeded exponential gaps; uniform: even)")
+    load.add_argument("--shapes", choices=("synthetic", "movielens"), default="synthetic",
+                      help="/v1/score requests from synthetic users or replayed MovieLens users (needs --movielens)")
+    load.add_argument("--movielens", type=Path, metavar="DIR", help="MovieLens directory for --shapes movielens")
+    load.add_argument("--steps", default="floor,score,rewrite,budget,arrivals,bursts",
+                      help="comma-separated steps to run (floor,score,rewrite,budget,arrivals,bursts; "
+                           "locust: the same /v1/score cell from Locust, needs the bench extra)")
+    load.add_argument("--compare-rates", default="100,200", help="rates of the uniform-vs-Poisson step (100,200)")
+    load.add_argument("--burst-sizes", default="8,32,128", help="requests per burst (8,32,128)")
+    load.add_argument("--bursts", type=_positive_int, default=100, help="bursts per size (100)")
+    load.add_argument("--burst-interval", type=_positive_float, default=0.5, help="seconds between bursts (0.5)")
+    load.add_argument("--write-bodies", type=Path, metavar="FILE",
+                      help="also write the /v1/score bodies as JSONL (for benchmarks/locustfile.py)")
+    load.add_argument("--seed", type=int, default=0, help="seed of the Poisson gaps and negative sampling (0)")
     load.set_defaults(handler=_bench_load)
     encoder_b = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched")
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
@@ -576,27 +591,51 @@ def _bench_all(args: argparse.Namespace) -> int:
 
 def _bench_load(args: argparse.Namespace) -> int:
     from benchmarks.common import machine_info, write_result
-    from benchmarks.load import LoadTarget, load_markdown, plot_load, run_load, seed_users
+    from benchmarks.load import DEFAULT_STEPS, STEPS, LoadTarget, run_load, seed_users
+    from benchmarks.load_report import load_markdown, plot_load
     from benchmarks.report import RESULTS_MD, update_results
+    from benchmarks.shapes import movielens_shapes
     from p13n.devstack import running_endpoints
 
     cfg = _load(args)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if not steps or set(steps) - set(STEPS):
+        raise ConfigError(f"--steps: expected a comma-separated subset of {','.join(STEPS)}, got {args.steps!r}")
+    try:
+        compare = [_positive_float(r) for r in args.compare_rates.split(",")]
+        sizes = [_positive_int(n) for n in args.burst_sizes.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--compare-rates/--burst-sizes: {exc}") from exc
+    if args.shapes == "movielens" and args.movielens is None:
+        raise ConfigError("--shapes movielens needs --movielens DIR (the MovieLens directory, e.g. ml-latest-small)")
     url = args.url or running_endpoints(Path(cfg.dev.state_dir)).get("serve")
     if not url:
         raise ConfigError("no API to load: start the stack with `p13n dev up` or pass --url")
     console = _console()
-    with console.status("seeding users through Kafka and the consumer…"):
+    with console.status("seeding users through Kafka and the consumer…") as status:
         users, items = seed_users(cfg, users=args.users)
+        shapes = None
+        if args.shapes == "movielens":
+            shapes = movielens_shapes(cfg, args.movielens, seed=args.seed, progress=lambda t: status.update(f"{t}…"))
+    target = LoadTarget(url, args.key, users, items, shapes)
+    if args.write_bodies:
+        args.write_bodies.write_text("".join(json.dumps(target.shapes.score_body(n)) + "\n"
+                                             for n in range(len(target.shapes.users))))  # fmt: skip
     with console.status("load test…") as status:
-        result = run_load(LoadTarget(url, args.key, users, items), quick=args.quick,
+        result = run_load(target, quick=args.quick, arrivals=args.arrivals,
+                          steps=steps, compare_rates=compare, burst_sizes=sizes, bursts=args.bursts,
+                          burst_interval_s=args.burst_interval, seed=args.seed,
                           progress=lambda text: status.update(f"load test: {text}…"))  # fmt: skip
     result["quick"] = args.quick
-    path = write_result("load", result, args.out)
+    result["command"] = "p13n bench load " + " ".join(sys.argv[sys.argv.index("load") + 1 :])
+    # the default run keeps the `load` section; other steps or shapes get their own, side by side
+    name = "load" if steps == list(DEFAULT_STEPS) and args.shapes == "synthetic" else "-".join(["load", args.shapes, *steps])
+    path = write_result(name, result, args.out)
     images = plot_load(result, (args.out or RESULTS_MD.parent) / "plots")
     text = load_markdown({**result, "machine": machine_info()}, images)
     console.print(text, markup=False)
     if not args.no_results_md:
-        update_results("load", text)
+        update_results(name, text)
     console.print(f"\nresult: {path}")
     return 0
 

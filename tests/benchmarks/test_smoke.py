@@ -45,28 +45,85 @@ def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
     assert "Ingestion" in proc.stdout and "Redis ceiling (one core)" in proc.stdout
 
 
+def _tiny_movielens(directory) -> None:
+    """A MovieLens-format directory: 150 movies, 6 users with 10 ratings each, the latest one liked (5.0)."""
+    directory.mkdir()
+    movies = ["movieId,title,genres"] + [f"{m},Movie {m} ({1990 + m % 30}),Drama|Comedy" for m in range(1, 151)]
+    ratings = ["userId,movieId,rating,timestamp"]
+    for user in range(1, 7):
+        for k in range(10):
+            ratings.append(f"{user},{user * 11 + k},{5.0 if k == 9 else 3.0},{1_600_000_000 + user * 1000 + k}")
+    (directory / "movies.csv").write_text("\n".join(movies) + "\n")
+    (directory / "ratings.csv").write_text("\n".join(ratings) + "\n")
+
+
+def _assert_cell(row: dict) -> None:
+    lat = row["latency_ms"]
+    assert row["ok"] > 0 and not row["errors"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    stages = row["server_stages_ms"]
+    assert "total" in stages and len(stages) > 1  # the answers' timings_ms, per stage
+    assert all(0 <= v["p50"] <= v["p99"] for v in stages.values())
+    assert row["send_lag_ms"]["p50"] <= row["send_lag_ms"]["p99"]
+    assert 0 <= row["generator_cpu_share"] <= 2
+
+
 def test_bench_load_quick_against_a_dev_stack(tmp_path):
     state = tmp_path / "state"
     env = clean_env(P13N_DEV_STATE_DIR=str(state))
-    up = subprocess.run([sys.executable, "-m", "p13n.cli", "dev", "up"], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300)  # fmt: skip
+    _tiny_movielens(tmp_path / "ml")
+    cli = [sys.executable, "-m", "p13n.cli"]
+    up = subprocess.run([*cli, "dev", "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stderr
-        proc = subprocess.run([sys.executable, "-m", "p13n.cli", "bench", "load", "--quick", "--users", "20", "--out",
-                               str(tmp_path / "out"), "--no-results-md"], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        proc = subprocess.run([*cli, "bench", "load", "--quick", "--users", "20", "--out", str(tmp_path / "out"),
+                               "--no-results-md"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
+        real = subprocess.run([*cli, "bench", "load", "--quick", "--users", "20", "--out", str(tmp_path / "out"),
+                               "--no-results-md", "--steps", "arrivals,bursts,locust", "--burst-sizes", "4,16",
+                               "--shapes", "movielens", "--movielens", str(tmp_path / "ml"), "--arrivals", "uniform",
+                               "--write-bodies", str(tmp_path / "bodies.jsonl")],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert real.returncode == 0, real.stderr
     finally:
-        subprocess.run([sys.executable, "-m", "p13n.cli", "dev", "down"], cwd=REPO, env=env, capture_output=True, timeout=120)
+        subprocess.run([*cli, "dev", "down"], cwd=REPO, env=env, capture_output=True, timeout=120)
     result = json.loads((tmp_path / "out" / "load.json").read_text())
+    assert result["arrivals"] == "poisson" and result["shapes"]["name"] == "synthetic"
     for section in ("score", "rewrite", "floor"):
         for row in result[section].values():
             lat = row["latency_ms"]
-            assert row["ok"] > 0 and row["achieved_rate"] > 0
+            assert row["ok"] > 0 and row["achieved_rate"] > 0 and row["arrivals"] == "poisson"
             assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
     assert 0 <= result["budget"]["measured"]["within_budget_plus_5ms"] <= 1
     assert (tmp_path / "out" / "plots" / "load_latency_vs_rate.png").stat().st_size > 1000
-    assert len(result["targets"]) == 3
+    # quick steps run 50 score and 25 rewrite req/s: only the targets measured at those are reported
+    assert set(result["targets"]) == {"budget 20 ms: >= 99.9% within 25 ms, encoder saturated",
+                                      "bursts of 32: p99 of the time to the last answer <= 50 ms"}  # fmt: skip
+    for process in ("uniform", "poisson"):
+        _assert_cell(result["arrivals_compare"][process]["50"])
+    assert set(result["bursts"]) == {"8", "32", "128"}
+    assert len(result["load_average"]["before"]) == 3
+
+    ml = json.loads((tmp_path / "out" / "load-movielens-arrivals-bursts-locust.json").read_text())
+    # 6 users, each scored on its held-out item + 100 items it never rated (140 unrated of 150)
+    assert ml["shapes"] == {"name": "movielens", "users": 6, "catalog_items": 150, "events": 54,
+                            "candidates_per_request": {"min": 101, "max": 101}}  # fmt: skip
+    assert ml["steps"] == ["arrivals", "bursts", "locust"] and ml["score"] == {} and "budget" not in ml
+    assert ml["command"].startswith("p13n bench load --quick")
+    for row in (*ml["arrivals_compare"]["uniform"].values(), *ml["arrivals_compare"]["poisson"].values()):
+        _assert_cell(row)
+    for size, row in ml["bursts"].items():
+        assert row["size"] == int(size) and row["bursts"] == 5 and row["ok"] == 5 * int(size)
+        assert row["complete_bursts"] == 5
+        assert row["burst_ms"]["p50"] <= row["burst_ms"]["p99"] <= row["burst_ms"]["max"]
+        assert row["latency_ms"]["p99"] <= row["burst_ms"]["max"]  # a burst ends with its last answer
+        assert "total" in row["server_stages_ms"]
+    locust = ml["locust"]  # Locust (bench extra) on the same cell: 50 users x 1 req/s for 4 s
+    assert locust["users"] == 50 and locust["requests"] > 0 and locust["failures"] == 0
+    assert 0 < locust["latency_ms"]["p50"] <= locust["latency_ms"]["p99"]  # Locust rounds to 2 significant digits
+    bodies = [json.loads(line) for line in (tmp_path / "bodies.jsonl").read_text().splitlines()]
+    assert len(bodies) == 6 and all(len(b["candidates"]) == 101 for b in bodies)
+    assert all(len({c["item_id"] for c in b["candidates"]}) == 101 for b in bodies)
 
 
 def test_bench_encoder_and_quality_quick(tmp_path):
