@@ -89,6 +89,14 @@ def ray_files(ray_tmpdir: Path) -> list[Path]:
     return files
 
 
+def _cmdline(pid: int) -> bytes:
+    """The process's command line, empty once it has exited (Ray's short-lived workers come and go)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def leaks(files: list[Path], secrets: dict[str, str]) -> list[tuple[str, str]]:
     """(file, which secret) for every secret value found in a file."""
     return [(str(path), what) for path in files for what, value in secrets.items()
@@ -117,8 +125,7 @@ def test_serve_writes_no_secret_to_any_log(serving_config, fake_llm, redis_with_
         assert fake_llm.headers[-1]["Authorization"] == f"Bearer {secrets['upstream key']}"
         assert fake_llm.requests[-1]["user"] not in ("nobody", None)  # the pseudonym, keyed by the user secret
         # they reached the replicas through the inherited process environment (readable by its owner only)
-        replicas = [pid for pid in session_members(api.proc.pid)
-                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]  # fmt: skip
+        replicas = [pid for pid in session_members(api.proc.pid) if _cmdline(pid).startswith(b"ray::ServeReplica")]
         assert replicas
         for pid in replicas:
             environ = Path(f"/proc/{pid}/environ")
