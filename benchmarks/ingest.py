@@ -224,6 +224,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
 
 
 def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
+    from benchmarks.ingest_messages import bench_messages
     from stream.runtime import folding_process
 
     with folding_process():  # as `p13n consume` runs
@@ -238,10 +239,12 @@ def run_ingest(config: Config, client, *, quick: bool = False) -> dict:
             bench_processing(config, client, users=20_000, events_per_user=3, batch=batch),
             bench_processing(config, client, users=2000, events_per_user=30, batch=1000),
         ])
+    messages = bench_messages(config, client, users=2 if quick else 20, messages_per_user=20 if quick else 100)
     broker = bench_broker_ceiling(config, records=2000 if quick else 20000)
     e2e = bench_end_to_end(config, client, rate=200 if quick else 1000, seconds=2 if quick else 10)
     target = processing["events_per_s"] >= 20_000
-    return {"quick": quick, "processing": processing, "processing_sweep": sweep, "broker": broker, "end_to_end": e2e,
+    return {"quick": quick, "processing": processing, "processing_sweep": sweep, "messages": messages, "broker": broker,
+            "end_to_end": e2e,
             "targets": {"processing_events_per_s >= 20000": {"measured": processing["events_per_s"], "met": target}}}  # fmt: skip
 
 
@@ -264,6 +267,10 @@ def ingest_markdown(result: dict) -> str:
             ["Redis ceiling (one core)", f"{p['events_per_redis_cpu_s']:,} events/s" if "events_per_redis_cpu_s" in p else "n/a",
              "events per CPU-second of the Redis server in the processing runs: Redis runs commands on one "
              "thread, so this is the most one Redis instance (not a cluster) takes of this stream, however many consumers feed it"],
+            *([["processing stage, message events", f"{m['events_per_s']:,} events/s",
+                f"{m['records']:,} distinct conversation turns of {m['users']} users, batches of {m['batch']}: each is "
+                f"embedded ({m['encoder_variant']} encoder) and folded into the text embedding and memories; time in: "
+                + ", ".join(f"{k} {v:.2f}s" for k, v in m["stage_seconds"].items())]] if (m := result.get("messages")) else []),
             ["broker ceiling: produce", f"{b['produce_per_s']:,} records/s", "kafka-python producer, acks=all"],
             ["broker ceiling: consume", f"{b['consume_per_s']:,} records/s" if b["consume_per_s"] else "n/a",
              f"one plain consumer, {b['received']:,} records, no processing"],
