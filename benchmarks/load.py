@@ -25,11 +25,12 @@ from pathlib import Path
 
 from benchmarks.bursts import run_bursts
 from benchmarks.loadgen import run_open_loop
+from benchmarks.memory_load import MemoryUsers, run_memory_step
 from benchmarks.shapes import Shapes, synthetic_shapes
 
 __all__ = ["STEPS", "DEFAULT_STEPS", "LoadTarget", "seed_users", "run_load"]
 
-STEPS = ("floor", "score", "rewrite", "budget", "arrivals", "bursts", "locust")
+STEPS = ("floor", "score", "rewrite", "budget", "arrivals", "bursts", "memories", "locust")
 DEFAULT_STEPS = STEPS[:-1]  # the locust cross-check needs the bench extra
 
 QUESTIONS = ["Can you suggest a gift I would enjoy?", "What should I buy next?", "Anything new for my hobby?",
@@ -39,9 +40,11 @@ QUESTIONS = ["Can you suggest a gift I would enjoy?", "What should I buy next?",
 class LoadTarget:
     """Where to send load: base URL, API key, the users and candidates to use."""
 
-    def __init__(self, url: str, key: str, users: list[str], candidates: list[str], shapes: Shapes | None = None) -> None:
+    def __init__(self, url: str, key: str, users: list[str], candidates: list[str], shapes: Shapes | None = None,
+                 memories: MemoryUsers | None = None) -> None:  # fmt: skip
         self.url, self.key, self.users, self.candidates = url, key, users, candidates
         self.shapes = shapes or synthetic_shapes(users, candidates)
+        self.memories = memories  # users seeded with ~500 memories each, for the ``memories`` step
 
     @property
     def headers(self) -> dict[str, str]:
@@ -154,6 +157,11 @@ def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisso
                 result = await run_bursts(target.url + "/v1/score", _score_body(target), size=size, bursts=bursts,
                                           interval_s=burst_interval_s, headers=target.headers)  # fmt: skip
                 out["bursts"][str(size)] = result.summary()
+        if "memories" in steps and target.memories is not None:
+            rate = 50 if quick else 100
+            progress(f"/v1/rewrite at {rate} req/s for users with {target.memories.memories_per_user} memories each")
+            out["memories"] = await run_memory_step(target.url, target.headers, target.memories, rate=rate, seconds=seconds,
+                                                    arrivals=arrivals, seed=seed)  # fmt: skip
         return out
 
     before = [round(x, 2) for x in os.getloadavg()]
@@ -180,6 +188,7 @@ def _targets(result: dict) -> dict:
 
     poisson = result.get("arrivals_compare", {}).get("poisson", {}).get("200")
     burst = result.get("bursts", {}).get("32", {})
+    memories = result.get("memories")
     measured = {
         "score p99 <= 15 ms at 200 req/s": (p99("score", 200), 15, "<="),
         "rewrite p99 <= 30 ms at 100 req/s": (p99("rewrite", 100), 30, "<="),
@@ -188,6 +197,10 @@ def _targets(result: dict) -> dict:
         "score p99 <= 15 ms at 200 req/s, Poisson arrivals":
             (poisson["latency_ms"].get("p99") if poisson and poisson["ok"] else None, 15, "<="),
         "bursts of 32: p99 of the time to the last answer <= 50 ms": (burst.get("burst_ms", {}).get("p99"), 50, "<="),
+        "rewrite p99 <= 30 ms at 100 req/s, 500 memories per user":
+            (memories["latency_ms"].get("p99") if memories and memories["ok"] and memories["rate"] >= 100 else None, 30, "<="),
+        "memory stage p99 <= 5 ms, 500 memories per user":
+            (memories.get("server_stages_ms", {}).get("memory", {}).get("p99") if memories and memories["ok"] else None, 5, "<="),
     }  # fmt: skip
     return {name: {"measured": value, "met": value <= limit if op == "<=" else value >= limit}
             for name, (value, limit, op) in measured.items() if value is not None}  # fmt: skip

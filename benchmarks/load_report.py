@@ -126,6 +126,16 @@ def load_markdown(result: dict, images: list[Path]) -> str:
             f"(p99 {budget['latency_ms'].get('p99')} ms, degraded {budget['degraded_ratio']}).",
             "",
         ]
+    if result.get("memories"):
+        mem = result["memories"]
+        lat = mem["latency_ms"]
+        lines += [f"`/v1/rewrite` for {mem['users']} users holding {mem['memories_per_user']} memories each (their "
+                  "conversations' own questions; server stages p50/p99 ms):", "",
+                  markdown_table(["offered/s", "achieved/s", "p50 ms", "p90", "p99", "max", "errors", "degraded",
+                                  "server stages p50/p99 ms", "send lag p99", "generator CPU"],
+                                 [[mem["rate"], mem["achieved_rate"], lat.get("p50"), lat.get("p90"), lat.get("p99"),
+                                   lat.get("max"), sum(mem["errors"].values()), mem["degraded_ratio"], _stages(mem),
+                                   mem["send_lag_ms"].get("p99"), mem["generator_cpu_share"]]]), ""]  # fmt: skip
     if result.get("arrivals_compare"):
         lines += ["`/v1/score`, uniform vs Poisson arrivals (client latency from the scheduled send; server stages "
                   "from the answers' `timings_ms`, p50/p99 ms):", "",

@@ -82,6 +82,7 @@ class Case:
     user: str
     item_id: str
     features: dict[str, np.ndarray]
+    candidates: list[str] = field(default_factory=list)  # the item ids, row 0 the held-out item
 
 
 class Signal:
@@ -217,7 +218,7 @@ def replay(
         features = dict(score(view, cands, {}, covisit_recency=config.scoring.covisit_recency).features)
         for signal in signals:
             features.update(signal.features(key, ids, now_ms))
-        cases.append(Case(user=key, item_id=item_id, features=features))
+        cases.append(Case(user=key, item_id=item_id, features=features, candidates=ids))
 
     last_ms = 0
     for n, event in enumerate(ordered, 1):

@@ -43,8 +43,9 @@ def register(sub) -> None:
     load.add_argument("--shapes", choices=("synthetic", "movielens"), default="synthetic",
                       help="/v1/score requests from synthetic users or replayed MovieLens users (needs --movielens)")
     load.add_argument("--movielens", type=Path, metavar="DIR", help="MovieLens directory for --shapes movielens")
-    load.add_argument("--steps", default="floor,score,rewrite,budget,arrivals,bursts",
-                      help="comma-separated steps to run (floor,score,rewrite,budget,arrivals,bursts; "
+    load.add_argument("--steps", default="floor,score,rewrite,budget,arrivals,bursts,memories",
+                      help="comma-separated steps to run (floor,score,rewrite,budget,arrivals,bursts,memories; "
+                           "memories: /v1/rewrite for users holding 500 memories each; "
                            "locust: the same /v1/score cell from Locust, needs the bench extra)")
     load.add_argument("--compare-rates", default="100,200", help="rates of the uniform-vs-Poisson step (100,200)")
     load.add_argument("--burst-sizes", default="8,32,128", help="requests per burst (8,32,128)")
@@ -59,7 +60,12 @@ def register(sub) -> None:
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
     quality.add_argument("--movielens", type=Path, metavar="DIR",
-                         help="also run issue 13's protocol on this MovieLens directory (offline, both modes, tuned blends)")  # fmt: skip
+                         help="also run issue 13's protocol on this MovieLens directory (offline, both modes, tuned blends) "
+                              "and through the real path: Kafka, the consumer and /v1/score of the dev stack (started if needed)")  # fmt: skip
+    quality.add_argument("--offline-only", action="store_true",
+                         help="with --movielens: skip the real path (no dev stack needed)")
+    quality.add_argument("--url", help="with --movielens: base URL of the API for the real path (default: the dev stack's)")
+    quality.add_argument("--key", default="p13n-demo-key", help="API key of the real path (default: the dev stack's demo key)")
     memory = register_memory_bench(bench_sub)  # bench memory
     everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
     for sub_parser in (encoder_b, quality, everything, memory):
@@ -130,8 +136,30 @@ def _bench_quality(args: argparse.Namespace) -> int:
         images.extend(plot_quality(result, (args.out or RESULTS_MD.parent) / "plots"))
         return quality_markdown(result, images)
 
-    return _run_bench(args, "quality", "offline replay quality", lambda cfg, client, quick: run_quality(
-        cfg, quick=quick, extra=extra, movielens=getattr(args, "movielens", None)), markdown)  # fmt: skip
+    movielens = getattr(args, "movielens", None)
+    real_path = movielens is not None and not args.offline_only
+    if real_path and not args.url:
+        _ensure_dev_stack(args, "starting the dev stack for the real path…")
+
+    def run(cfg: Config, client, quick: bool) -> dict:
+        from benchmarks.quality_real_path import add_real_path, run_real_path
+        from p13n.devstack import running_endpoints
+
+        result = run_quality(cfg, quick=quick, extra=extra, movielens=movielens)
+        if real_path:
+            url = args.url or running_endpoints(Path(cfg.dev.state_dir)).get("serve")
+            add_real_path(result, run_real_path(cfg, movielens, url=url, key=args.key))
+        return result
+
+    return _run_bench(args, "quality", "replay quality (offline, and MovieLens through the real path)", run, markdown)
+
+
+def _ensure_dev_stack(args: argparse.Namespace, what: str) -> None:
+    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    stack = _dev_stack(cfg)
+    if "serve" not in stack.status():
+        with _console().status(what):
+            stack.up(topics=_topics(cfg), services=DEV_SERVICES)
 
 
 def _bench_all(args: argparse.Namespace) -> int:
@@ -142,11 +170,7 @@ def _bench_all(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
-    stack = _dev_stack(cfg)
-    if "serve" not in stack.status():
-        with _console().status("starting the dev stack for the load test…"):
-            stack.up(topics=_topics(cfg), services=DEV_SERVICES)
+    _ensure_dev_stack(args, "starting the dev stack for the load test…")
     common = [*(["--config", str(args.config)] if args.config else []), "bench"]
     flags = [*(["--quick"] if args.quick else []), *(["--out", str(args.out)] if args.out else []),
              *(["--no-results-md"] if args.no_results_md else [])]  # fmt: skip
@@ -168,6 +192,7 @@ def _bench_load(args: argparse.Namespace) -> int:
     from benchmarks.common import machine_info, write_result
     from benchmarks.load import DEFAULT_STEPS, STEPS, LoadTarget, run_load, seed_users
     from benchmarks.load_report import load_markdown, plot_load
+    from benchmarks.memory_load import seed_memory_users
     from benchmarks.report import RESULTS_MD, update_results
     from benchmarks.shapes import movielens_shapes
     from p13n.devstack import running_endpoints
@@ -189,10 +214,13 @@ def _bench_load(args: argparse.Namespace) -> int:
     console = _console()
     with console.status("seeding users through Kafka and the consumer…") as status:
         users, items = seed_users(cfg, users=args.users)
-        shapes = None
+        shapes = memories = None
         if args.shapes == "movielens":
             shapes = movielens_shapes(cfg, args.movielens, seed=args.seed, progress=lambda t: status.update(f"{t}…"))
-    target = LoadTarget(url, args.key, users, items, shapes)
+        if "memories" in steps:
+            memories = seed_memory_users(cfg, users=2 if args.quick else 20, memories=100 if args.quick else 500,
+                                         progress=lambda t: status.update(f"{t}…"))  # fmt: skip
+    target = LoadTarget(url, args.key, users, items, shapes, memories)
     if args.write_bodies:
         args.write_bodies.write_text("".join(json.dumps(target.shapes.score_body(n)) + "\n"
                                              for n in range(len(target.shapes.users))))  # fmt: skip

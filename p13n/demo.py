@@ -21,6 +21,7 @@ __all__ = ["run_demo"]
 QUESTION = "Can you suggest a gift I would enjoy this weekend?"
 DEMO_TENANT = "demo"
 DEMO_KEY = "p13n-demo-key"  # bound to tenant "demo" in the dev stack (p13n.devstack.DEV_API_KEYS)
+DEMO_BUDGET_MS = 2000.0  # per request: the demo shows the full path, not the latency ladder (that is `p13n bench load`)
 
 
 def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int, console, services) -> int:
@@ -94,7 +95,8 @@ def _show_memory(console, api: Client, user_id: str, conversation: dict) -> None
     qa = next(q for q in conversation["qa"] if q["category"] == 2)  # a "when" question
     turns = sum(len(v) for k, v in conversation.items() if k.startswith("session_") and isinstance(v, list))
     console.rule(f"[bold]{user_id}[/bold] — {turns} turns of conversation sent as message events; a question about one")
-    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": [{"role": "user", "content": qa["question"]}]})
+    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": [{"role": "user", "content": qa["question"]}],
+                                         "budget_ms": DEMO_BUDGET_MS})
     recalled = [m for m in rewritten["context"]["memories"]
                 if any(i.endswith(f"-{e}") for i in m["event_ids"] for e in qa["evidence"])]  # fmt: skip
     console.print(f"question: {qa['question']}")
@@ -147,18 +149,24 @@ def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
     before, after = data.interests[user_id]
     console.rule(f"[bold]{user_id}[/bold] — interest drifted from {before} to {after}")
     candidates = [{"item_id": item["item_id"]} for item in data.items]
-    scored = api.post("/v1/score", {"user_id": user_id, "candidates": candidates, "k": 5, "explain": True})
+    # The demo shows the whole path, so it gives each request a generous budget: on a busy machine the default
+    # budgets would make p13n answer from a lower rung (non-personalized, without features), as designed.
+    scored = api.post("/v1/score", {"user_id": user_id, "candidates": candidates, "k": 5, "explain": True,
+                                    "budget_ms": DEMO_BUDGET_MS})  # fmt: skip
     text = {i["item_id"]: i["text"] for i in data.items}
-    table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items ({scored['timings_ms']['total']:.1f} ms)")
+    skipped = f"; degraded: {', '.join(scored['degraded'])}" if scored["degraded"] else ""
+    table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items "
+                        f"({scored['timings_ms']['total']:.1f} ms{skipped})")  # fmt: skip
     for column in ("item", "text", "score", "why (largest weighted features)"):
         table.add_column(column)
     for item in scored["items"]:
-        top = sorted(item["features"].items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
+        features = item.get("features") or {}  # absent when the answer came from the non-personalized rung
+        top = sorted(features.items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
         table.add_row(item["item_id"], text.get(item["item_id"], ""), f"{item['score']:.3f}",
                       ", ".join(f"{k}={v:.2f}" for k, v in top))  # fmt: skip
     console.print(table, soft_wrap=False)
     messages = [{"role": "system", "content": "You are a helpful shopping assistant."}, {"role": "user", "content": QUESTION}]
-    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": messages})
+    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": messages, "budget_ms": DEMO_BUDGET_MS})
     console.print(Panel(Text(json.dumps(messages, indent=1)), title="prompt before"), soft_wrap=False)
     console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])),
                         title=f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"),

@@ -38,11 +38,15 @@ def test_bench_ingest_quick_writes_sane_json(tmp_path, config):
     assert result["processing_sweep"][0] == processing and processing["events_per_user_write"] >= 1
     assert processing["redis_cpu_seconds"] > 0 and processing["events_per_redis_cpu_s"] > 0  # the server said
     assert result["broker"]["received"] == result["broker"]["records"] > 0
+    messages = result["messages"]  # quick: 2 users x 20 distinct turns, each embedded and remembered
+    assert messages["records"] == messages["applied"] == 40 and messages["events_per_s"] > 0
+    assert messages["stage_seconds"]["encode_text"] > 0
     e2e = result["end_to_end"]
     assert e2e["applied"] == e2e["sent"] > 0
     f = e2e["freshness_ms"]
     assert 0 <= f["p50"] <= f["p90"] <= f["p99"]
     assert "Ingestion" in proc.stdout and "Redis ceiling (one core)" in proc.stdout
+    assert "processing stage, message events" in proc.stdout
 
 
 def _tiny_movielens(directory) -> None:
@@ -98,7 +102,12 @@ def test_bench_load_quick_against_a_dev_stack(tmp_path):
     assert (tmp_path / "out" / "plots" / "load_latency_vs_rate.png").stat().st_size > 1000
     # quick steps run 50 score and 25 rewrite req/s: only the targets measured at those are reported
     assert set(result["targets"]) == {"budget 20 ms: >= 99.9% within 25 ms, encoder saturated",
-                                      "bursts of 32: p99 of the time to the last answer <= 50 ms"}  # fmt: skip
+                                      "bursts of 32: p99 of the time to the last answer <= 50 ms",
+                                      "memory stage p99 <= 5 ms, 500 memories per user"}  # fmt: skip
+    memories = result["memories"]  # quick: 2 users holding 100 memories each, rewrites at 50 req/s
+    assert (memories["users"], memories["memories_per_user"], memories["rate"]) == (2, 100, 50)
+    assert memories["ok"] > 0 and memories["errors"] == {}
+    assert memories["server_stages_ms"]["memory"]["p50"] <= memories["server_stages_ms"]["memory"]["p99"]
     for process in ("uniform", "poisson"):
         _assert_cell(result["arrivals_compare"][process]["50"])
     assert set(result["bursts"]) == {"8", "32", "128"}
