@@ -128,7 +128,7 @@ def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
     """Produce ``records`` small JSON records, then read them back with one plain consumer."""
     from kafka import KafkaConsumer
 
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer
 
     cfg = _isolated(config, "broker")
@@ -163,7 +163,7 @@ def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
 
 def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: float = 10.0) -> dict:
     """Produce at ``rate`` events/s with timestamp = now; a consumer loop folds them; report freshness."""
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.consumer import ConsumerLoop
     from stream.producer import make_producer
 

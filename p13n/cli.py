@@ -235,7 +235,7 @@ def _encoder_export(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer, produce_lines, read_jsonl_lines
 
     from features.events import event_limits

@@ -186,7 +186,7 @@ def test_broker_restart_while_consuming_recovers_and_applies_every_event_once(co
     import signal
 
     from p13n.devstack import DevStack, spawn_detached
-    from p13n.devstack import _tcp_answers as answers
+    from p13n.devstack.servers import tcp_answers as answers
 
     stack = DevStack(tmp_path / "stack")
     running, _ = stack.up(services=("kafka",))
