@@ -44,7 +44,7 @@ def _random_encoder(seed: int = 0):
 
 
 def _isolated(config: Config, name: str) -> Config:
-    return Config.from_sources(env={}, use_dev_stack=False, overrides={
+    return Config.from_sources(env={}, overrides={
         **{k: v for k, v in config.to_dict().items() if k in ("state", "consumer", "scoring", "encoder")},
         "redis": {**config.to_dict()["redis"], "prefix": f"bench-{name}-{uuid.uuid4().hex[:6]}"},
         "kafka": {**config.to_dict()["kafka"], "events_topic": f"bench-{name}-{uuid.uuid4().hex[:6]}",

@@ -142,7 +142,7 @@ def _bench_all(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     stack = _dev_stack(cfg)
     if "serve" not in stack.status():
         with _console().status("starting the dev stack for the load test…"):

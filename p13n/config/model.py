@@ -59,14 +59,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         defaults: Mapping[str, Mapping[str, Any]] | None = None,
-        use_dev_stack: bool = False,
     ) -> Config:
         """Layer the built-in defaults, ``defaults`` (e.g. a running dev stack's addresses, added by the CLI),
-        a TOML file, ``P13N_*`` variables and ``overrides``, later ones winning.
-
-        ``use_dev_stack`` is accepted and ignored (configuration no longer reads the dev stack; pass its
-        addresses as ``defaults``); it goes once no caller passes it."""
-        del use_dev_stack
+        a TOML file, ``P13N_*`` variables and ``overrides``, later ones winning (:func:`p13n.config.sources.layered`);
+        ``env`` defaults to the process environment. Raises :class:`ConfigError` naming the field at fault."""
         env = os.environ if env is None else env
         merged = layered(sections=_SECTIONS, file=file, env=env, overrides=overrides, defaults=defaults)
         try:
