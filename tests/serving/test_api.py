@@ -10,10 +10,11 @@ import urllib.request
 import pytest
 
 from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn, context_for, score_candidates
+from features.personalize import CandidateIn
 from features.prompt import rewrite_messages
 from p13n.clock import now_ms as wall_ms
 from p13n.devstack import wait_until
+from tests.serving.reference import context_for, score_candidates
 from tests.serving.test_metric_names import promtool_problems
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn, context_for, score_candidates
+from features.personalize import CandidateIn
 from features.state_codec import encode_state
 from features.store import RedisStore
 from p13n.clock import now_ms as wall_ms
@@ -22,6 +22,7 @@ from p13n.connections import redis_client
 from stream.processing import BatchProcessor, records_from_lines
 from tests.cluster import LocalCluster
 from tests.serving.conftest import Api, running_api
+from tests.serving.reference import context_for, score_candidates
 
 pytestmark = pytest.mark.slow
 
