@@ -347,8 +347,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 # --- eval / synth -------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    import time
-
     from rich.table import Table
 
     from features.evaluation import evaluate, load_eval_inputs, variants_of

@@ -63,8 +63,6 @@ def add_tune_parser(sub) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import time
-
     from rich.console import Console
 
     from features.eval_inputs import load_eval_inputs

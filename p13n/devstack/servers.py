@@ -6,6 +6,7 @@ lines, and how to ask whether one answers yet.
 
 >>> redis_argv("/bin/valkey-server", 6390, Path("/tmp/x"))[:3]
 ['/bin/valkey-server', '--port', '6390']
+>>> from p13n.ports import free_port
 >>> tcp_answers(free_port()), redis_answers(free_port())
 (False, False)
 """
@@ -19,7 +20,6 @@ from pathlib import Path
 from p13n.config import RedisConfig
 from p13n.connections import redis_client
 from p13n.errors import ConfigError
-from p13n.ports import free_port
 
 __all__ = ["redis_server_binary", "redis_argv", "kafka_broker_binary", "kafka_argv", "tcp_answers", "http_ok",
            "redis_answers"]
