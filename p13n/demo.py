@@ -149,11 +149,15 @@ def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
     candidates = [{"item_id": item["item_id"]} for item in data.items]
     scored = api.post("/v1/score", {"user_id": user_id, "candidates": candidates, "k": 5, "explain": True})
     text = {i["item_id"]: i["text"] for i in data.items}
-    table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items ({scored['timings_ms']['total']:.1f} ms)")
+    degraded = f"; degraded: {', '.join(scored['degraded'])}" if scored["degraded"] else ""
+    table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items "
+                        f"({scored['timings_ms']['total']:.1f} ms{degraded})")  # fmt: skip
     for column in ("item", "text", "score", "why (largest weighted features)"):
         table.add_column(column)
     for item in scored["items"]:
-        top = sorted(item["features"].items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
+        # a degraded answer (e.g. Redis slower than the budget) carries no features: the candidates in order
+        features = item.get("features") or {}
+        top = sorted(features.items(), key=lambda kv: -abs(kv[1] * cfg.scoring.weights.get(kv[0], 0)))[:3]
         table.add_row(item["item_id"], text.get(item["item_id"], ""), f"{item['score']:.3f}",
                       ", ".join(f"{k}={v:.2f}" for k, v in top))  # fmt: skip
     console.print(table, soft_wrap=False)
