@@ -34,7 +34,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from p13n.vocabulary import ITEM_EVENT_TYPES, TEXT_EVENT_TYPES, EventType, user_key  # user_key re-exported: callers import it from here
+# user_key is re-exported: callers import it from here
+from p13n.vocabulary import ITEM_EVENT_TYPES, TEXT_EVENT_TYPES, EventType, user_key
 
 __all__ = [
     "DEFAULT_MAX_ABS_VALUE",

@@ -290,8 +290,10 @@ _preferences = Contract(
 
 
 # --- recent history (time-ordered, newest kept) -----------------------------------------------------------------
-_history_obs = st.lists(st.tuples(st.integers(0, 500), st.sampled_from(_ITEMS), st.sampled_from(["view", "click", "skip"])),
-                        min_size=1, max_size=30, unique=True)  # fmt: skip
+_history_obs = st.lists(
+    st.tuples(st.integers(0, 500), st.sampled_from(_ITEMS), st.sampled_from(["view", "click", "skip"])),
+    min_size=1, max_size=30, unique=True,
+)  # fmt: skip
 
 
 def _fold_history(box: _Box, batch: list) -> None:
