@@ -44,7 +44,7 @@ def _random_encoder(seed: int = 0):
 
 
 def _isolated(config: Config, name: str) -> Config:
-    return Config.from_sources(env={}, use_dev_stack=False, overrides={
+    return Config.from_sources(env={}, overrides={
         **{k: v for k, v in config.to_dict().items() if k in ("state", "consumer", "scoring", "encoder")},
         "redis": {**config.to_dict()["redis"], "prefix": f"bench-{name}-{uuid.uuid4().hex[:6]}"},
         "kafka": {**config.to_dict()["kafka"], "events_topic": f"bench-{name}-{uuid.uuid4().hex[:6]}",
@@ -128,7 +128,7 @@ def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
     """Produce ``records`` small JSON records, then read them back with one plain consumer."""
     from kafka import KafkaConsumer
 
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer
 
     cfg = _isolated(config, "broker")
@@ -163,7 +163,7 @@ def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
 
 def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: float = 10.0) -> dict:
     """Produce at ``rate`` events/s with timestamp = now; a consumer loop folds them; report freshness."""
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.consumer import ConsumerLoop
     from stream.producer import make_producer
 

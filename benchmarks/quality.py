@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 
 __all__ = ["run_quality", "quality_markdown", "plot_quality"]
@@ -20,7 +21,7 @@ __all__ = ["run_quality", "quality_markdown", "plot_quality"]
 def _evaluate_file(config: Config, events: Path, items: Path | None, encode) -> dict:
     from features.evaluation import evaluate, load_eval_inputs
 
-    inputs = load_eval_inputs(events, items, encode=encode, now_ms=int(time.time() * 1000))
+    inputs = load_eval_inputs(events, items, encode=encode, now_ms=wall_ms())
     result = evaluate(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors, negatives=100, seed=0)
     return {"events": len(inputs.events), "rejected": inputs.rejected, **result.to_json()}
 
@@ -149,7 +150,7 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         from features.evaluation import load_eval_inputs
 
         inputs = load_eval_inputs(Path(scratch) / "events.jsonl", Path(scratch) / "items.jsonl", encode=encode,
-                                  now_ms=int(time.time() * 1000))  # fmt: skip
+                                  now_ms=wall_ms())  # fmt: skip
     native = list(config.scoring.weights)
     runs = {}
     for label, events, at_end in (("validation", validation_events(inputs.events), False),

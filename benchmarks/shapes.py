@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from p13n.clock import now_ms as wall_ms
 
 __all__ = ["SHAPES", "Shapes", "synthetic_shapes", "movielens_shapes"]
 
@@ -58,14 +59,14 @@ def movielens_shapes(config, directory: Path, *, tenant: str = "demo", negatives
 
     Raises :class:`p13n.errors.InputError` when ``directory`` is not a MovieLens directory.
     """
-    from features.evaluation import _negatives, held_out_events
+    from features.evaluation import held_out_events, sample_negatives
     from features.events import Rejection, parse_event
     from features.synthetic import SyntheticData
     from p13n.errors import ServiceError
     from p13n.importers import import_movielens
     from p13n.seeding import publish, wait_folded
 
-    now = int(time.time() * 1000)
+    now = wall_ms()
     with tempfile.TemporaryDirectory(prefix="p13n-load-ml-") as tmp:
         progress("importing MovieLens")
         import_movielens(Path(directory), Path(tmp), tenant=tenant, now_ms=now)
@@ -91,7 +92,7 @@ def movielens_shapes(config, directory: Path, *, tenant: str = "demo", negatives
             rated.setdefault(e.key, set()).add(e.item_id)
     catalog = sorted({i["item_id"] for i in items} | {e.item_id for e in events if e.item_id is not None})
     index = {item: n for n, item in enumerate(catalog)}
-    negs = _negatives(sorted(truth), truth, rated, catalog, index, negatives, seed)
+    negs = sample_negatives(sorted(truth), truth, rated, catalog, index, negatives, seed)
     keys = sorted(negs)
     data = SyntheticData(items=items, events=[d for d in dicts if d["event_id"] not in held_ids])
     try:  # a stack that already folded these ratings (an earlier run) is not sent them again

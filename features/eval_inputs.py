@@ -11,6 +11,7 @@ import numpy as np
 from features.events import Event
 from features.state import ItemInfo
 from p13n.errors import open_input
+from p13n.vocabulary import TEXT_EVENT_TYPES
 
 __all__ = ["EvalInputs", "cached_encoder", "load_eval_inputs"]
 
@@ -78,7 +79,7 @@ def load_eval_inputs(
     vectors = encode([texts[i] for i in with_text]) if with_text else np.zeros((0, 1), np.float32)
     by_item = dict(zip(with_text, vectors))
     items = {i: ItemInfo(vector=by_item.get(i), attributes=attributes.get(i, {}), text=texts.get(i)) for i in catalog}
-    phrases = sorted({e.text for e in events if e.text and e.type in ("message", "preference")})
+    phrases = sorted({e.text for e in events if e.text and e.type in TEXT_EVENT_TYPES})
     text_vectors = dict(zip(phrases, encode(phrases))) if phrases else {}
     return EvalInputs(events=events, items=items, text_vectors=text_vectors, rejected=rejected)
 

@@ -55,6 +55,7 @@ __all__ = [
     "evaluate",
     "held_out_events",
     "load_eval_inputs",
+    "sample_negatives",
     "replay",
     "summarize",
     "variants_of",
@@ -138,9 +139,17 @@ def held_out_events(events: Iterable[Event], spec: StateSpec, *, min_events: int
     return {user: ev.event_id for user, ev in last.items() if count[user] >= min_events and _liked(ev, spec, min_rating)}
 
 
-def _negatives(users: Sequence[str], truth: Mapping[str, str], rated: Mapping[str, set[str]], catalog: list[str],
-               index: Mapping[str, int], negatives: int, seed: int) -> dict[str, list[str]]:  # fmt: skip
-    """Per user (in sorted order, one generator): ``negatives`` distinct catalog items the user never touched."""
+def sample_negatives(users: Sequence[str], truth: Mapping[str, str], rated: Mapping[str, set[str]], catalog: list[str],
+                     index: Mapping[str, int], negatives: int, seed: int) -> dict[str, list[str]]:  # fmt: skip
+    """Per user (in sorted order, one generator seeded with ``seed``): ``negatives`` distinct items of ``catalog``
+    (``index``: item id -> position in it) that are neither in ``rated[user]`` nor ``truth[user]``; fewer when the
+    catalog runs out, none for a user who touched it all. The evaluation and the load benchmark's MovieLens
+    request shapes draw their candidates with it.
+
+    >>> sample_negatives(["u"], {"u": "a"}, {"u": {"b"}}, ["a", "b", "c", "d"], {"a": 0, "b": 1, "c": 2, "d": 3},
+    ...                  negatives=5, seed=0)["u"] in (["c", "d"], ["d", "c"])
+    True
+    """
     rng = np.random.default_rng(seed)
     out: dict[str, list[str]] = {}
     allowed = np.ones(len(catalog), dtype=bool)
@@ -194,7 +203,7 @@ def replay(
             rated.setdefault(event.key, set()).add(event.item_id)
             if holdout.get(event.key) == event.event_id:
                 truth[event.key] = event.item_id
-    sampled = _negatives([u for u in truth if truth[u] in index], truth, rated, catalog, index, negatives, seed)
+    sampled = sample_negatives([u for u in truth if truth[u] in index], truth, rated, catalog, index, negatives, seed)
 
     users: dict[str, UserState] = {}
     means: dict[str, np.ndarray] = {}

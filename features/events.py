@@ -34,7 +34,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from p13n.vocabulary import ITEM_EVENT_TYPES, EventType
+# user_key is re-exported: callers import it from here
+from p13n.vocabulary import ITEM_EVENT_TYPES, TEXT_EVENT_TYPES, EventType, user_key
 
 __all__ = [
     "DEFAULT_MAX_ABS_VALUE",
@@ -150,15 +151,6 @@ class ItemRecord(msgspec.Struct, frozen=True, kw_only=True):
     def key(self) -> str:
         """The Kafka key p13n's producer gives a catalog record: ``tenant/item_id`` (one item, one partition)."""
         return user_key(self.tenant, self.item_id)
-
-
-def user_key(tenant: str, user_id: str) -> str:
-    """``tenant/user_id`` — the partitioning key (tenants cannot contain ``/``).
-
-    >>> user_key("shop", "u/1")
-    'shop/u/1'
-    """
-    return f"{tenant}/{user_id}"
 
 
 def check_key(key: bytes | None, event: Event) -> Rejection | None:
@@ -327,7 +319,7 @@ def _validate(raw: _RawEvent, key: bytes | None, now_ms: int, max_future_ms: int
         return late
     if raw.type in ITEM_EVENT_TYPES and raw.item_id is None:
         return Rejection("missing_field", f"`item_id` is required for type {raw.type!r}")
-    if raw.type in ("message", "preference") and not (raw.text and raw.text.strip()):
+    if raw.type in TEXT_EVENT_TYPES and not (raw.text and raw.text.strip()):
         return Rejection("missing_field", f"`text` is required for type {raw.type!r}")
     if raw.type == "rating" and raw.value is None:
         return Rejection("missing_field", "`value` is required for type 'rating'")

@@ -1,7 +1,18 @@
-"""The request-path operations on top of the store: score candidates, build a prompt context.
+"""The pure steps of the request path, between the reads and the answer: turn what was read from Redis into
+scorer input and a ranked list, and pack a user's stored memories into their share of a prompt.
 
-Serving wraps these with budgets and HTTP; the demo and tests call them directly, so
-"what the API returns" and "what features/ computes" are the same code.
+No I/O: the one orchestration of a request (reads under a deadline, the encoder, degradation) is
+:class:`serving.personalizer.Personalizer`; it calls these, and so can a test that computes the expected
+answer from the same state.
+
+>>> import numpy as np
+>>> from features.state import ItemInfo
+>>> items = {"a": ItemInfo(vector=np.array([1.0, 0.0], np.float32)), "b": ItemInfo(vector=None)}
+>>> [c.item_id for c in needs_text_vectors([CandidateIn("a", "x"), CandidateIn("b", "y"), CandidateIn("c")], items)]
+['b']
+>>> [(s.item_id, s.score) for s in rank_candidates(["a", "b"], items, np.array([0.0, 1.0]), None, None, dim=2,
+...                                                 weights={"popularity": 1.0})]
+[('b', 1.0), ('a', 0.0)]
 """
 
 from __future__ import annotations
@@ -14,43 +25,35 @@ import numpy as np
 
 from features.memory_codec import MemoryFormatError, decode_columns
 from features.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec, retrieve
-from features.prompt import PromptContext, build_context
 from features.scorer import COVISIT_RECENCY, Candidates, UserView, rank, score
-from features.state import ItemInfo, UserState
-from features.store import RedisStore
+from features.state import ItemInfo
 from p13n.config import MemoryConfig
 
 __all__ = [
     "CandidateIn",
     "ScoredItem",
-    "ScoreResult",
-    "score_candidates",
     "rank_candidates",
     "needs_text_vectors",
     "candidates_from",
-    "context_for",
     "memories_for_prompt",
 ]
 
 
 @dataclass(frozen=True)
 class CandidateIn:
+    """A candidate of ``/v1/score``: its item id and, for an item p13n may not know, its text."""
+
     item_id: str
     text: str | None = None
 
 
 @dataclass(frozen=True)
 class ScoredItem:
+    """A ranked candidate: its blended score and, when asked to explain, each feature's value (6 decimals)."""
+
     item_id: str
     score: float
     features: dict[str, float] | None = None
-
-
-@dataclass
-class ScoreResult:
-    items: list[ScoredItem]
-    known_user: bool
-    user: UserState | None
 
 
 def candidates_from(
@@ -102,64 +105,6 @@ def rank_candidates(
 def needs_text_vectors(candidates: Sequence[CandidateIn], items: Mapping[str, ItemInfo]) -> list[CandidateIn]:
     """Candidates p13n has no vector for but that came with text."""
     return [c for c in candidates if c.text and (c.item_id not in items or items[c.item_id].vector is None)]
-
-
-def score_candidates(
-    store: RedisStore,
-    tenant: str,
-    user_id: str,
-    candidates: Sequence[CandidateIn],
-    *,
-    now_ms: int,
-    weights: Mapping[str, float],
-    k: int | None = None,
-    explain: bool = False,
-    anchors: int = 50,
-    covisit_recency: float = COVISIT_RECENCY,
-    encode: Callable[[list[str]], np.ndarray] | None = None,
-) -> ScoreResult:
-    """Rank ``candidates`` for the user (non-personalized signals only when the user is unknown)."""
-    ids = [c.item_id for c in candidates]
-    user, items, popularity = store.read_request(tenant, user_id, ids, now_ms)
-    view = user.view(now_ms, anchors) if user is not None else None
-    covisit = store.covisit_matrix(tenant, list(view.recent_items), ids) if view is not None else None
-    text_vectors = None
-    missing = needs_text_vectors(candidates, items)
-    if encode is not None and missing and view is not None:
-        text_vectors = dict(zip([c.item_id for c in missing], encode([c.text or "" for c in missing])))
-    ranked = rank_candidates(ids, items, popularity, view, covisit, dim=store.dim, weights=weights, k=k,
-                             explain=explain, text_vectors=text_vectors, covisit_recency=covisit_recency)  # fmt: skip
-    return ScoreResult(items=ranked, known_user=user is not None, user=user)
-
-
-def context_for(
-    store: RedisStore,
-    tenant: str,
-    user_id: str,
-    *,
-    now_ms: int,
-    max_tokens: int,
-    count_tokens: Callable[[str], int],
-    query_vector: np.ndarray | None = None,
-    user: UserState | None = None,
-    query: str | None = None,
-) -> tuple[PromptContext, UserState | None]:
-    """The prompt context for the user (reads the user and their history's items; with ``query``, the
-    text of the request, their memories too)."""
-    if user is None:
-        user = store.load_user(tenant, user_id)
-    if user is None:
-        return PromptContext(), None
-    history_ids = sorted({h.item_id for h in user.history})
-    items = store.get_items(tenant, history_ids) if history_ids else {}
-    memories = None
-    if query is not None and store.config.memory.enabled:
-        blob = store.client.hget(store.keys.user(tenant, user_id), "m")
-        memories, _ = memories_for_prompt(store.config.memory, store.dim, blob, query, query_vector, now_ms=now_ms,
-                                          max_tokens=max_tokens, count_tokens=count_tokens,
-                                          spec=RetrievalSpec(max_chars=store.config.memory.max_chars))  # fmt: skip
-    return build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count_tokens,
-                         query_vector=query_vector, memories=memories), user  # fmt: skip
 
 
 def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | None, query: str, query_vector: np.ndarray | None,

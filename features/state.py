@@ -44,10 +44,11 @@ from features.history import (
 from features.preferences import Preference, add_preference
 from features.scorer import UserView
 from p13n.config import StateConfig
+from p13n.vocabulary import TEXT_EVENT_TYPES
 
 __all__ = ["StateSpec", "ItemInfo", "FoldResult", "UserState", "fold_users", "event_id_hash", "HOUR_KEYS", "ACTIVITY_MAX_KEYS"]
 
-TEXT_TYPES = frozenset({"message", "preference"})
+TEXT_TYPES = TEXT_EVENT_TYPES
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from p13n.cli_memory import route as route_eval_memory
 from p13n.cli_bench import register as register_bench_commands
 from p13n.cli_common import DEV_SERVICES, console as _console, dev_stack as _dev_stack, dev_stack_defaults, load_config as _load
 from p13n.cli_common import positive_float as _positive_float, positive_int as _positive_int, topics as _topics
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import ConfigError, P13nError
 
@@ -163,7 +164,7 @@ def _config_reference(args: argparse.Namespace) -> int:
 
 # --- dev ----------------------------------------------------------------------------------------
 def _dev_up(args: argparse.Namespace) -> int:
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     console = _console()
     stack = _dev_stack(cfg)
     with console.status("starting the embedded stack (Redis-compatible server, Kafka broker, consumer, Serve app)…"):
@@ -180,7 +181,7 @@ def _print_stack(console, running: dict, started: list[str]) -> None:
 
 
 def _dev_down(args: argparse.Namespace) -> int:
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     stopped = _dev_stack(cfg).down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
@@ -188,7 +189,7 @@ def _dev_down(args: argparse.Namespace) -> int:
 
 def _dev_status(args: argparse.Namespace) -> int:
     """Every recorded service, running or dead; exit 0 if all run, 1 if one is dead, 3 if none was started."""
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     records = _dev_stack(cfg).records()
     if not records:
         print("the dev stack is not running (start it with: p13n dev up)")
@@ -209,7 +210,7 @@ def _dev_status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from p13n.demo import run_demo
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     return run_demo(cfg, stack=_dev_stack(cfg), topics=_topics(cfg), users=args.users, console=_console(),
                     services=DEV_SERVICES)  # fmt: skip
 
@@ -235,7 +236,7 @@ def _encoder_export(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer, produce_lines, read_jsonl_lines
 
     from features.events import event_limits
@@ -346,21 +347,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 # --- eval / synth -------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    import time
-
     from rich.table import Table
 
     from features.evaluation import evaluate, load_eval_inputs, variants_of
     from p13n.cli_tune import eval_encode, tuned_config
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     variants = variants_of(cfg)
     tuned = tuned_config(args.config, args.tuned) if args.tuned else None
     if tuned is not None and tuned.state == cfg.state:
         variants["blend_tuned"] = dict(tuned.scoring.weights)
     console = _console()
     with console.status("loading encoder…") as status:
-        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=int(time.time() * 1000),
+        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=wall_ms(),
                                   progress=lambda step: status.update(step + "…"))  # fmt: skip
         status.update(f"replaying {len(inputs.events):,} events…")
         result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,

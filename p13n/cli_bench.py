@@ -155,7 +155,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
 
 
 def _ensure_dev_stack(args: argparse.Namespace, what: str) -> None:
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     stack = _dev_stack(cfg)
     if "serve" not in stack.status():
         with _console().status(what):

@@ -100,7 +100,7 @@ def _eval_memory(args: argparse.Namespace) -> int:
     from features.memory_eval import evaluate_memory, load_conversations
     from features.prompt import token_counter
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     try:
         conversations = load_conversations(args.file)
     except (OSError, ValueError, KeyError) as exc:

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 
 __all__ = ["add_tune_parser", "eval_encode", "tuned_config"]
@@ -32,7 +33,7 @@ def tuned_config(config_file, tuned: Path) -> Config:
             overrides = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--tuned: {tuned} is not valid TOML: {exc}") from exc
-    return Config.from_sources(file=config_file, overrides=overrides, use_dev_stack=False)
+    return Config.from_sources(file=config_file, overrides=overrides)
 
 
 def eval_encode(cfg: Config):
@@ -62,17 +63,15 @@ def add_tune_parser(sub) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import time
-
     from rich.console import Console
 
     from features.eval_inputs import load_eval_inputs
     from features.tuning import tune_blend
 
-    cfg = Config.from_sources(file=args.config, use_dev_stack=False)
+    cfg = Config.from_sources(file=args.config)
     console = Console(highlight=False, soft_wrap=True)
     with console.status("loading encoder…") as status:
-        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=int(time.time() * 1000),
+        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=wall_ms(),
                                   progress=lambda step: status.update(step + "…"))  # fmt: skip
         tuned = tune_blend(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
                            popularity_days=args.popularity_days, negatives=args.negatives, seed=args.seed,

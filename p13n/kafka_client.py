@@ -1,5 +1,6 @@
-"""Kafka clients built from configuration, where they are used (never at import): the reachability check
-and the one producer constructor (``p13n produce``, the consumer's tests, ``POST /v1/events``).
+"""Kafka clients built from configuration, where they are used (never at import): the reachability check,
+the one producer constructor (``p13n produce``, the consumer's tests, ``POST /v1/events``) and topic creation
+(``p13n topics``, the dev stack, seeding, benchmarks).
 
 >>> from p13n.config import KafkaConfig
 >>> check_kafka(KafkaConfig(bootstrap="127.0.0.1:1"), timeout_ms=200)  # doctest: +ELLIPSIS
@@ -11,11 +12,12 @@ p13n.errors.ConfigError: kafka.bootstrap: cannot connect to 127.0.0.1:1 (...)
 from __future__ import annotations
 
 import socket
+import time
 
 from p13n.config import KafkaConfig
 from p13n.errors import ConfigError, ServiceError
 
-__all__ = ["check_kafka", "make_producer", "producer_settings"]
+__all__ = ["check_kafka", "make_producer", "producer_settings", "ensure_topics"]
 
 
 def check_kafka(config: KafkaConfig, timeout_ms: int = 5000) -> None:
@@ -64,3 +66,32 @@ def make_producer(config: KafkaConfig, **options):
         return KafkaProducer(**producer_settings(config), **options)
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create the topics of ``topics`` (name -> partitions, replication factor 1) that do not exist yet on the
+    brokers ``bootstrap`` (``host:port``), waiting up to ``timeout_s`` for a broker to answer; raises
+    :class:`ServiceError` if none does. A topic another process creates meanwhile counts as created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+            time.sleep(0.1)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: what we wanted
+    finally:
+        admin.close()

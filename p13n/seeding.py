@@ -26,7 +26,7 @@ def recent_synthetic(*, users: int, tenant: str, user_prefix: str, seed: int, da
 def publish(config: Config, data: SyntheticData):
     """Produce the catalog, then the events (validated); returns the events' ProduceReport."""
     from features.events import event_limits
-    from p13n.devstack import ensure_topics
+    from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer, produce_lines
 
     k = config.kafka

@@ -50,7 +50,6 @@ def config(servers: dict[str, str], test_id: str, request: pytest.FixtureRequest
     extra = marker.kwargs if marker else {}
     return Config.from_sources(
         env={},
-        use_dev_stack=False,
         overrides={
             **extra,
             "redis": {"url": servers["redis"], "prefix": f"t{test_id}"},

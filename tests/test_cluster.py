@@ -40,7 +40,7 @@ def on_cluster(config: Config, cluster: LocalCluster) -> Config:
     """``config`` with Redis being the cluster (same prefix, so the same keys)."""
     data = config.to_dict()
     data["redis"].update(url=cluster.url, cluster=True)
-    return Config.from_sources(env={}, use_dev_stack=False, overrides=data)
+    return Config.from_sources(env={}, overrides=data)
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_configuration_is_valid_p13n_configuration_and_consistent(rendered):
         secret = one(docs, "Secret")
         env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
     env.pop("HF_HUB_OFFLINE")
-    config = Config.from_sources(env=env, use_dev_stack=False)  # unknown or malformed P13N_ variables raise
+    config = Config.from_sources(env=env)  # unknown or malformed P13N_ variables raise
     scaled = one(docs, "ScaledObject")
     trigger = scaled["spec"]["triggers"][0]["metadata"]
     assert (trigger["bootstrapServers"], trigger["topic"], trigger["consumerGroup"]) == (

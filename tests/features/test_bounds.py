@@ -55,4 +55,4 @@ def test_the_heaviest_event_the_config_allows_folds_without_overflow():
 )
 def test_weights_that_could_overflow_the_sums_are_a_config_error(env, mentions):
     with pytest.raises(ConfigError, match=mentions):
-        Config.from_sources(env=env, use_dev_stack=False)
+        Config.from_sources(env=env)

@@ -27,7 +27,7 @@ def synthetic_run(tmp_path_factory):
     encoder = Encoder.from_directory(default_encoder_dir(), variant="fp32")  # the consumer's, as `p13n eval` uses
     inputs = load_eval_inputs(directory / "events.jsonl", directory / "items.jsonl", encode=encoder.encode,
                               now_ms=2_000_000_000_000)  # fmt: skip
-    config = Config.from_sources(env={}, use_dev_stack=False)
+    config = Config.from_sources(env={})
     result = evaluate(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors, negatives=100, seed=0)
     return directory, result
 
@@ -55,7 +55,7 @@ def test_a_variant_that_cannot_tell_items_apart_scores_at_chance():
     events = [Event(event_id=f"{u}-{n}", user_id=f"u{u}", type="click", ts_ms=1000 * (n + 10 * u), item_id=f"i{(u + n) % 101}")
               for u in range(30) for n in range(5)]  # fmt: skip
     assert len(held_out_events(events, spec)) == 30
-    result = evaluate(events, items, Config.from_sources(env={}, use_dev_stack=False), negatives=100)
+    result = evaluate(events, items, Config.from_sources(env={}), negatives=100)
     assert result.variants["mean"]["hr@10"] == 0.0  # ties place the true item in the middle, never a sure hit
 
 

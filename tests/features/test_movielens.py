@@ -103,7 +103,7 @@ def _protocol_users() -> set[str]:
 def tiny_eval(imported):
     encoder = Encoder.from_directory(default_encoder_dir(), variant="fp32")
     inputs = load_eval_inputs(imported / "events.jsonl", imported / "items.jsonl", encode=encoder.encode, now_ms=NOW_MS)
-    config = Config.from_sources(env={}, use_dev_stack=False)
+    config = Config.from_sources(env={})
     moment = evaluate(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors)
     at_end = evaluate(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors, at_end=True)
     return inputs, config, moment, at_end

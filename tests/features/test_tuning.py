@@ -43,8 +43,8 @@ def test_p13n_tune_writes_weights_that_p13n_eval_reports_as_blend_tuned(tmp_path
     written = tomllib.loads(tuned.read_text())
     weights = written["scoring"]["weights"]
     assert written["state"]["popularity_tau_s"] in {days * 86400.0 for days in (7, 30, 365)}
-    assert set(weights) == set(Config.from_sources(env={}, use_dev_stack=False).scoring.weights)
-    loaded = Config.from_sources(file=tuned, env={}, use_dev_stack=False)
+    assert set(weights) == set(Config.from_sources(env={}).scoring.weights)
+    loaded = Config.from_sources(file=tuned, env={})
     assert (loaded.scoring.weights, loaded.state.popularity_tau_s) == (weights, written["state"]["popularity_tau_s"])
     proc = subprocess.run([*run, "eval", *data, "--tuned", str(tuned)], cwd=REPO, env=clean_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip

@@ -26,6 +26,7 @@ import pytest
 
 from features.store import RedisStore
 from features.synthetic import SyntheticSpec, generate
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.devstack import free_port, redis_argv, redis_server_binary, spawn_detached, wait_until
 from stream.processing import BatchProcessor, records_from_lines
@@ -91,7 +92,7 @@ def fake_llm():
 
 @pytest.fixture(scope="session")
 def serving_config(serving_redis, servers) -> Config:
-    return Config.from_sources(env={}, use_dev_stack=False, overrides={
+    return Config.from_sources(env={}, overrides={
         "redis": {"url": serving_redis.url, "prefix": PREFIX},
         "kafka": {"bootstrap": servers["kafka"], "events_topic": "serving-events"},
         "serving": {"api_keys": KEYS},
@@ -192,7 +193,7 @@ def seeded(serving_config, consumer_encoder, serving_redis) -> Seeded:
     """Two tenants with synthetic users whose events end now, folded by the real processing stage."""
     from p13n.connections import redis_client
 
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     store = RedisStore(redis_client(serving_config.redis), serving_config, dim=consumer_encoder.dimension)
     processor = BatchProcessor(store, serving_config, consumer_encoder.encode, clock_ms=lambda: now_ms)
     data = {}

@@ -10,9 +10,11 @@ import urllib.request
 import pytest
 
 from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn, context_for, score_candidates
+from features.personalize import CandidateIn
 from features.prompt import rewrite_messages
+from p13n.clock import now_ms as wall_ms
 from p13n.devstack import wait_until
+from tests.serving.reference import context_for, score_candidates
 from tests.serving.test_metric_names import promtool_problems
 
 pytestmark = pytest.mark.slow
@@ -44,7 +46,7 @@ def test_score_matches_features_called_directly(api, seeded):
     assert status == 200, body
     assert body["degraded"] == [] and body["timings_ms"]["total"] > 0 and "redis" in body["timings_ms"]
     direct = score_candidates(seeded.store, "shop", user, [CandidateIn(c["item_id"]) for c in candidates],
-                              now_ms=int(time.time() * 1000), weights=seeded.config.scoring.weights, k=20,
+                              now_ms=wall_ms(), weights=seeded.config.scoring.weights, k=20,
                               explain=True, anchors=seeded.config.scoring.covisit_anchors)  # fmt: skip
     assert [i["item_id"] for i in body["items"]] == [i.item_id for i in direct.items]
     for got, want in zip(body["items"], direct.items):
@@ -62,7 +64,7 @@ def test_rewrite_matches_features_called_directly(api, seeded):
     assert status == 200, body
     assert body["degraded"] == []
     encoder = Encoder.from_directory(default_encoder_dir())  # int8, one text: what the Encoder deployment ran
-    context, _ = context_for(seeded.store, "shop", user, now_ms=int(time.time() * 1000), max_tokens=256,
+    context, _ = context_for(seeded.store, "shop", user, now_ms=wall_ms(), max_tokens=256,
                              count_tokens=encoder.count_tokens, query_vector=encoder.encode([question])[0])  # fmt: skip
     want = json.loads(json.dumps(context.as_json()))
     # identical selection and text; history scores carry a recency term of "now", which moved a few ms
@@ -171,7 +173,7 @@ def test_tiny_budget_is_answered_in_time_and_degraded(api, seeded):
 def test_events_endpoint_validates_and_produces(api, seeded):
     from kafka import KafkaConsumer
 
-    now = int(time.time() * 1000)
+    now = wall_ms()
     events = [
         {"event_id": "http-1", "user_id": "web-user", "type": "click", "item_id": "running-001", "timestamp": now},
         {"event_id": "http-2", "user_id": "web-user", "type": "teleport", "item_id": "x", "timestamp": now},

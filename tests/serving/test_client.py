@@ -21,6 +21,7 @@ import p13n.client
 from p13n.client import (APIConnectionError, APITimeoutError, AsyncP13nClient, AuthenticationError, Backoff,
                          BadRequestError, Candidate, NotFoundError, P13nClient, PermissionDeniedError, RateLimitError,
                          ScoreResult, ServiceUnavailableError, UserProfile)  # fmt: skip
+from p13n.clock import now_ms as wall_ms
 from p13n.devstack import free_port
 from stream.processing import BatchProcessor, records_from_lines
 
@@ -72,7 +73,7 @@ def test_score_and_rewrite_answer_typed_results_equal_to_the_raw_api(api, seeded
 
 
 def test_a_user_whose_id_holds_slash_query_and_fragment_is_read_and_deleted(api, seeded, consumer_encoder, client):
-    now = int(time.time() * 1000)
+    now = wall_ms()
     item = seeded.data["shop"].items[0]["item_id"]
     events = [{"event_id": f"odd-{n}", "tenant": "shop", "user_id": ODD_ID, "type": "click", "item_id": item,
                "timestamp": now - 1000 * n} for n in range(3)]  # fmt: skip
@@ -123,7 +124,7 @@ def test_each_failure_class_is_its_own_exception_and_4xx_are_never_retried(api, 
 
 
 def test_send_events_reports_rejections_and_raises_when_none_is_accepted(api, client):
-    now = int(time.time() * 1000)
+    now = wall_ms()
     good = {"event_id": "client-1", "user_id": "client-web", "type": "click", "item_id": "running-001",
             "timestamp": now}
     bad = {**good, "event_id": "client-2", "type": "teleport"}

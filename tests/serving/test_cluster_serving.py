@@ -8,20 +8,21 @@ records, same clock as the single-node ``seeded`` store); the Serve app's answer
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn, context_for, score_candidates
+from features.personalize import CandidateIn
 from features.state_codec import encode_state
 from features.store import RedisStore
+from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.connections import redis_client
 from stream.processing import BatchProcessor, records_from_lines
 from tests.cluster import LocalCluster
 from tests.serving.conftest import Api, running_api
+from tests.serving.reference import context_for, score_candidates
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def cluster_config(serving_config, tmp_path_factory) -> Iterator[Config]:
     with LocalCluster(tmp_path_factory.mktemp("serving-cluster")) as cluster:
         data = serving_config.to_dict()
         data["redis"].update(url=cluster.url, cluster=True)
-        yield Config.from_sources(env={}, use_dev_stack=False, overrides=data)
+        yield Config.from_sources(env={}, overrides=data)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_serve_on_a_cluster_answers_as_on_one_node(cluster_api, seeded):
         status, body, _ = cluster_api.call("POST", "/v1/score", request, key=key)
         assert status == 200 and body["degraded"] == [], body
         direct = score_candidates(seeded.store, tenant, user, [CandidateIn(c["item_id"]) for c in candidates],
-                                  now_ms=int(time.time() * 1000), weights=seeded.config.scoring.weights, k=20,
+                                  now_ms=wall_ms(), weights=seeded.config.scoring.weights, k=20,
                                   explain=True, anchors=seeded.config.scoring.covisit_anchors)  # fmt: skip
         assert [i["item_id"] for i in body["items"]] == [i.item_id for i in direct.items]
         for got, want in zip(body["items"], direct.items):
@@ -82,7 +83,7 @@ def test_serve_on_a_cluster_answers_as_on_one_node(cluster_api, seeded):
         status, body, _ = cluster_api.call("POST", "/v1/rewrite", {"user_id": user, "budget_ms": 5000, "messages": [
             {"role": "user", "content": question}]}, key=key)  # fmt: skip
         assert status == 200 and body["degraded"] == [], body
-        context, _ = context_for(seeded.store, tenant, user, now_ms=int(time.time() * 1000), max_tokens=256,
+        context, _ = context_for(seeded.store, tenant, user, now_ms=wall_ms(), max_tokens=256,
                                  count_tokens=encoder.count_tokens,
                                  query_vector=encoder.encode([question])[0])  # fmt: skip
         want = json.loads(json.dumps(context.as_json()))

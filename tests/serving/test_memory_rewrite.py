@@ -12,10 +12,10 @@ import random
 import pytest
 
 from features.encoder import Encoder, default_encoder_dir
-from features.personalize import context_for
 from features.store import RedisStore
 from serving.personalizer import Personalizer
 from stream.processing import BatchProcessor, records_from_lines
+from tests.serving.reference import context_for
 
 NOW_MS = 1_900_000_000_000
 DAY = 86_400_000

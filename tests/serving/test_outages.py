@@ -6,10 +6,10 @@ This module's Serve instance is configured with a Kafka bootstrap and an upstrea
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
+from p13n.clock import now_ms as wall_ms
 from p13n.devstack import free_port, wait_until
 from tests.serving.conftest import running_api
 
@@ -50,7 +50,7 @@ def test_user_endpoints_answer_503_while_redis_is_down(api, seeded, serving_redi
 
 
 def test_events_answer_503_when_the_broker_is_unreachable(api):
-    event = {"event_id": "down-1", "user_id": "u", "type": "view", "item_id": "i", "timestamp": int(time.time() * 1000)}
+    event = {"event_id": "down-1", "user_id": "u", "type": "view", "item_id": "i", "timestamp": wall_ms()}
     for _ in range(2):  # each call tries to reach Kafka again
         status, answer, elapsed_ms = api.call("POST", "/v1/events", {"events": [event]}, timeout=10)
         assert status == 503, answer

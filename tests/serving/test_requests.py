@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 
+from p13n.clock import now_ms as wall_ms
 from stream.processing import BatchProcessor, records_from_lines
 from tests.serving.test_api import a_user
 
@@ -229,7 +229,7 @@ ODD_IDS = ["a/", "a/b", "/", "a?b=c", "a#frag", "a\\b", "100%", "a%2Fb", "%", "w
 
 
 def test_every_user_id_events_accept_is_reachable_by_get_and_delete(api, seeded, consumer_encoder):
-    now = int(time.time() * 1000)
+    now = wall_ms()
     events = [{"event_id": f"odd-{n}", "user_id": uid, "type": "view", "item_id": "odd-item", "timestamp": now - n,
                "item_text": "a plain mug", "tenant": "shop"} for n, uid in enumerate(["a", *ODD_IDS])]  # fmt: skip
     status, body, _ = api.call("POST", "/v1/events", {"events": events})
@@ -258,7 +258,7 @@ def test_events_all_rejected_is_an_error_that_lists_each_rejection(api):
 def test_events_endpoint_applies_the_configured_bounds(api):
     """event-rating-1e300.json and event-epoch-seconds.json posted to /v1/events are rejected with their reasons
     (the endpoint validates with the consumer's bounds, ``state.max_abs_value`` and ``state.min_timestamp_ms``)."""
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     huge = {**json.loads((CASES / "event-rating-1e300.json").read_text()), "timestamp": now_ms}
     seconds = json.loads((CASES / "event-epoch-seconds.json").read_text())
     good = {"event_id": "bounds-ok", "user_id": "u-bounds", "type": "click", "item_id": "i1", "timestamp": now_ms}

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from p13n.devstack import (DevStack, _pid_runs, free_port, redis_argv, redis_server_binary, session_members,
-                           spawn_detached, wait_until)  # fmt: skip
+from p13n.devstack import (DevStack, free_port, redis_argv, redis_server_binary, session_members, spawn_detached,
+                           wait_until)  # fmt: skip
+from p13n.devstack.processes import pid_runs as _pid_runs
 from tests.conftest import clean_env
 from tests.serving.conftest import running_api
 

@@ -230,7 +230,7 @@ def test_redis_restart_mid_replay_loses_nothing_and_applies_nothing_twice(config
         return pid
 
     pid = start()
-    cfg = Config.from_sources(env={}, use_dev_stack=False, overrides={**_overrides(config), "redis": {
+    cfg = Config.from_sources(env={}, overrides={**_overrides(config), "redis": {
         "url": f"redis://127.0.0.1:{port}/0", "prefix": config.redis.prefix}})  # fmt: skip
     client = make_client(cfg.redis)
     store = RedisStore(client, cfg, dim=consumer_encoder.dimension)

@@ -186,12 +186,12 @@ def test_broker_restart_while_consuming_recovers_and_applies_every_event_once(co
     import signal
 
     from p13n.devstack import DevStack, spawn_detached
-    from p13n.devstack import _tcp_answers as answers
+    from p13n.devstack.servers import tcp_answers as answers
 
     stack = DevStack(tmp_path / "stack")
     running, _ = stack.up(services=("kafka",))
     broker = running["kafka"]
-    cfg = Config.from_sources(env={}, use_dev_stack=False, overrides={
+    cfg = Config.from_sources(env={}, overrides={
         "redis": {"url": config.redis.url, "prefix": config.redis.prefix}, "state": {"covisit_top_m": 1000},
         "kafka": {**config.to_dict()["kafka"], "bootstrap": broker.url}})  # fmt: skip
     store = RedisStore(redis_client, cfg, dim=consumer_encoder.dimension)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from features.events import parse_item
 from features.store import RedisStore
+from p13n.clock import now_ms as wall_ms
 from p13n.devstack import ensure_topics, wait_until
 from stream.consumer import ConsumerLoop
 from stream.processing import BatchProcessor
@@ -47,7 +47,7 @@ def key_of(value: bytes) -> bytes:
 
 
 def event(event_id: str, **fields) -> bytes:
-    now = int(time.time() * 1000)
+    now = wall_ms()
     return json.dumps({"event_id": event_id, "user_id": "u", "type": "view", "timestamp": now - 60_000,
                        "item_id": "i", **fields}).encode()  # fmt: skip
 
@@ -66,7 +66,7 @@ def test_every_kind_of_poison_pill_is_dead_lettered_and_the_loop_stays_alive(con
         event("x2", item_id="i" * 300): ("too_long", ""),
         event("x3", type="beam"): ("unknown_type", ""),
         event("x4", timestamp="soon"): ("bad_timestamp", ""),
-        event("x5", timestamp=int(time.time() * 1000) + ten_days): ("future_timestamp", ""),
+        event("x5", timestamp=wall_ms() + ten_days): ("future_timestamp", ""),
         event("x6", type="rating"): ("missing_field", "value"),
         event("x7", tenant="no spaces allowed"): ("invalid_value", ""),
         (CASES / "event-invalid-utf8.bin").read_bytes(): (reason, detail),

@@ -1,62 +1,40 @@
-"""One configuration object for every p13n process.
+"""The sections of p13n's configuration: one keyword-only struct per ``[section]`` of the TOML file, each field
+with its type, bounds, default and meaning (the README's reference table is generated from them,
+:mod:`p13n.config.reference`).
 
-Sources, later ones winning:
+A section checks what concerns only itself in ``__post_init__`` (msgspec turns the ``ValueError`` into a
+validation error naming the field); checks across sections are :class:`p13n.config.model.Config`'s.
 
-1. the defaults below;
-2. a ``defaults`` layer the caller adds: the CLI adds the embedded dev stack's addresses when one
-   is running under ``dev.state_dir`` (so ``p13n dev up`` followed by ``p13n produce`` just works);
-   this module never looks for a dev stack itself (it is the ground floor, the dev stack a tool);
-3. a TOML file: ``--config FILE`` or ``P13N_CONFIG``;
-4. environment variables ``P13N_<SECTION>_<FIELD>``, e.g. ``P13N_REDIS_URL``,
-   ``P13N_KAFKA_BOOTSTRAP``, ``P13N_STATE_HORIZONS='{"session": 3600}'``
-   (maps and lists are JSON).
-
-Every field is validated when the configuration is loaded; an invalid value
-raises :class:`~p13n.errors.ConfigError` naming the field.
-
->>> cfg = Config.from_sources(env={"P13N_REDIS_URL": "redis://10.0.0.5:6380/1"})
->>> cfg.redis.url
-'redis://10.0.0.5:6380/1'
->>> Config.from_sources(env={}, defaults={"kafka": {"bootstrap": "127.0.0.1:9"}}).kafka.bootstrap
-'127.0.0.1:9'
->>> Config.from_sources(env={"P13N_KAFKA_PARTITIONS": "zero"})
+>>> StateConfig(horizons={"day": 86400.0}).event_weights["purchase"]
+8.0
+>>> RedisConfig(url="http://x")
 Traceback (most recent call last):
 ...
-p13n.errors.ConfigError: invalid configuration: Expected `int`, got `str` - at `$.kafka.partitions`
+ValueError: redis.url must start with redis://, rediss:// or unix://, got 'http://x'
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-from p13n.errors import ConfigError, open_input
-from p13n.vocabulary import EVENT_TYPES, ITEM_EVENT_TYPES  # re-exported: older callers import them from here
+from p13n.vocabulary import EVENT_TYPES
 
 __all__ = [
-    "EVENT_TYPES",
-    "ITEM_EVENT_TYPES",
-    "Config",
     "RedisConfig",
     "KafkaConfig",
-    "StateConfig",
     "ConsumerConfig",
-    "EncoderConfig",
+    "StateConfig",
     "ScoringConfig",
-    "FIXED_FEATURES",
+    "EncoderConfig",
     "ServingConfig",
     "MemoryConfig",
     "DevConfig",
-    "load_config",
-    "config_reference_markdown",
+    "MAX_EVENT_WEIGHT",
+    "FIXED_FEATURES",
 ]
 
 _DEFAULT_WEIGHTS = {
@@ -391,173 +369,3 @@ class DevConfig(_Section):
         "auto"
     )
     start_timeout_s: Annotated[float, Meta(gt=0), _doc("How long to wait for each server to answer.")] = 30.0
-
-
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """All of p13n's configuration. Build it with :meth:`from_sources` or :func:`load_config`."""
-
-    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
-    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
-    consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
-    state: StateConfig = msgspec.field(default_factory=StateConfig)
-    scoring: ScoringConfig = msgspec.field(default_factory=ScoringConfig)
-    encoder: EncoderConfig = msgspec.field(default_factory=EncoderConfig)
-    serving: ServingConfig = msgspec.field(default_factory=ServingConfig)
-    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
-    dev: DevConfig = msgspec.field(default_factory=DevConfig)
-
-    @classmethod
-    def from_sources(
-        cls,
-        *,
-        file: str | Path | None = None,
-        env: Mapping[str, str] | None = None,
-        overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        defaults: Mapping[str, Mapping[str, Any]] | None = None,
-        use_dev_stack: bool = False,
-    ) -> Config:
-        """Layer the built-in defaults, ``defaults`` (e.g. a running dev stack's addresses, added by the CLI),
-        a TOML file, ``P13N_*`` variables and ``overrides``, later ones winning.
-
-        ``use_dev_stack`` is accepted and ignored (configuration no longer reads the dev stack; pass its
-        addresses as ``defaults``); it goes once no caller passes it."""
-        del use_dev_stack
-        env = os.environ if env is None else env
-        layers: list[dict[str, dict[str, Any]]] = [{k: dict(v) for k, v in (defaults or {}).items()}]
-        file = file or env.get("P13N_CONFIG") or None
-        if file is not None:
-            layers.append(_read_toml(Path(file)))
-        layers.append(_env_layer(env))
-        if overrides:
-            layers.append({k: dict(v) for k, v in overrides.items()})
-        merged: dict[str, dict[str, Any]] = {}
-        for layer in layers:
-            for section, values in layer.items():
-                if not isinstance(values, dict):
-                    raise ConfigError(f"invalid configuration: `{section}` must be a table of settings")
-                merged.setdefault(section, {}).update(values)
-        try:
-            config = msgspec.convert(merged, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from exc
-        _check_finite(config)
-        return config
-
-    def __post_init__(self) -> None:
-        known = {f"sim_{h}" for h in self.state.horizons} | set(FIXED_FEATURES)
-        if self.scoring.weights == ScoringConfig().weights and not known >= set(self.scoring.weights):
-            # default weights with custom horizons: weigh every horizon's similarity equally
-            fixed = {k: v for k, v in self.scoring.weights.items() if k in FIXED_FEATURES}
-            self.scoring.weights = {**{f"sim_{h}": 1.0 for h in self.state.horizons}, **fixed}
-        unknown = sorted(set(self.scoring.weights) - known)
-        if unknown:
-            raise ValueError(f"scoring.weights: unknown feature {unknown[0]!r} (known: {', '.join(sorted(known))})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (for `p13n config show` and subprocess hand-off)."""
-        return msgspec.to_builtins(self)
-
-
-def _check_finite(config: Config) -> None:
-    """Raise :class:`ConfigError` for a setting (or a value of a map setting) that is ``inf`` or ``nan``: TOML and
-    the float parser accept both, and no budget, bound or weight of p13n means anything infinite."""
-    for section in msgspec.structs.fields(Config):
-        values = getattr(config, section.name)
-        for field in msgspec.structs.fields(values):
-            value = getattr(values, field.name)
-            items = value.items() if isinstance(value, dict) else [(None, value)]
-            for key, item in items:
-                if isinstance(item, float) and not math.isfinite(item):
-                    name = f"{section.name}.{field.name}" + (f".{key}" if key is not None else "")
-                    raise ConfigError(f"invalid configuration: {name} must be a finite number, got {item}")
-
-
-def load_config(file: str | Path | None = None, **overrides: Mapping[str, Any]) -> Config:
-    """Load the configuration from the process environment (and ``file``)."""
-    return Config.from_sources(file=file, overrides=overrides or None)
-
-
-_SECTIONS = {name: typ for name, typ in Config.__annotations__.items()}
-
-
-def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        with open_input(path, ConfigError, "config file") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from exc
-
-
-def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Turn ``P13N_SECTION_FIELD=value`` variables into a nested layer."""
-    layer: dict[str, dict[str, Any]] = {}
-    for name, raw in env.items():
-        if not name.startswith("P13N_") or name == "P13N_CONFIG":
-            continue
-        rest = name[len("P13N_") :].lower()
-        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is None:
-            raise ConfigError(f"unknown environment variable {name}: no configuration section {rest.split('_')[0]!r}")
-        field = rest[len(section) + 1 :]
-        layer.setdefault(section, {})[field] = _parse_env_value(name, raw)
-    return layer
-
-
-def _parse_env_value(name: str, raw: str) -> Any:
-    """Maps and lists arrive as JSON; everything else as the string it is (msgspec converts it).
-
-    >>> _parse_env_value("P13N_SERVING_API_KEYS", '{"k": "shop"}'), _parse_env_value("P13N_SERVING_UPSTREAM_API_KEY", "")
-    ({'k': 'shop'}, '')
-    """
-    stripped = raw.strip()
-    if stripped and stripped[0] in "{[":
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name}: not valid JSON ({exc.msg} at char {exc.pos})") from exc
-    return raw
-
-
-def config_reference_markdown() -> str:
-    """The configuration reference as a Markdown table (README's section is generated from it)."""
-    lines = [
-        "| setting | environment variable | type | default | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    info = msgspec.inspect.type_info(Config)
-    for section_field in info.fields:
-        section_info = section_field.type
-        for field in section_info.cls and msgspec.inspect.type_info(section_info.cls).fields:
-            typ = field.type
-            description = ""
-            type_name = _type_name(typ)
-            if isinstance(typ, msgspec.inspect.Metadata):
-                description = (typ.extra_json_schema or {}).get("description", "")
-                type_name = _type_name(typ.type)
-            if field.default is not msgspec.NODEFAULT:
-                default = field.default
-            else:
-                default = field.default_factory()
-            default_text = json.dumps(default) if not isinstance(default, str) else default
-            lines.append(
-                f"| `{section_field.name}.{field.name}` | `P13N_{section_field.name.upper()}_{field.name.upper()}` "
-                f"| {type_name} | `{default_text or '(empty)'}` | {description} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _type_name(typ: Any) -> str:
-    if isinstance(typ, msgspec.inspect.Metadata):
-        return _type_name(typ.type)
-    if isinstance(typ, msgspec.inspect.DictType):
-        return f"map {_type_name(typ.key_type)} → {_type_name(typ.value_type)}"
-    return {
-        msgspec.inspect.StrType: "string",
-        msgspec.inspect.IntType: "int",
-        msgspec.inspect.FloatType: "float",
-        msgspec.inspect.BoolType: "bool",
-    }.get(type(typ), type(typ).__name__)
