@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.p13n-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test down encoder promtool readme k8s clean
+.PHONY: setup demo test down encoder promtool chromium readme k8s dashboard clean
 
-setup: $(STAMP) encoder promtool
+setup: $(STAMP) encoder promtool chromium
+
+# apt-get waits up to 10 minutes for a dpkg lock another apt holds (e.g. unattended upgrades) instead of failing
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 # promtool (Debian package prometheus) lints metric names and tests alert rules in the suite. Installed only
 # when missing, as root and non-interactively; the package's server is not left running.
@@ -17,8 +20,16 @@ promtool:
 	@command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	    echo "promtool is missing: install the prometheus package (Debian/Ubuntu: apt-get install prometheus)" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends prometheus \
 	    && { service prometheus stop >/dev/null 2>&1 || true; }; }
+
+# Headless Chromium and its WebDriver (Debian packages chromium, chromium-driver) for the profile inspector's
+# browser test (tests/serving/test_inspector.py). Installed only when missing, as root and non-interactively.
+chromium:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "chromium or chromedriver is missing: install them (Debian/Ubuntu: apt-get install chromium chromium-driver)" >&2; exit 1; fi; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends chromium chromium-driver; }
 
 # torch first, pinned: it is the CPU build this machine keeps on disk; an unpinned torch
 # pulled in by sentence-transformers would be a multi-GB CUDA build.
@@ -48,6 +59,10 @@ readme: $(STAMP)
 k8s: $(STAMP)
 	$(BIN)/python -m p13n.k8s
 	kubectl kustomize k8s/overlays/dev > /dev/null && kubectl kustomize k8s/overlays/prod > /dev/null
+
+# regenerate the Grafana dashboard (k8s/components/grafana-dashboard/p13n-dashboard.json) with grafana-foundation-sdk
+dashboard: $(STAMP)
+	$(BIN)/python -m p13n.dashboard
 
 clean: down
 	rm -rf $(VENV) .p13n

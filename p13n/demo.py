@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from p13n.config import Config
 from p13n.devstack import DevStack
@@ -65,6 +66,9 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     _latency_table(console, api, data, shown)
     console.print(f"\nany user's profile as JSON: [bold]curl -H 'Authorization: Bearer {DEMO_KEY}' "
                   f"{running['serve'].url}/v1/users/{shown[0]}[/bold]")  # fmt: skip
+    inspector = running["serve"].url + "/ui/users/"
+    console.print(f"what p13n believes about a user, in a browser: [bold]{inspector}{quote(shown[0], safe='')}[/bold] "
+                  f"(and {inspector}{quote(talker, safe='')}, who talked); enter the API key {DEMO_KEY} once")  # fmt: skip
     console.print("the embedded stack is still running; stop it with: [bold]p13n dev down[/bold]  (or: make down)")
     return 0
 

@@ -23,6 +23,7 @@ from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable
 from serving.errors import ApiError, error_response
+from serving.inspector import UI, UI_USERS, Inspector
 from serving.metrics import ServingMetrics
 from serving.personalizer import given_order
 from serving.proxy import Upstream, assistant_text, context_role_for, upstream_user_id
@@ -53,6 +54,8 @@ def _endpoint(path: str) -> str:
         return "users"
     if path == MODELS:
         return "models"
+    if path.startswith(UI):
+        return "ui"
     return path.strip("/") if path in ("/healthz", "/readyz") else "other"
 
 
@@ -67,6 +70,7 @@ class Api:
         self._producer = None
         self._upstream = Upstream(config.serving)
         self._publisher = TurnPublisher(self._produce, metrics.count_published if metrics is not None else None)
+        self._inspector = Inspector()
 
     # --- auth ----------------------------------------------------------------------------------
     def _tenant(self, request: Request) -> str:
@@ -100,7 +104,7 @@ class Api:
         """Answer one request; every error is rendered here, and every answer is timed here."""
         started = time.perf_counter()
         path = raw_path(request.scope)
-        path = path if path.startswith(USERS) else (request.url.path.rstrip("/") or "/")
+        path = path if path.startswith((USERS, UI_USERS)) else (request.url.path.rstrip("/") or "/")
         try:
             response = await self._route(request, path, request.method)
         except (ApiError, P13nError) as exc:
@@ -126,6 +130,8 @@ class Api:
             if method not in ("GET", "DELETE"):
                 raise ApiError(405, f"{USERS}{{user_id}} accepts GET and DELETE", code="method_not_allowed")
             return await self._user(request, user_id_from_path(request.scope, USERS), method)
+        if path.startswith(UI):  # the profile inspector: a static page, public (it holds no user data)
+            return self._inspector.handle(request.scope, path, method)
         if path == MODELS:
             if method != "GET":
                 raise ApiError(405, f"{MODELS} accepts GET", code="method_not_allowed")

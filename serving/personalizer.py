@@ -44,6 +44,7 @@ from p13n.clock import now_ms as wall_ms
 from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
 from features.cache import TtlCache
+from features.inspection import attribute_horizons
 
 __all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS", "given_order"]
 
@@ -276,7 +277,10 @@ class Personalizer:
 
     # --- users ---------------------------------------------------------------------------------
     async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> dict | None:
-        """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`."""
+        """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`.
+
+        ``as_of_ms`` is the read-out time (ages are ``as_of_ms - ts_ms``); ``attribute_horizons`` lists the top
+        attributes' strengths at the shortest and the longest horizon (:func:`features.inspection.attribute_horizons`)."""
         now_ms = now_ms if now_ms is not None else wall_ms()
         try:
             user, items, stored_memories = await self._user_and_history(tenant, user_id)
@@ -288,8 +292,10 @@ class Personalizer:
         return {
             "user_id": user_id,
             "tenant": tenant,
+            "as_of_ms": now_ms,
             "events_applied": user.events_applied,
             "attributes": {k: round(v, 4) for k, v in user.attribute_preferences(now_ms).items()},
+            "attribute_horizons": attribute_horizons(user, items, now_ms),
             "event_counts": {k: round(v, 4) for k, v in user.event_counts(now_ms).items()},
             "preferences": [{"text": p.text, "ts_ms": p.ts_ms} for p in user.preferences],
             "history": [{"item_id": h.item_id, "type": h.type, "ts_ms": h.ts_ms,

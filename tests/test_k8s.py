@@ -113,7 +113,8 @@ def test_the_rayservice_runs_serving_serve_config_yaml():
 
 def test_configuration_is_valid_p13n_configuration_and_consistent(rendered):
     overlay, docs = rendered
-    env = dict(one(docs, "ConfigMap")["data"])
+    (settings,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("p13n-config-")]
+    env = dict(settings["data"])
     if overlay == "dev":  # prod's Secret comes from the secret manager
         import base64
 
