@@ -114,8 +114,9 @@ def test_the_profile_has_attribute_horizons_and_its_time(api, seeded):
     view = profile["attribute_horizons"]
     assert (view["short"]["horizon"], view["long"]["horizon"]) == ("session", "long")
     assert 0 < len(view["top"]) <= 12
-    assert {a["attribute"] for a in view["top"]} <= set(profile["attributes"]) | {
-        a["attribute"] for a in view["top"] if a["short"] != 0}  # fmt: skip
+    for row in view["top"]:  # the long-horizon strength is the state's attribute EMA, read at the same time
+        assert row["long"] == profile["attributes"].get(row["attribute"], 0.0), row
+    assert any(row["short"] > 0 for row in view["top"])  # the seeded users were active in the last hour
     strongest = max(profile["attributes"], key=lambda k: abs(profile["attributes"][k]))
     assert view["top"][0]["attribute"] == strongest
 
@@ -182,20 +183,22 @@ def test_the_page_shows_a_user_and_try_it_answers(api, shown_user, browser, tmp_
     memories = browser.find_elements(By.CSS_SELECTOR, "#memories li .text")
     assert [m.text for m in memories] == [m["text"] for m in profile["memories"]] and len(memories) == 3
 
+    # a generous budget: the first requests of a fresh Serve on a loaded 2-core machine can take long
+    browser.find_element(By.ID, "budget").send_keys("5000")
     browser.find_element(By.ID, "try-run").click()  # score: the history's items are prefilled
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#try-items tbody tr"), timeout=20, what="scores")
     scored = browser.find_elements(By.CSS_SELECTOR, "#try-items tbody tr")
-    assert len(scored) == len({h["item_id"] for h in profile["history"]}) or len(scored) == 20
+    assert len(scored) == min(20, len({h["item_id"] for h in profile["history"]}))  # the prefilled candidates
     stages = [r.text.split()[0] for r in browser.find_elements(By.CSS_SELECTOR, "#try-timings tbody tr")]
     assert "total" in stages and "redis" in stages
-    assert browser.find_element(By.ID, "try-degraded").text.strip()  # "none (the full path ran)" or the reasons
+    assert browser.find_element(By.ID, "try-degraded").text == "none (the full path ran)"
 
     browser.find_element(By.CSS_SELECTOR, "input[name=endpoint][value=rewrite]").click()
     browser.find_element(By.ID, "try-run").click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#try-answer .message"), timeout=20, what="a rewrite")
     raw = json.loads(browser.find_element(By.ID, "try-raw").get_attribute("textContent"))
     assert raw["messages"][-1]["content"] == "What should I pick for this weekend?" and "total" in raw["timings_ms"]
-    assert isinstance(raw["degraded"], list)
+    assert raw["degraded"] == []
     browser.find_element(By.CSS_SELECTOR, "input[name=endpoint][value=score]").click()
     browser.find_element(By.ID, "try-run").click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#try-items tbody tr"), timeout=20, what="scores again")
