@@ -68,7 +68,8 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
                   f"{running['serve'].url}/v1/users/{shown[0]}[/bold]")  # fmt: skip
     inspector = running["serve"].url + "/ui/users/"
     console.print(f"what p13n believes about a user, in a browser: [bold]{inspector}{quote(shown[0], safe='')}[/bold] "
-                  f"(and {inspector}{quote(talker, safe='')}, who talked); enter the API key {DEMO_KEY} once")  # fmt: skip
+                  f"(and {inspector}{quote(talker, safe='')}, who talked); enter the API key {DEMO_KEY} once",
+                  soft_wrap=True)  # fmt: skip
     console.print("the embedded stack is still running; stop it with: [bold]p13n dev down[/bold]  (or: make down)")
     return 0
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,11 @@ def test_demo_runs_end_to_end_and_says_how_to_stop(tmp_path):
         assert "<user_context>" in out
         assert "stop it with: p13n dev down" in out
         assert "latency" in out and "/v1/score" in out and "/v1/rewrite" in out
+        pages = re.findall(r"(http://\S+/ui/users/\S+)", out)  # the profile inspector, one page per user shown
+        assert len(pages) == 2
+        for page in pages:
+            with urllib.request.urlopen(page, timeout=10) as response:
+                assert response.status == 200 and b"/ui/inspector.js" in response.read()
         assert set(DevStack(state).status()) == {"redis", "kafka", "consumer", "serve"}  # left running, as promised
     finally:
         run(["dev", "down"], env, cwd=tmp_path)
