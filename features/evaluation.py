@@ -38,7 +38,7 @@ import numpy as np
 
 from features.baselines import CoOccurrence, PopularityCount, with_tie_break
 from features.eval_inputs import EvalInputs, load_eval_inputs
-from features.eval_metrics import K, VariantStats, expected_position
+from features.eval_metrics import K, VariantStats, expected_hit_ndcg
 from features.events import Event
 from features.history import NEGATIVE_TYPES
 from features.scorer import Candidates, score
@@ -284,7 +284,7 @@ def summarize(cases: Sequence[Case], variants: Mapping[str, Mapping[str, float]]
     stats = {name: VariantStats() for name in variants}
     for case in cases:
         for name, weights in variants.items():
-            stats[name].add(expected_position(blend_scores(case.features, weights)))
+            stats[name].add(*expected_hit_ndcg(blend_scores(case.features, weights)))
     return {name: s.summary() for name, s in stats.items()}
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.eval_metrics import K
+from features.eval_metrics import ranking_metrics
 from features.evaluation import Case
 from features.events import Event
 
@@ -79,12 +79,10 @@ def blend_stacked(features: Mapping[str, np.ndarray], weights: Mapping[str, floa
 
 
 def ndcg_at_k(scores: np.ndarray) -> tuple[float, float]:
-    """(HR@10, NDCG@10) of (cases, candidates) scores, the true item in column 0; ties at expected position."""
-    true = scores[:, :1]
-    others = scores[:, 1:]
-    position = np.sum(others > true, axis=1) + 0.5 * np.sum(others == true, axis=1)
-    hit = position < K
-    return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(position + 2), 0.0).mean())
+    """(HR@10, NDCG@10) of (cases, candidates) scores, the true item in column 0; ties broken at random
+    in expectation (:func:`features.eval_metrics.ranking_metrics`)."""
+    hr, ndcg = ranking_metrics(scores)
+    return float(hr.mean()), float(ndcg.mean())
 
 
 @dataclass
