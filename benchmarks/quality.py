@@ -137,8 +137,9 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
     every baseline, the default blend, the blend tuned by ``p13n tune`` (p13n's features) and a blend
     tuned the same way over p13n's features plus the offline prototypes — all tuned on the validation
     replay (each user's latest item event left out), scored on the protocol's held-out items."""
-    from features.evaluation import replay, summarize, variants_of
-    from features.tuning import fit_weights, stack_features, tune_blend, validation_events, with_popularity_days
+    from features.evaluation import replay, summarize, variants_of, with_popularity_feature
+    from features.tuning import fit_blend, fit_weights, stack_features, validation_events
+    from p13n.cli_tune import POPULARITY_DAYS
     from p13n.importers import import_movielens
 
     started = time.perf_counter()
@@ -151,18 +152,18 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         inputs = load_eval_inputs(Path(scratch) / "events.jsonl", Path(scratch) / "items.jsonl", encode=encode,
                                   now_ms=int(time.time() * 1000))  # fmt: skip
     native = list(config.scoring.weights)
+    days = POPULARITY_DAYS
     runs = {}
     for label, events, at_end in (("validation", validation_events(inputs.events), False),
                                   ("moment", inputs.events, False), ("at-end", inputs.events, True)):  # fmt: skip
         progress(f"replaying ({label})")
         runs[label] = replay(events, inputs.items, config, text_vectors=inputs.text_vectors, at_end=at_end,
-                             signals=_prototype_signals())  # fmt: skip
-    progress("p13n tune")
-    chosen = tune_blend(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors)
-    tuned, tuned_config = chosen.fitted.weights, with_popularity_days(config, chosen.popularity_days)
-    tuned_rows = {label: summarize(replay(inputs.events, inputs.items, tuned_config, text_vectors=inputs.text_vectors,
-                                          at_end=label == "at-end"), {"blend_tuned": tuned})["blend_tuned"]
-                  for label in ("moment", "at-end")}  # fmt: skip
+                             signals=_prototype_signals(), popularity_days=days)  # fmt: skip
+    progress("p13n tune")  # what `p13n tune` does, on the validation replay above (features.tuning.tune_blend)
+    chosen = fit_blend(runs["validation"], config, days)
+    tuned = chosen.fitted.weights
+    tuned_rows = {label: summarize(with_popularity_feature(runs[label], chosen.popularity_days),
+                                   {"blend_tuned": tuned})["blend_tuned"] for label in ("moment", "at-end")}  # fmt: skip
     proto_names = native + list(PROTOTYPE_FEATURES)
     proto = fit_weights(stack_features(runs["validation"], proto_names), start=config.scoring.weights).weights
     variants = variants_of(config)
