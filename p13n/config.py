@@ -180,9 +180,8 @@ class StateConfig(_Section):
     covisit_top_m: Annotated[
         int, Meta(ge=1, le=1000),
         _doc("Co-visited items kept per item: a Space-Saving summary (a new neighbour of a full row replaces the "
-             "weakest and inherits its count). Up to 128 Redis keeps a row as a listpack, ~15 B per neighbour "
-             "(a full row of 128: 1.9 KB); from 129 on a skiplist, ~110 B per neighbour (200: 22 KB)."),
-    ] = 128
+             "weakest and inherits its count). Up to 128 Redis keeps a row as a listpack, ~15 B per neighbour."),
+    ] = 100
     vector_dtype: Annotated[str, Meta(pattern="^(float32|float16)$"), _doc("Storage type of item vectors.")] = "float32"
 
     def __post_init__(self) -> None:
