@@ -5,8 +5,8 @@ The requests are :func:`benchmarks.shapes.movielens_shapes`' (the catalog and ev
 held-out ones published to Kafka and folded by the running consumer; per evaluated user, the
 held-out item + the protocol's 100 never-rated negatives, drawn by the same sampler and seed as
 ``p13n eval``). Each request asks for every candidate's score (``k`` = all of them), and the truth's
-position is taken from those scores the way the offline replay takes it
-(:func:`features.eval_metrics.expected_position`: ties count half), so the two figures differ only by
+HR@10 / NDCG@10 are taken from those scores the way the offline replay takes them
+(:func:`features.eval_metrics.expected_hit_ndcg`: ties broken at random, in expectation), so the two figures differ only by
 what the two paths compute, not by how they are counted.
 """
 
@@ -25,17 +25,17 @@ __all__ = ["score_shapes", "run_real_path"]
 
 def score_shapes(shapes: Shapes, url: str, key: str, *, concurrency: int = 4, timeout_s: float = 30.0) -> dict:
     """Send every request of ``shapes`` to ``/v1/score`` (through :class:`p13n.client.AsyncP13nClient`) and
-    summarise the truth's positions.
+    summarise the held-out items' HR@10 and NDCG@10.
 
     Returns ``{"hr@10", "ndcg@10", "users", "degraded": {reason: count}, "failed", "errors": [first five],
-    "positions": {user: expected position}, "seconds"}``; a request that fails counts as an error, not as a miss.
+    "per_user": {user: (HR@10, NDCG@10)}, "seconds"}``; a request that fails counts as an error, not as a miss.
     """
-    from features.eval_metrics import VariantStats, expected_position
+    from features.eval_metrics import VariantStats, expected_hit_ndcg
     from p13n.client import AsyncP13nClient, P13nClientError
 
     degraded: dict[str, int] = {}
     errors: list[str] = []
-    positions: dict[str, float] = {}
+    per_user: dict[str, tuple[float, float]] = {}
 
     async def one(client: AsyncP13nClient, n: int, gate: asyncio.Semaphore) -> None:
         candidates = [c["item_id"] for c in shapes.score_body(n)["candidates"]]
@@ -47,7 +47,7 @@ def score_shapes(shapes: Shapes, url: str, key: str, *, concurrency: int = 4, ti
             return
         by_id = {row.item_id: row.score for row in answer.items}
         scores = np.array([by_id.get(c, -np.inf) for c in candidates], dtype=np.float64)
-        positions[shapes.users[n]] = expected_position(scores)
+        per_user[shapes.users[n]] = expected_hit_ndcg(scores)
         for reason in answer.degraded:
             degraded[reason] = degraded.get(reason, 0) + 1
 
@@ -59,10 +59,10 @@ def score_shapes(shapes: Shapes, url: str, key: str, *, concurrency: int = 4, ti
     started = time.perf_counter()
     asyncio.run(main())
     stats = VariantStats()
-    for user in sorted(positions):
-        stats.add(positions[user])
+    for user in sorted(per_user):
+        stats.add(*per_user[user])
     return {**stats.summary(), "degraded": degraded, "failed": len(errors), "errors": errors[:5],
-            "positions": positions, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            "per_user": per_user, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
 
 def run_real_path(config, directory: Path, *, url: str, key: str, tenant: str = "demo",
@@ -84,7 +84,7 @@ def add_real_path(result: dict, real: dict, tolerance: float = 0.01) -> dict:
     offline = result["datasets"][OFFLINE]["variants"]["blend"]
     row = {"hr@10": real["hr@10"], "ndcg@10": real["ndcg@10"], "users": real["users"]}
     result["datasets"][REAL] = {"events": real["events"], "variants": {"blend": row}}
-    result["real_path"] = {k: v for k, v in real.items() if k != "positions"}
+    result["real_path"] = {k: v for k, v in real.items() if k != "per_user"}
     for metric in ("hr@10", "ndcg@10"):
         gap = abs(real[metric] - offline[metric])
         result["targets"][f"real path blend {metric.upper()} within ±{tolerance} of eval --at-end"] = {

@@ -38,7 +38,7 @@ import numpy as np
 
 from features.baselines import CoOccurrence, PopularityCount, with_tie_break
 from features.eval_inputs import EvalInputs, load_eval_inputs
-from features.eval_metrics import K, VariantStats, expected_position
+from features.eval_metrics import K, VariantStats, expected_hit_ndcg
 from features.events import Event
 from features.history import NEGATIVE_TYPES
 from features.scorer import Candidates, score
@@ -55,10 +55,12 @@ __all__ = [
     "evaluate",
     "held_out_events",
     "load_eval_inputs",
+    "popularity_feature",
     "sample_negatives",
     "replay",
     "summarize",
     "variants_of",
+    "with_popularity_feature",
 ]
 
 
@@ -177,13 +179,19 @@ def replay(
     signals: Sequence[Signal] = (),
     progress: Callable[[int], None] = lambda n: None,
     covisitation: CoVisitation | None = None,
+    popularity_days: Sequence[float] = (),
 ) -> list[Case]:
     """Replay ``events`` under the protocol and return every held-out user's candidate features.
 
     ``covisitation``: the co-visitation to fold the replay into (a new one of ``state.covisit_top_m``
     when None), for a caller that inspects it afterwards — each event's runs are applied as one batch
     (one ``APPLY_GLOBALS`` call of the consumer), so its rows equal the consumer's whenever no row
-    is full; once rows are full, Space-Saving's replacements depend on how events were batched."""
+    is full; once rows are full, Space-Saving's replacements depend on how events were batched.
+
+    ``popularity_days``: further popularity time constants (days), each folded from the same deltas
+    and scored by the same scorer as ``popularity`` into a feature ``popularity@<days>d`` — what
+    ``popularity`` would be with ``state.popularity_tau_s`` set to it, so one replay serves every
+    value ``p13n tune`` tries (:func:`with_popularity_feature`)."""
     dim = next((len(i.vector) for i in items.values() if i.vector is not None), 1)
     spec = StateSpec.from_config(config.state, dim=dim)
     catalog = sorted(items)
@@ -209,6 +217,7 @@ def replay(
     means: dict[str, np.ndarray] = {}
     popularity = Popularity(config.state.popularity_tau_s)
     covisits = covisitation if covisitation is not None else CoVisitation(config.state.covisit_top_m)
+    popularities = {popularity_feature(days): Popularity(days * 86400.0) for days in popularity_days}
     cases: list[Case] = []
     pending: list[tuple[str, str]] = []
 
@@ -225,6 +234,9 @@ def replay(
                            popularity=np.array(popularity.read(ids, now_ms)),
                            covisit=covisits.cosine_matrix(view.recent_items, ids))  # fmt: skip
         features = dict(score(view, cands, {}, covisit_recency=config.scoring.covisit_recency).features)
+        for name, other in popularities.items():
+            cands.popularity = np.array(other.read(ids, now_ms))
+            features[name] = score(None, cands, {}).features["popularity"]
         for signal in signals:
             features.update(signal.features(key, ids, now_ms))
         cases.append(Case(user=key, item_id=item_id, features=features, candidates=ids))
@@ -248,6 +260,8 @@ def replay(
         last_ms = max(last_ms, event.ts_ms)
         for item_id, ts_ms, weight, _ in result.popularity:
             popularity.add(item_id, ts_ms, weight)
+            for other in popularities.values():
+                other.add(item_id, ts_ms, weight)
         covisits.add_runs(result.covisit_runs)  # one event's runs per call, as the consumer's script sums a batch
         if event.item_id is None:
             continue
@@ -261,6 +275,22 @@ def replay(
     for key, item_id in pending:
         case(key, item_id, last_ms)
     return cases
+
+
+def popularity_feature(days: float) -> str:
+    """Name of the feature :func:`replay` adds for a popularity time constant of ``days`` days.
+
+    >>> popularity_feature(365.0)
+    'popularity@365d'
+    """
+    return f"popularity@{days:g}d"
+
+
+def with_popularity_feature(cases: Sequence[Case], days: float) -> list[Case]:
+    """``cases`` with ``popularity`` replaced by ``popularity@<days>d`` (recorded by :func:`replay`):
+    the features a replay with ``state.popularity_tau_s = days`` would have given."""
+    name = popularity_feature(days)
+    return [Case(c.user, c.item_id, {**c.features, "popularity": c.features[name]}) for c in cases]
 
 
 def variants_of(config: Config) -> dict[str, dict[str, float]]:
@@ -294,7 +324,7 @@ def summarize(cases: Sequence[Case], variants: Mapping[str, Mapping[str, float]]
     stats = {name: VariantStats() for name in variants}
     for case in cases:
         for name, weights in variants.items():
-            stats[name].add(expected_position(blend_scores(case.features, weights)))
+            stats[name].add(*expected_hit_ndcg(blend_scores(case.features, weights)))
     return {name: s.summary() for name, s in stats.items()}
 
 

@@ -110,15 +110,21 @@ def _by_count(kv: tuple[str, float]) -> tuple[float, str]:
 
 
 def cosine(counts: np.ndarray, anchor_n: np.ndarray, candidate_n: np.ndarray) -> np.ndarray:
-    """``c(a, x) / sqrt(n(a)·n(x))`` for a (anchors, candidates) count matrix; an item never counted
-    has ``n`` 1 (its counts are 0 anyway).
+    """``min(c(a, x), n(a), n(x)) / sqrt(n(a)·n(x))`` for a (anchors, candidates) count matrix; an item
+    never counted (``n`` 0: pairs recorded without occurrences) divides by 1 and caps nothing.
 
-    >>> cosine(np.array([[2.0, 0.0]]), np.array([4.0]), np.array([1.0, 0.0])).tolist()
-    [[1.0, 0.0]]
+    The cap: a pair is not seen more often than either of its items occurred, but a Space-Saving
+    count can be: a member that enters a full row inherits the row's minimum. Divided by the small
+    ``n`` of a rare item, that inherited count became a large cosine — noise that outranked real
+    neighbours (MovieLens validation replay, co-visitation alone: NDCG@10 0.469 -> 0.488 with the cap).
+
+    >>> cosine(np.array([[2.0, 0.0, 3.0, 2.0]]), np.array([4.0]), np.array([1.0, 0.0, 1.0, 0.0])).tolist()
+    [[0.5, 0.0, 0.5, 1.0]]
     """
-    a = np.sqrt(np.maximum(anchor_n, 1.0))[:, None]
-    x = np.sqrt(np.maximum(candidate_n, 1.0))[None, :]
-    return counts / (a * x)
+    anchor_n = np.asarray(anchor_n, dtype=np.float64)[:, None]
+    candidate_n = np.asarray(candidate_n, dtype=np.float64)[None, :]
+    cap = np.minimum(np.where(anchor_n > 0, anchor_n, np.inf), np.where(candidate_n > 0, candidate_n, np.inf))
+    return np.minimum(counts, cap) / np.sqrt(np.maximum(anchor_n, 1.0) * np.maximum(candidate_n, 1.0))
 
 
 class CoVisitation:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.eval_metrics import K
+from features.eval_metrics import ranking_metrics
 from features.evaluation import Case
 from features.events import Event
 
-__all__ = ["GRID", "Fitted", "Tuned", "blend_stacked", "tune_blend", "with_popularity_days", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
+__all__ = ["GRID", "Fitted", "Tuned", "blend_stacked", "fit_blend", "tune_blend", "with_popularity_days", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
 
 #: Candidate weights of one feature per coordinate step.
 GRID = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -79,12 +79,10 @@ def blend_stacked(features: Mapping[str, np.ndarray], weights: Mapping[str, floa
 
 
 def ndcg_at_k(scores: np.ndarray) -> tuple[float, float]:
-    """(HR@10, NDCG@10) of (cases, candidates) scores, the true item in column 0; ties at expected position."""
-    true = scores[:, :1]
-    others = scores[:, 1:]
-    position = np.sum(others > true, axis=1) + 0.5 * np.sum(others == true, axis=1)
-    hit = position < K
-    return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(position + 2), 0.0).mean())
+    """(HR@10, NDCG@10) of (cases, candidates) scores, the true item in column 0; ties broken at random
+    in expectation (:func:`features.eval_metrics.ranking_metrics`)."""
+    hr, ndcg = ranking_metrics(scores)
+    return float(hr.mean()), float(ndcg.mean())
 
 
 @dataclass
@@ -140,24 +138,35 @@ class Tuned:
 def tune_blend(events, items, config, *, text_vectors=None, popularity_days: Sequence[float] = (7.0, 30.0, 365.0),
                negatives: int = 100, seed: int = 0, progress=lambda text: None) -> Tuned:  # fmt: skip
     """Fit ``scoring.weights`` (coordinate ascent from the configured ones) and choose
-    ``state.popularity_tau_s`` among ``popularity_days``: one validation replay per value, on
-    :func:`validation_events` of ``events``; the best validation NDCG@10 wins."""
+    ``state.popularity_tau_s`` among ``popularity_days`` on one validation replay of
+    :func:`validation_events` of ``events`` (:func:`fit_blend`)."""
     from features.evaluation import replay
 
-    names = list(config.scoring.weights)
-    held = validation_events(events)
-    trials: list[tuple[Fitted, float, int]] = []
+    progress("validation replay")
+    cases = replay(validation_events(events), items, config, text_vectors=text_vectors, negatives=negatives, seed=seed,
+                   popularity_days=popularity_days)  # fmt: skip
+    progress("coordinate ascent")
+    return fit_blend(cases, config, popularity_days)
+
+
+def fit_blend(cases: Sequence[Case], config, popularity_days: Sequence[float], *,
+              names: Sequence[str] | None = None) -> Tuned:  # fmt: skip
+    """Fit the weights of ``names`` (default ``scoring.weights``' features) once per popularity time
+    constant, on validation ``cases`` replayed with ``popularity_days`` (each value's popularity
+    feature put in place of ``popularity``, :func:`~features.evaluation.with_popularity_feature`);
+    the best validation NDCG@10 wins."""
+    from features.evaluation import with_popularity_feature
+
+    names = list(names if names is not None else config.scoring.weights)
+    trials: list[tuple[Fitted, float]] = []
     before = None
     for days in popularity_days:
-        progress(f"validation replay, popularity tau {days:g} days")
-        trial = with_popularity_days(config, days)
-        cases = replay(held, items, trial, text_vectors=text_vectors, negatives=negatives, seed=seed)
-        features = stack_features(cases, names)
-        trials.append((fit_weights(features, start=config.scoring.weights), days, len(cases)))
+        features = stack_features(with_popularity_feature(cases, days), names)
+        trials.append((fit_weights(features, start=config.scoring.weights), days))
         if days * 86400.0 == config.state.popularity_tau_s:
             before = ndcg_at_k(blend_stacked(features, config.scoring.weights))
-    fitted, days, users = max(trials, key=lambda t: t[0].ndcg)
-    return Tuned(fitted=fitted, popularity_days=days, users=users, trials=[(d, f.ndcg) for f, d, _ in trials], before=before)
+    fitted, days = max(trials, key=lambda t: t[0].ndcg)
+    return Tuned(fitted=fitted, popularity_days=days, users=len(cases), trials=[(d, f.ndcg) for f, d in trials], before=before)
 
 
 def with_popularity_days(config, days: float):

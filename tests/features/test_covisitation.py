@@ -57,3 +57,12 @@ def test_runs_count_occurrences_and_the_cosine_divides_by_them():
     assert cv.matrix(["a"], ["b", "c", "z"]).tolist() == [[1.0, 1.0, 0.0]]
     np.testing.assert_allclose(cv.cosine_matrix(["a"], ["b", "c", "z"]), [[1 / np.sqrt(2), 1 / np.sqrt(2), 0.0]])
     assert cosine(np.zeros((1, 2)), np.zeros(1), np.zeros(2)).tolist() == [[0.0, 0.0]]
+
+
+def test_a_count_inherited_in_a_full_row_is_capped_by_the_items_occurrences():
+    cv = CoVisitation(top_m=1)
+    cv.add_runs([("a", (), 0.0, "ea", 3.0)] + [("b", ("a",), 1.0, f"e{i}", 1.0) for i in range(3)])
+    cv.add_runs([("c", ("a",), 1.0, "ec", 1.0)])  # c takes b's place in a's full row and inherits its 3
+    assert cv.matrix(["a"], ["c"]).tolist() == [[4.0]]
+    # c occurred once: the pair cannot have been seen more often; uncapped it was 4 / sqrt(3·1) > 1
+    np.testing.assert_allclose(cv.cosine_matrix(["a"], ["c"]), [[1 / np.sqrt(3)]])

@@ -56,7 +56,11 @@ def test_a_variant_that_cannot_tell_items_apart_scores_at_chance():
               for u in range(30) for n in range(5)]  # fmt: skip
     assert len(held_out_events(events, spec)) == 30
     result = evaluate(events, items, Config.from_sources(env={}), negatives=100)
-    assert result.variants["mean"]["hr@10"] == 0.0  # ties place the true item in the middle, never a sure hit
+    # each user touched 5 of the 101 items, so 96 negatives are left: 97 candidates. Ties are broken at
+    # random in expectation: the true item is equally likely at each of the 97 places, 10 of which are a
+    # hit — chance, not 0 (averaging the position first put it at place 48, a sure miss)
+    assert result.variants["mean"]["hr@10"] == pytest.approx(10 / 97)
+    assert result.variants["mean"]["ndcg@10"] == pytest.approx(sum(1 / np.log2(p + 2) for p in range(10)) / 97)
 
 
 def test_p13n_eval_command_prints_a_table_and_writes_json(synthetic_run, tmp_path):

@@ -135,3 +135,13 @@ def test_every_baseline_and_variant_is_reported_in_both_modes(tiny_eval):
         assert result.variants["cooccurrence"]["hr@10"] > 0.1, result.variants
     # identical candidates in both modes: the history-only signals of a user do not depend on the mode
     assert moment.variants["mean"] == at_end.variants["mean"]
+
+
+def test_the_default_blend_ranks_better_than_every_single_variant_on_real_data(tiny_eval):
+    # issue 13 on a real subset, at each user's moment (the protocol's mode): the blend's NDCG@10 — what
+    # `p13n tune` maximises — is above every baseline and every p13n signal alone. (HR@10 over 21 users
+    # moves in steps of 0.048, too coarse to order these variants; benchmarks/RESULTS.md has the full set.)
+    _, _, moment, _ = tiny_eval
+    blend = moment.variants["blend"]["ndcg@10"]
+    singles = {name: row["ndcg@10"] for name, row in moment.variants.items() if name != "blend"}
+    assert blend > max(singles.values()), (blend, singles)

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from features.eval_metrics import VariantStats, expected_position
+from features.eval_metrics import VariantStats, expected_hit_ndcg
 from features.evaluation import blend_scores, load_eval_inputs, replay
 from features.store import RedisStore
 from p13n.connections import redis_client
@@ -79,15 +79,15 @@ def test_serve_ranks_each_held_out_item_where_the_offline_replay_at_end_does(api
         assert status == 200, body
         assert body["degraded"] == [], body["degraded"]
         scores = {row["item_id"]: row["score"] for row in body["items"]}
-        served_position = expected_position(np.array([scores[c] for c in case.candidates]))
+        served_metrics = expected_hit_ndcg(np.array([scores[c] for c in case.candidates]))
         # /v1/score answers scores rounded to 6 decimals: rounded alike, the offline scores tie where Serve's do
-        offline_position = expected_position(np.round(blend_scores(case.features, weights), 6))
-        served.add(served_position)
-        offline.add(offline_position)
-        if abs(served_position - offline_position) > 0.5:
+        offline_metrics = expected_hit_ndcg(np.round(blend_scores(case.features, weights), 6))
+        served.add(*served_metrics)
+        offline.add(*offline_metrics)
+        if served_metrics != pytest.approx(offline_metrics, abs=1e-9):
             truth = case.candidates[0]
             served_features = next(row["features"] for row in body["items"] if row["item_id"] == truth)
             offline_features = {k: float(v[0]) for k, v in case.features.items() if k in served_features or k in weights}
-            moved.append((case.user, offline_position, served_position, served_features, offline_features))
+            moved.append((case.user, offline_metrics, served_metrics, served_features, offline_features))
     assert moved == []
-    assert served.summary() == offline.summary()
+    assert served.summary() == pytest.approx(offline.summary())
