@@ -248,8 +248,8 @@ class UserState:
                 if vec is not None:
                     text.append((t, w, vec))  # the type's weight: text types are never negative
                 if kind == "preference":
-                    self.statements = add_preference(self.statements, new_tuple(Preference, (event.text or "", ts_ms, event.event_id)),
-                                                     limit=spec.max_preferences)  # fmt: skip
+                    statement = new_tuple(Preference, (event.text or "", ts_ms, event.event_id))
+                    self.statements = add_preference(self.statements, statement, limit=spec.max_preferences)
             if item_id is None:
                 continue
             info = items.get(item_id)

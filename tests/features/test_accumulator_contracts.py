@@ -258,7 +258,8 @@ _STATEMENTS = ["I am vegetarian", "I am vegan", "I am not vegetarian anymore", "
                "my name is Bea!", "I am 30 years old", "I am 31", "no", "No."]  # fmt: skip
 _WORDS = ["I", "I'm", "am", "not", "no", "longer", "never", "really", "anymore", "do", "don't", "like", "love",
           "hate", "vegetarian", "vegan", "keto", "live", "in", "from", "work", "at", "Paris", "Berlin", "my", "name",
-          "favourite", "colour", "is", "blue", "allergic", "to", "nuts", "cats", "jazz", "30", "31", ",", "!"]  # fmt: skip
+          "favourite", "colour", "is", "blue", "allergic", "to", "nuts", "cats", "jazz", "30", "31", ",",
+          "!"]  # fmt: skip
 #: Arbitrary statements: the special ones, random sentences of the words the rules read, and any text at all.
 _statement_texts = st.one_of(
     st.sampled_from(_STATEMENTS),
