@@ -1,6 +1,15 @@
 """Standing preferences ("I am vegetarian"), kept verbatim; a newer statement replaces an older one
 only when both are about the same thing.
 
+What is kept is the *set of statements* seen, not a running answer: the newest ``limit`` of them by
+(event time, event id), one per wording (:func:`add_preference`), and what is shown is derived from
+that set when read — a statement is shown unless a newer statement about the same thing is kept
+(:func:`standing_preferences`). Both are functions of the set, so arrival order and replays change
+nothing (DESIGN.md §3, §4), even though "about the same thing" is not transitive: "I am not
+vegetarian anymore" meets "I am vegetarian", which meets "I am vegan", but not "I am vegan" itself.
+A running newest-wins list (the earlier form) dropped the middle statement and then let a replay of
+the first come back beside the last.
+
 The rule (:func:`preferences_conflict`) is deliberately simple and predictable — a few lines of
 normalisation and three tests, no model:
 
@@ -22,10 +31,11 @@ jazz" and "I like rock" are both true.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
-__all__ = ["Preference", "preferences_conflict", "add_preference"]
+__all__ = ["Preference", "preferences_conflict", "add_preference", "standing_preferences"]
 
 
 class Preference(NamedTuple):
@@ -98,6 +108,36 @@ def _diet(claim: tuple[str, ...]) -> bool:
     return len(claim) == 3 and claim[:2] == ("i", "am") and claim[2] in _DIETS
 
 
+class _Subject(NamedTuple):
+    """What :func:`preferences_conflict` reads of a statement, worked out once per text."""
+
+    raw: str | None  # the stripped lower-case text, for a statement without a claim; else None
+    claim: tuple[str, ...]
+    negative: bool
+    frame: tuple[str, ...] | None
+    diet: bool
+
+
+@functools.lru_cache(maxsize=4096)  # the same few statements of a user are compared again on every read
+def _subject(text: str) -> _Subject:
+    statement = _statement(text)
+    if not statement.claim:
+        return _Subject(text.strip().lower(), (), statement.negative, None, False)
+    return _Subject(None, statement.claim, statement.negative, _frame(statement.claim), _diet(statement.claim))
+
+
+def _conflict(a: _Subject, b: _Subject) -> bool:
+    if a.raw is not None or b.raw is not None:  # no claim: only the same text (a claim never has that text)
+        return a.raw == b.raw
+    if a.claim == b.claim:
+        return True
+    if a.negative or b.negative:
+        return False
+    if a.frame is not None and a.frame == b.frame:
+        return True
+    return a.diet and b.diet
+
+
 def preferences_conflict(a: str, b: str) -> bool:
     """Whether ``a`` and ``b`` are about the same thing, so the newer replaces the older (rules above).
 
@@ -108,35 +148,87 @@ def preferences_conflict(a: str, b: str) -> bool:
     >>> preferences_conflict("I live in Paris", "I live in Berlin")
     True
     """
-    sa, sb = _statement(a), _statement(b)
-    if not sa.claim or not sb.claim:
-        return a.strip().lower() == b.strip().lower()
-    if sa.claim == sb.claim:
-        return True
-    if sa.negative or sb.negative:
-        return False
-    frame = _frame(sa.claim)
-    if frame is not None and frame == _frame(sb.claim):
-        return True
-    return _diet(sa.claim) and _diet(sb.claim)
+    return _conflict(_subject(a), _subject(b))
 
 
-def add_preference(preferences: list[Preference], new: Preference, *, limit: int) -> list[Preference]:
-    """``preferences`` with ``new`` added: it replaces older statements on the same subject and loses to
-    a newer one; the newest ``limit`` are kept, oldest first.
+def _wording(text: str) -> tuple:
+    """Statements with one wording conflict with exactly the same statements (:func:`preferences_conflict`
+    reads only the claim and polarity, or the stripped lower-case text when there is no claim), so only
+    the newest of a wording is ever needed: an older one hides nothing the newer one does not."""
+    subject = _subject(text)
+    return (subject.raw, subject.claim, subject.negative)
 
-    >>> prefs = add_preference([], Preference("I am vegetarian", 1, "e1"), limit=5)
-    >>> prefs = add_preference(prefs, Preference("I live in Berlin", 2, "e2"), limit=5)
-    >>> [p.text for p in add_preference(prefs, Preference("I am not vegetarian anymore", 3, "e3"), limit=5)]
-    ['I live in Berlin', 'I am not vegetarian anymore']
+
+def _order(preference: Preference) -> tuple[int, str, str]:
+    """The total order statements are kept and shown in: event time, then event id (then text, so that
+    even a malformed replay — one event id, two texts — is ordered the same whatever arrives first)."""
+    return preference.ts_ms, preference.event_id, preference.text
+
+
+def add_preference(statements: list[Preference], new: Preference, *, limit: int) -> list[Preference]:
+    """``statements`` (oldest first) with ``new`` added: the newest ``limit`` by (event time, event id),
+    only the newest of each wording; ``statements`` is not changed. The result depends only on the set
+    of statements ever added, not on their order or on repeats (a set-union followed by an order-free
+    cut), so a replayed or late event lands where it would have had it arrived in order. Show them with
+    :func:`standing_preferences`.
+
+    >>> statements = add_preference([], Preference("I am vegetarian", 1, "e1"), limit=5)
+    >>> statements = add_preference(statements, Preference("I live in Berlin", 2, "e2"), limit=5)
+    >>> statements = add_preference(statements, Preference("I am not vegetarian anymore", 3, "e3"), limit=5)
+    >>> [p.text for p in statements]
+    ['I am vegetarian', 'I live in Berlin', 'I am not vegetarian anymore']
+    >>> [p.text for p in add_preference(statements, Preference("I'm vegetarian!", 0, "e0"), limit=5)]
+    ['I am vegetarian', 'I live in Berlin', 'I am not vegetarian anymore']
     """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    key, wording = _order(new), _wording(new.text)
     keep: list[Preference] = []
-    for old in preferences:
-        if preferences_conflict(old.text, new.text):
-            if (old.ts_ms, old.event_id) > (new.ts_ms, new.event_id):
-                return preferences  # an existing newer statement on the same subject wins
-            continue  # the new statement replaces the old one
+    for old in statements:
+        if _wording(old.text) == wording:
+            if _order(old) >= key:
+                return statements  # the same statement again, or an older one with this wording: nothing new
+            continue  # ``new`` is the newer of this wording
         keep.append(old)
     keep.append(new)
-    keep.sort(key=lambda p: (p.ts_ms, p.event_id))
+    if len(keep) > 1 and _order(keep[-2]) > key:
+        keep.sort(key=_order)
     return keep[-limit:]
+
+
+def standing_preferences(statements: list[Preference]) -> list[Preference]:
+    """The statements shown, oldest first: each one unless a newer statement among ``statements`` is about
+    the same thing (:func:`preferences_conflict`). No two shown statements conflict, the newest is always
+    shown, and which are shown depends only on the set of ``statements``.
+
+    >>> statements = [Preference("I am not vegetarian anymore", 1, "e1"), Preference("I am vegetarian", 2, "e2"),
+    ...               Preference("I live in Berlin", 3, "e3"), Preference("I am vegan", 4, "e4")]
+    >>> [p.text for p in standing_preferences(statements)]
+    ['I live in Berlin', 'I am vegan']
+    """
+    ordered = statements if all(_order(a) <= _order(b) for a, b in zip(statements, statements[1:])) \
+        else sorted(statements, key=_order)  # fmt: skip
+    # newest first, remembering what the newer statements are about: one pass instead of comparing every pair
+    # (the same tests as _conflict, read as set lookups)
+    raws: set[str] = set()
+    claims: set[tuple[str, ...]] = set()
+    frames: set[tuple[str, ...]] = set()  # of positive statements
+    diet = False  # a positive diet statement is newer
+    shown: list[Preference] = []
+    for p in reversed(ordered):
+        subject = _subject(p.text)
+        if subject.raw is not None:
+            if subject.raw not in raws:
+                shown.append(p)
+            raws.add(subject.raw)
+            continue
+        replaced = subject.claim in claims or (not subject.negative and (
+            subject.frame in frames or (subject.diet and diet)))  # fmt: skip
+        if not replaced:
+            shown.append(p)
+        claims.add(subject.claim)
+        if not subject.negative:
+            if subject.frame is not None:
+                frames.add(subject.frame)
+            diet = diet or subject.diet
+    return shown[::-1]

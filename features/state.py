@@ -41,7 +41,7 @@ from features.history import (
     collect_covisits,
     new_tuple,
 )
-from features.preferences import Preference, add_preference
+from features.preferences import Preference, add_preference, standing_preferences
 from features.scorer import UserView
 from p13n.config import StateConfig
 from p13n.vocabulary import TEXT_EVENT_TYPES
@@ -188,7 +188,9 @@ class UserState:
         #: Decayed counts of events per type (``click``) and per UTC hour of day (``hour=09``, the
         #: interest clock): one scalar sum, each event adds 1 to its type and its hour.
         self.activity = SparseDecayedSum(spec.long_tau, ACTIVITY_MAX_KEYS)
-        self.preferences: list[Preference] = []
+        #: Preference statements seen, oldest first: the newest ``max_preferences`` (features.preferences);
+        #: what is shown of them is :attr:`preferences`.
+        self.statements: list[Preference] = []
         self.history: list[HistoryEntry] = []
         #: 8-byte hashes of the latest event ids, oldest first, back to back: one object to search,
         #: store and load, where a list of hashes would be ~100 small objects scattered in memory.
@@ -246,8 +248,8 @@ class UserState:
                 if vec is not None:
                     text.append((t, w, vec))  # the type's weight: text types are never negative
                 if kind == "preference":
-                    self.preferences = add_preference(self.preferences, new_tuple(Preference, (event.text or "", ts_ms, event.event_id)),
-                                                      limit=spec.max_preferences)  # fmt: skip
+                    statement = new_tuple(Preference, (event.text or "", ts_ms, event.event_id))
+                    self.statements = add_preference(self.statements, statement, limit=spec.max_preferences)
             if item_id is None:
                 continue
             info = items.get(item_id)
@@ -296,6 +298,12 @@ class UserState:
             self.offsets[partition] = offset
 
     # --- read-outs -------------------------------------------------------------------------
+    @property
+    def preferences(self) -> list[Preference]:
+        """The standing preferences shown, oldest first: the kept statements that no newer kept statement
+        replaces (:func:`~features.preferences.standing_preferences`); at most ``max_preferences``."""
+        return standing_preferences(self.statements)
+
     def embeddings(self, now_ms: int) -> dict[str, np.ndarray]:
         """Unit-length preference direction per horizon (zeros where nothing was seen)."""
         sums, _ = self.positive.read(now_ms / 1000.0)

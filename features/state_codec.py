@@ -67,6 +67,9 @@ class _Record(msgspec.Struct, array_like=True):
     text: _Decayed
     attributes: _Sparse
     activity: _Sparse
+    #: The preference statements kept (``UserState.statements``). States written before the shown list was
+    #: derived held the shown list itself here: a set of statements none of which replaces another, which
+    #: reads back as the same preferences, so the layout and format number are unchanged.
     preferences: list[Preference]
     history: list[HistoryEntry]
     recent_ids: bytes
@@ -178,7 +181,7 @@ def encode_state(user: UserState) -> bytes:
         FORMAT, spec.dim, spec.taus.tolist(),
         _pack(user.positive, "f4"), _pack(user.negative, "f2"), _pack(user.text, "f2"),
         _pack_sparse(user.attributes), _pack_sparse(user.activity),
-        user.preferences, user.history, bytes(user.recent_ids), user.offsets, user.events_applied,
+        user.statements, user.history, bytes(user.recent_ids), user.offsets, user.events_applied,
     ))  # fmt: skip
 
 
@@ -209,7 +212,7 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     user.text = _unpack(record.text, long_taus, spec.dim)
     user.attributes = _unpack_sparse(record.attributes, spec.long_tau, spec.max_attribute_values)
     user.activity = _unpack_sparse(record.activity, spec.long_tau, ACTIVITY_MAX_KEYS)
-    user.preferences = record.preferences
+    user.statements = record.preferences
     user.history = record.history
     user.recent_ids = _ids_from_bytes(record.recent_ids)
     user.offsets = dict(record.offsets)

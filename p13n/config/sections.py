@@ -137,7 +137,9 @@ class StateConfig(_Section):
     rating_scale: Annotated[float, Meta(gt=0), _doc("Rating distance from the midpoint that counts as weight 1.")] = 2.0
     history_size: Annotated[int, Meta(ge=1, le=1000), _doc("Recent history items kept per user (the co-visitation window and anchors come from it).")] = 32
     recent_event_ids: Annotated[int, Meta(ge=1, le=10000), _doc("Latest event_ids remembered per user for dedup (8 bytes each).")] = 96
-    max_preferences: Annotated[int, Meta(ge=1, le=200), _doc("Standing preferences kept per user.")] = 20
+    max_preferences: Annotated[int, Meta(ge=1, le=200), _doc(
+        "Preference statements kept per user (the newest; a replaced one still counts, so at most this many are shown)."
+    )] = 20  # fmt: skip
     max_attribute_values: Annotated[int, Meta(ge=1, le=1000), _doc("Attribute values kept per user.")] = 64
     user_ttl_days: Annotated[float, Meta(gt=0), _doc("Inactive users expire after this many days.")] = 90.0
     max_future_ms: Annotated[int, Meta(ge=0), _doc("Events further in the future than this are rejected.")] = 86_400_000

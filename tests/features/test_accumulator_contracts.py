@@ -38,7 +38,7 @@ from features.events import Event
 from features.history import HistoryEntry, add_history
 from features.memory import MemorySet, MemorySpec, clean_text
 from features.memory_codec import decode_memories, encode_memories
-from features.preferences import Preference, add_preference, preferences_conflict
+from features.preferences import Preference, add_preference, preferences_conflict, standing_preferences
 from features.signals import CoVisitation, Popularity
 from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
@@ -250,12 +250,45 @@ _covisitation = Contract(
 
 
 # --- standing preferences (newest wins on conflict, bounded) ----------------------------------------------------
-#: Statements whose "same subject" relation is an equivalence (diet, home town, each allergy, jazz): newest-wins
-#: is order independent only then (see the known counterexample at the end of this module).
-_STATEMENTS = ["I am vegetarian", "I am vegan", "I live in Berlin", "I live in Paris", "I am allergic to nuts",
-               "I am allergic to cats", "I like jazz", "I don't like jazz"]  # fmt: skip
-_preference_obs = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 100), st.sampled_from(_STATEMENTS)),
-                           min_size=1, max_size=20, unique_by=lambda o: o[0])
+#: Statements the rules treat specially, among them chains where "about the same thing" is not transitive ("I am
+#: not vegetarian anymore" meets "I am vegetarian", which meets "I am vegan"; the first and last do not meet).
+_STATEMENTS = ["I am vegetarian", "I am vegan", "I am not vegetarian anymore", "I'm not vegan", "I live in Berlin",
+               "I live in Paris", "I don't live in Paris", "I am allergic to nuts", "I am allergic to cats",
+               "I'm not allergic to nuts", "I like jazz", "I don't like jazz", "I hate jazz", "My name is Ana",
+               "my name is Bea!", "I am 30 years old", "I am 31", "no", "No."]  # fmt: skip
+_WORDS = ["I", "I'm", "am", "not", "no", "longer", "never", "really", "anymore", "do", "don't", "like", "love",
+          "hate", "vegetarian", "vegan", "keto", "live", "in", "from", "work", "at", "Paris", "Berlin", "my", "name",
+          "favourite", "colour", "is", "blue", "allergic", "to", "nuts", "cats", "jazz", "30", "31", ",",
+          "!"]  # fmt: skip
+#: Arbitrary statements: the special ones, random sentences of the words the rules read, and any text at all.
+_statement_texts = st.one_of(
+    st.sampled_from(_STATEMENTS),
+    st.lists(st.sampled_from(_WORDS), min_size=1, max_size=6).map(" ".join),
+    st.text(max_size=12),
+)  # fmt: skip
+#: Observations (event number, hour, text) drawn from a small pool of statements, so that statements meet: half
+#: of the pools are chains where "about the same thing" is not transitive (each meets the next, the ends do not).
+_CHAINS = [["I am not vegetarian anymore", "I am vegetarian", "I am vegan"],
+           ["I don't live in Paris", "I live in Paris", "I live in Berlin"],
+           ["I'm not vegan", "I am vegan", "I am vegetarian", "I am not vegetarian anymore"]]  # fmt: skip
+_statement_pools = st.one_of(st.sampled_from(_CHAINS), st.lists(_statement_texts, min_size=1, max_size=6, unique=True))
+_preference_obs = _statement_pools.flatmap(
+    lambda pool: st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 100), st.sampled_from(pool)),
+                          min_size=1, max_size=12, unique_by=lambda o: o[0])
+)  # fmt: skip
+
+
+def _statement_of(observation: tuple) -> Preference:
+    n, ts, text = observation
+    return Preference(text, ts * HOUR_MS, f"e{n}")
+
+
+def _shown_by_definition(statements: list[Preference]) -> list[Preference]:
+    """What standing preferences promise, by brute force: every statement that no newer one is about the same thing
+    as, oldest first."""
+    key = lambda p: (p.ts_ms, p.event_id, p.text)  # noqa: E731
+    return sorted((p for p in statements if not any(key(q) > key(p) and preferences_conflict(p.text, q.text)
+                                                     for q in statements)), key=key)  # fmt: skip
 
 
 class _Box:
@@ -266,26 +299,30 @@ class _Box:
 
 
 def _fold_preferences(box: _Box, batch: list) -> None:
-    for n, ts, text in batch:
-        box.value = add_preference(box.value, Preference(text, ts * HOUR_MS, f"e{n}"), limit=box.limit)
+    for observation in batch:
+        box.value = add_preference(box.value, _statement_of(observation), limit=box.limit)
 
 
 def _preference_bounds(box: _Box, observations: list) -> None:
-    prefs = box.value
-    assert len(prefs) <= box.limit
-    assert prefs == sorted(prefs, key=lambda p: (p.ts_ms, p.event_id))
-    # the newest statement is always kept, and no two kept statements are about the same subject
-    newest = max(observations, key=lambda o: (o[1], f"e{o[0]}"))
-    assert Preference(newest[2], newest[1] * HOUR_MS, f"e{newest[0]}") in prefs
-    for i, p in enumerate(prefs):
-        assert not any(preferences_conflict(p.text, q.text) for q in prefs[i + 1 :]), prefs
+    kept, shown = box.value, standing_preferences(box.value)
+    statements = [_statement_of(o) for o in observations]
+    key = lambda p: (p.ts_ms, p.event_id, p.text)  # noqa: E731
+    assert len(kept) <= box.limit and kept == sorted(kept, key=key) and set(kept) <= set(statements)
+    # the bound drops the oldest statements, and statements a newer kept one conflicts with (an older wording)
+    for p in set(statements) - set(kept):
+        assert key(p) < key(kept[0]) or any(key(q) > key(p) and preferences_conflict(p.text, q.text) for q in kept)
+    # what is shown of the kept statements is what would be shown of them all; the newest is always shown
+    assert shown == [p for p in _shown_by_definition(statements) if p in kept]
+    assert max(statements, key=key) in shown
+    for i, p in enumerate(shown):
+        assert not any(preferences_conflict(p.text, q.text) for q in shown[i + 1 :]), shown
 
 
 _preferences = Contract(
     name="standing preferences", observations=_preference_obs,
     new=lambda bounded: _Box([], 2 if bounded else 100), fold=_fold_preferences,
-    read=lambda box, observations: list(box.value), check_bounds=_preference_bounds, replay="idempotent",
-    order_when_bounded=True,
+    read=lambda box, observations: standing_preferences(box.value), check_bounds=_preference_bounds,
+    replay="idempotent", order_when_bounded=True,
 )  # fmt: skip
 
 
@@ -364,7 +401,7 @@ _PREFERENCE_VECTORS = {t: np.random.default_rng(100 + i).standard_normal(DIM).as
 _user_obs = st.lists(
     st.tuples(st.integers(0, 10_000), st.integers(0, 40 * 24),
               st.sampled_from(["view", "click", "cart", "purchase", "like", "dislike", "skip", "rating", "preference"]),
-              st.sampled_from(_ITEMS), st.sampled_from([1.0, 2.0, 3.0, 4.0, 5.0]), st.sampled_from(_STATEMENTS)),
+              st.sampled_from(_ITEMS), st.sampled_from([1.0, 2.0, 3.0, 4.0, 5.0]), _statement_texts),
     min_size=1, max_size=30, unique_by=lambda o: o[0],
 )  # fmt: skip
 
@@ -536,32 +573,50 @@ def test_folding_does_not_mutate_its_inputs(contract, data):
     assert observations == before
 
 
-def test_the_statements_of_the_preference_contract_conflict_transitively():
-    """The preference contract's premise, checked: "same subject" is an equivalence on its statements."""
-    same = {(a, b): preferences_conflict(a, b) for a in _STATEMENTS for b in _STATEMENTS}
-    assert all(same[a, a] for a in _STATEMENTS)
-    assert all(same[a, b] == same[b, a] for a, b in same)
-    assert all(same[a, c] for a, b in same for c in _STATEMENTS if same[a, b] and same[b, c])
-    assert same["I am vegetarian", "I am vegan"] and not same["I am allergic to nuts", "I am allergic to cats"]
+def test_the_preference_contract_draws_statements_that_conflict_intransitively():
+    """The preference contract's premise: its statements include chains where "same subject" is not transitive
+    (the case a newest-wins fold got wrong), so the order and replay checks above exercise them."""
+    first, middle, last = "I am not vegetarian anymore", "I am vegetarian", "I am vegan"
+    assert {first, middle, last} <= set(_STATEMENTS) & set(_CHAINS[0])
+    assert preferences_conflict(first, middle) and preferences_conflict(middle, last)
+    assert not preferences_conflict(first, last)
+
+
+@settings(max_examples=50, deadline=None)
+@given(observations=_preference_obs)
+def test_standing_preferences_are_the_statements_no_newer_one_replaces(observations):
+    """Unbounded, what is shown is exactly the definition over every statement seen (DESIGN.md §3)."""
+    box = _folded(_preferences, observations)
+    assert standing_preferences(box.value) == _shown_by_definition([_statement_of(o) for o in observations])
 
 
 #: "I am not vegetarian anymore" is about the same thing as "I am vegetarian", which is about the same thing as
 #: "I am vegan", but the first and the last are not (a negative statement only meets its own claim): the
-#: relation is not transitive, and newest-wins then depends on the order and on replays.
+#: relation is not transitive; a newest-wins fold then depended on the order and on replays.
 _NOT_TRANSITIVE = [Preference("I am not vegetarian anymore", 1, "e1"), Preference("I am vegetarian", 2, "e2"),
                    Preference("I am vegan", 3, "e3")]  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="known: preferences_conflict is not transitive for negative statements, so "
-                                       "standing preferences depend on arrival order and replays (in the user state, "
-                                       "a replay beyond recent_event_ids can bring a superseded statement back)")
 def test_standing_preferences_with_a_non_transitive_conflict_do_not_depend_on_order():
     def fold(order: list[Preference]) -> list[Preference]:
-        prefs: list[Preference] = []
+        statements: list[Preference] = []
         for new in order:
-            prefs = add_preference(prefs, new, limit=10)
-        return prefs
+            statements = add_preference(statements, new, limit=10)
+        return standing_preferences(statements)
 
     in_order = fold(_NOT_TRANSITIVE)
     assert in_order == [_NOT_TRANSITIVE[2]]  # each statement replaced the one before it
-    assert fold(_NOT_TRANSITIVE[::-1]) == in_order  # fails: "I am not vegetarian anymore" stays beside "I am vegan"
+    assert fold(_NOT_TRANSITIVE[::-1]) == in_order
+    assert fold(_NOT_TRANSITIVE + _NOT_TRANSITIVE[:2]) == in_order  # a replay of the replaced ones
+
+
+def test_a_replay_past_the_event_id_marks_does_not_bring_a_replaced_preference_back():
+    """In the user state: the replayed event's id is no longer among the remembered ones (recent_event_ids=1), so
+    the fold applies it again, and the kept statements still hide it."""
+    user = UserState.new(StateSpec.from_config(StateConfig(recent_event_ids=1), dim=DIM))
+    events = [Event(event_id=p.event_id, user_id="u", type="preference", ts_ms=p.ts_ms, text=p.text)
+              for p in _NOT_TRANSITIVE]  # fmt: skip
+    for event in events:
+        user.fold([event], {})
+    assert user.fold([events[0]], {}).applied == 1  # forgotten by the marks: folded again
+    assert [p.text for p in user.preferences] == ["I am vegan"]

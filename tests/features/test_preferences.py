@@ -1,4 +1,7 @@
-"""Standing preferences: a newer statement replaces an older one only when both are about the same thing."""
+"""Standing preferences: a newer statement replaces an older one only when both are about the same thing.
+
+The order- and replay-independence of the kept statements is checked by the accumulator contracts
+(tests/features/test_accumulator_contracts.py); here, which statements replace which, and the bound."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 
 from features.events import Event
-from features.preferences import Preference, add_preference, preferences_conflict
+from features.preferences import Preference, add_preference, preferences_conflict, standing_preferences
 from features.state import StateSpec, UserState
 from p13n.config import StateConfig
 
@@ -47,20 +50,55 @@ KEEPS_BOTH = [
 ]
 
 
+def shown(*arrivals: Preference, limit: int = 10) -> list[str]:
+    """The texts shown after folding ``arrivals`` in this order."""
+    statements: list[Preference] = []
+    for new in arrivals:
+        statements = add_preference(statements, new, limit=limit)
+    return [p.text for p in standing_preferences(statements)]
+
+
 @pytest.mark.parametrize(("old", "new"), REPLACES)
 def test_the_newer_statement_replaces_one_about_the_same_thing(old, new):
     assert preferences_conflict(old, new) and preferences_conflict(new, old)
-    kept = add_preference([Preference(old, 1, "e1")], Preference(new, 2, "e2"), limit=10)
-    assert [p.text for p in kept] == [new]
-    late = add_preference([Preference(new, 2, "e2")], Preference(old, 1, "e1"), limit=10)  # arrives late: loses
-    assert [p.text for p in late] == [new]
+    assert shown(Preference(old, 1, "e1"), Preference(new, 2, "e2")) == [new]
+    assert shown(Preference(new, 2, "e2"), Preference(old, 1, "e1")) == [new]  # arrives late: loses
 
 
 @pytest.mark.parametrize(("old", "new"), KEEPS_BOTH)
 def test_statements_about_different_things_are_both_kept(old, new):
     assert not preferences_conflict(old, new) and not preferences_conflict(new, old)
-    kept = add_preference([Preference(old, 1, "e1")], Preference(new, 2, "e2"), limit=10)
-    assert [p.text for p in kept] == [old, new]
+    assert shown(Preference(old, 1, "e1"), Preference(new, 2, "e2")) == [old, new]
+    assert shown(Preference(new, 2, "e2"), Preference(old, 1, "e1")) == [old, new]
+
+
+def test_a_replaced_statement_is_kept_so_a_replay_of_what_it_replaced_stays_hidden():
+    """The non-transitive chain: the middle statement hides the first even though the last replaced it."""
+    first, middle, last = (Preference("I am not vegetarian anymore", 1, "e1"), Preference("I am vegetarian", 2, "e2"),
+                           Preference("I am vegan", 3, "e3"))  # fmt: skip
+    assert not preferences_conflict(first.text, last.text)
+    assert shown(first, middle, last) == shown(last, middle, first) == shown(middle, last, first) == ["I am vegan"]
+    assert shown(first, middle, last, first, middle) == ["I am vegan"]  # replays
+
+
+def test_only_the_newest_of_a_wording_is_kept():
+    statements: list[Preference] = []
+    for n, text in enumerate(["I am vegan", "I live in Berlin", "I'm vegan!", "i am really VEGAN"]):
+        statements = add_preference(statements, Preference(text, n, f"e{n}"), limit=3)
+    assert [p.text for p in statements] == ["I live in Berlin", "i am really VEGAN"]
+    same = add_preference(statements, Preference("I'm vegan", 0, "e9"), limit=3)  # an older one, late: nothing new
+    assert same is statements
+
+
+def test_the_newest_statements_are_kept_whatever_they_say():
+    """The bound counts statements, replaced ones too: a replaced statement still hides older ones (above)."""
+    arrivals = [Preference("I am allergic to nuts", 1, "e1"), Preference("I live in Paris", 2, "e2"),
+                Preference("I live in Berlin", 3, "e3"), Preference("I live in Rome", 4, "e4")]  # fmt: skip
+    assert shown(*arrivals, limit=4) == ["I am allergic to nuts", "I live in Rome"]
+    assert shown(*arrivals, limit=3) == ["I live in Rome"]  # the allergy is older than the newest three
+    assert shown(*arrivals[::-1], limit=3) == ["I live in Rome"]
+    with pytest.raises(ValueError, match="limit"):
+        add_preference([], arrivals[0], limit=0)
 
 
 def test_the_two_allergies_of_the_hardening_case_are_both_kept():

@@ -228,6 +228,35 @@ def test_states_written_by_format_1_read_the_same():
     assert again.activity.values == user.activity.values and again.history == user.history
 
 
+#: A format-2 state written when the stored preferences were the shown list itself (a newest-wins fold, commit
+#: 166cf1e): dim 2, default horizons, preference events p1..p5 at hours 1..5 — "I am allergic to nuts", "I am
+#: vegetarian", "I live in Paris", "I am vegan", "I live in Berlin" — of which that code kept the three below.
+SHOWN_LIST_STATE = bytes.fromhex(
+    "9d020292cb40ac200000000000cb4143c6800000000094c40090c0a2663494c40090c0a2663294c40090c0a266329280c092"
+    "86aa707265666572656e6365cb4013f1ceaf424842a7686f75723d3031cb3fefd29d758bb79aa7686f75723d3032cb3fefdd"
+    "f00bbd0daca7686f75723d3033cb3fefe946a9417ee1a7686f75723d3034cb3feff4a14f87fde9a7686f75723d3035cb3ff0"
+    "000000000000cb40d19400000000009393b54920616d20616c6c657267696320746f206e757473ce0036ee80a2703193aa49"
+    "20616d20766567616ece00dbba00a2703493b049206c69766520696e204265726c696ece0112a880a2703590c428e81665c9"
+    "7894ce914cc3c1272431dd448d0b97e150d582df8519cc393ba02e329521a04d068b59828005"
+)
+
+
+def test_states_that_stored_the_shown_preferences_read_the_same_and_keep_folding():
+    spec = StateSpec.from_config(StateConfig(), dim=2)
+    user = decode_state(SHOWN_LIST_STATE, spec)
+    assert [(p.text, p.ts_ms // HOUR, p.event_id) for p in user.preferences] == [
+        ("I am allergic to nuts", 1, "p1"), ("I am vegan", 4, "p4"), ("I live in Berlin", 5, "p5")]
+    assert user.statements == user.preferences and user.events_applied == 5
+    late = ev(6, "preference", None, 2 * HOUR, text="I live in Rome")  # older than Berlin: hidden
+    newer = ev(7, "preference", None, 6 * HOUR, text="I am not vegan anymore")
+    user.fold([late, newer], {})
+    assert [p.text for p in user.preferences] == ["I am allergic to nuts", "I live in Berlin", "I am not vegan anymore"]
+    again = decode_state(encode_state(user), spec)  # written back: the kept statements, replaced ones too
+    assert again.statements == user.statements and again.preferences == user.preferences
+    assert [p.text for p in again.statements] == ["I am allergic to nuts", "I live in Rome", "I am vegan",
+                                                  "I live in Berlin", "I am not vegan anymore"]
+
+
 def test_state_round_trips_through_its_binary_form():
     user = UserState.new(SPEC)
     user.fold([ev(1, "purchase", "i1", HOUR), ev(2, "skip", "i2", 2 * HOUR),
