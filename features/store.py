@@ -11,7 +11,9 @@ whose anchors are only known once the user's history has been read).
 from __future__ import annotations
 
 import math
+import os
 import secrets
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -28,7 +30,8 @@ from features.state import ItemInfo, StateSpec, UserState
 from features.state_codec import decode_state, encode_state
 from p13n.config import Config
 
-__all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "APPLIED", "ALREADY_APPLIED", "CONFLICT"]
+__all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "ALREADY_APPLIED",
+           "CONFLICT"]
 
 APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
 USERS_PER_CALL = 50
@@ -57,6 +60,17 @@ def new_version_token() -> int:
     True
     """
     return secrets.randbits(62) + 1
+
+
+def new_version_tokens(n: int) -> list[int]:
+    """``n`` tokens as :func:`new_version_token` gives them, from one read of the OS's random source
+    (one ``os.urandom`` call per token was ~2% of the consumer's time at one event per user write).
+
+    >>> tokens = new_version_tokens(3)
+    >>> len(tokens), all(0 < t < 2**62 + 1 for t in tokens)
+    (3, True)
+    """
+    return [(word >> 2) + 1 for word in struct.unpack(f"<{n}Q", os.urandom(8 * n))]
 
 
 class _ItemMeta(msgspec.Struct, array_like=True):
