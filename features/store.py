@@ -101,12 +101,22 @@ class RedisStore:
 
     # --- users -------------------------------------------------------------------------------
     def read_users(self, users: Sequence[tuple[str, str]]) -> list[tuple[int, UserState | None]]:
-        """(version, state or None) of each (tenant, user_id), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for tenant, user_id in users:
-            pipe.hmget(self.keys.user(tenant, user_id), "v", "s")
+        """(version, state or None) of each (tenant, user_id), in one round trip; raises the first
+        command error (as a redis-py pipeline does).
+
+        Sent as raw commands on a :class:`~features.deferred.DeferredPipeline`: redis-py's pipeline
+        spent ~16 µs of CPU per user on queueing and reply callbacks, this ~6-10 (4000 users, load ~12),
+        ~5% of the consumer at 1.3 events per user write, where most users of a poll are read."""
+        if not users:
+            return []
+        with DeferredPipeline(self.client) as pipe:
+            pipe.send([("HMGET", self.keys.user(tenant, user_id), "v", "s") for tenant, user_id in users])
+            replies = pipe.replies()
         out: list[tuple[int, UserState | None]] = []
-        for version, blob in pipe.execute():
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            version, blob = reply
             if blob is None:
                 out.append((0, None))
             else:
