@@ -46,7 +46,7 @@ from features.memory import MemorySet, clean_text
 from features.events import Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from features.state import ItemInfo, UserState, fold_users
 from features.deferred import DeferredPipeline, is_cluster_client
-from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_token
+from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_tokens
 from p13n.clock import now_ms
 from p13n.config import Config
 from p13n.errors import ServiceError
@@ -387,13 +387,13 @@ class BatchProcessor:
                     state.memories.fold(messages, text_vectors)
         writes: list[tuple[tuple, UserWrite, _WriteStats]] = []
         deltas: list[tuple[int, list, list]] = []
-        for (key, version, state, fresh, received), result in zip(jobs, results):
+        for (key, version, state, fresh, received), result, token in zip(jobs, results, new_version_tokens(len(jobs))):
             tenant, user_id, partition = key
             max_offset = fresh[-1][0]
             state.mark_offset(partition, max_offset)
             stats = _WriteStats(result.applied, received - len(fresh) + result.duplicates,
                                 [(now_ms - e.ts_ms) / 1000.0 for _, e in fresh])  # fmt: skip
-            writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset, new_version_token()), stats))
+            writes.append((key, UserWrite(tenant, user_id, version, state, partition, max_offset, token), stats))
             if not (result.popularity or result.covisit_runs):
                 continue
             if len(fresh) == 1:  # the usual case
@@ -408,7 +408,10 @@ class BatchProcessor:
                 for d in part:
                     offset = offset_of[d.event_id]
                     if offset > floor:
-                        by_offset.setdefault(offset, ([], []))[n].append(d)
+                        slot = by_offset.get(offset)  # not setdefault: that builds two lists per delta
+                        if slot is None:
+                            slot = by_offset[offset] = ([], [])
+                        slot[n].append(d)
             deltas.extend((offset, pops, runs) for offset, (pops, runs) in by_offset.items())
         return writes, deltas
 
