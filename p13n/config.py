@@ -245,13 +245,18 @@ class EncoderConfig(_Section):
     path: Annotated[str, _doc("Directory of the exported encoder (`p13n encoder export`).")] = (
         "~/.cache/p13n/encoders/all-minilm-l6-v2"
     )
-    variant: Annotated[str, Meta(pattern="^(fp32|int8)$"), _doc("Model that encodes queries on the request path.")] = "int8"
+    variant: Annotated[str, Meta(pattern="^(fp32|int8|int8-static)$"),
+                       _doc("Model that encodes queries on the request path.")] = "int8"  # fmt: skip
     consumer_variant: Annotated[
         str,
-        Meta(pattern="^(fp32|int8)$"),
-        _doc("Model that embeds items and user texts in `p13n consume`. fp32 by default: the int8 model's "
-             "dynamic activation scales make a text's vector depend on the rest of its batch."),
-    ] = "fp32"
+        Meta(pattern="^(fp32|int8-static)$"),
+        _doc("Model that embeds items (catalogs in bulk) and user texts in `p13n consume`: int8-static "
+             "(activation scales calibrated at export; ~2× fp32's items/s) or fp32. Not the dynamic int8: its "
+             "run-time activation scales make a text's vector depend on the rest of its batch."),
+    ] = "int8-static"
+    consumer_threads: Annotated[
+        int, Meta(ge=0), _doc("onnxruntime intra-op threads of the consumer's encoder (0 = one per core); "
+                              "catalog backlogs are the consumer's only CPU-heavy work.")] = 2  # fmt: skip
     max_length: Annotated[int, Meta(ge=8, le=512), _doc("Tokens per text before truncation.")] = 128
     threads: Annotated[int, Meta(ge=0), _doc("onnxruntime intra-op threads (0 = library default).")] = 1
 
