@@ -251,7 +251,7 @@ class EncoderConfig(_Section):
         str,
         Meta(pattern="^(fp32|int8-static)$"),
         _doc("Model that embeds items (catalogs in bulk) and user texts in `p13n consume`: int8-static "
-             "(activation scales calibrated at export; ~2× fp32's items/s) or fp32. Not the dynamic int8: its "
+             "(activation scales calibrated at export; fewer CPU-seconds per item, `p13n bench encoder`) or fp32. Not the dynamic int8: its "
              "run-time activation scales make a text's vector depend on the rest of its batch."),
     ] = "int8-static"
     consumer_threads: Annotated[
