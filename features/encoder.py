@@ -18,8 +18,9 @@ neighbours' tokens or the thread count. So every text is padded to its bucket
 bound (a multiple of 4) and a lone text runs as a batch of two copies of itself:
 then a text's vector is bit-identical alone, in any batch and in any chunking
 (``tests/features/test_encoder_batching.py``). The dynamic int8 model cannot have
-this property — its activation scale is the whole batch's — so a lone text runs
-alone there (the request path's single-query latency).
+this property — its activation scale is the whole batch's — so there a lone text
+runs alone (the request path's single-query latency), and buckets double (8, 16,
+32 …) and pad only to the longest text of a batch, as before.
 
 >>> enc = Encoder.from_directory(default_encoder_dir())   # exported by `make test` / `p13n encoder export`
 >>> vectors = enc.encode(["red running shoes", "trail runners for muddy paths", "a jazz vinyl record"])
@@ -61,15 +62,24 @@ def encoder_dimension(directory: Path) -> int:
 BUCKET_STEP = 4
 
 
-def length_buckets(lengths: Sequence[int], max_length: int, step: int = BUCKET_STEP) -> dict[int, list[int]]:
-    """Group text indices by the smallest multiple of ``step`` their length fits (at most ``max_length``).
+def length_buckets(lengths: Sequence[int], max_length: int, step: int = BUCKET_STEP, *,
+                   doubling: bool = False) -> dict[int, list[int]]:  # fmt: skip
+    """Group text indices by the smallest multiple of ``step`` their length fits (at most ``max_length``);
+    ``doubling``: by the smallest of 8, 16, 32 … instead (fewer, larger batches for the request path).
 
     >>> length_buckets([3, 9, 17, 5, 128, 16], max_length=128)
     {4: [0], 8: [3], 12: [1], 16: [5], 20: [2], 128: [4]}
+    >>> length_buckets([3, 9, 17, 5, 128, 16], max_length=128, doubling=True)
+    {8: [0, 3], 16: [1, 5], 32: [2], 128: [4]}
     """
     buckets: dict[int, list[int]] = {}
     for index, length in enumerate(lengths):
-        bound = max(step, -(-length // step) * step)
+        if doubling:
+            bound = 8
+            while bound < length and bound < max_length:
+                bound *= 2
+        else:
+            bound = max(step, -(-length // step) * step)
         buckets.setdefault(min(bound, max_length), []).append(index)
     return dict(sorted(buckets.items()))
 
@@ -146,7 +156,9 @@ class Encoder:
             return out
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
-        for bound, indices in length_buckets(lengths, self.max_length).items():
+        # the dynamic int8 model's vectors depend on the batch anyway: it keeps the request path's wider buckets
+        buckets = length_buckets(lengths, self.max_length, doubling=not self.batch_independent)
+        for bound, indices in buckets.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 if self.batch_independent:
