@@ -42,14 +42,15 @@ def catalog_titles(directory: Path) -> list[str]:
         return [movie_text(row["title"], row["genres"])[0] for row in csv.DictReader(fh)]
 
 
-def bench_catalog(config: Config, movielens: Path | None = None, *, rounds: int = 2,
+def bench_catalog(config: Config, movielens: Path | None = None, *, rounds: int = 2, limit: int | None = None,
                   variants: list[tuple[str, str, int]] = CATALOG_VARIANTS) -> dict:  # fmt: skip
-    """items/s of each variant on every title of ``movielens`` (default: the shipped tiny sample)."""
+    """items/s of each variant on every title of ``movielens`` (default: the shipped tiny sample), or on
+    its first ``limit`` titles."""
     from features.encoder import Encoder
     from stream.catalog import ChunkedEncoder
 
     directory = movielens or TINY_MOVIELENS
-    titles = catalog_titles(directory)
+    titles = catalog_titles(directory)[:limit]
     chunk_s = config.kafka.max_poll_interval_ms / 1000 / 5  # as stream.processing.BatchProcessor
     encoders = {name: Encoder(config.encoder.directory, variant=variant, threads=threads,
                               max_length=config.encoder.max_length)
