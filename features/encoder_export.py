@@ -1,4 +1,4 @@
-"""One-time export of a sentence-transformers model to ONNX (fp32 + dynamic int8).
+"""One-time export of a sentence-transformers model to ONNX (fp32, dynamic int8, static int8).
 
 Only this module needs torch and sentence-transformers (the ``export`` extra);
 it imports them inside functions so importing ``features`` stays torch-free.
@@ -11,30 +11,34 @@ transformers 5 (DESIGN.md §10).
 
 Output directory::
 
-    model.onnx          fp32
-    model.int8.onnx     dynamically quantized weights (QInt8), unless --quantize none
-    tokenizer.json      the model's fast tokenizer
-    p13n_encoder.json   metadata: dimension, pooling, normalize, max_length, source hash
+    model.onnx              fp32
+    model.int8.onnx         int8 weights, activation scales at run time (queries), unless --quantize none
+    model.int8-static.onnx  int8 weights and calibrated activation scales (catalogs), unless --quantize none
+    tokenizer.json          the model's fast tokenizer
+    p13n_encoder.json       metadata: dimension, pooling, normalize, max_length, source hash, files
+
+Every file is written under a temporary name and renamed into place, so processes that load an
+existing export while it is refreshed never read half a file; with ``reuse`` an up-to-date fp32
+export is kept and only the missing variants are added (``p13n encoder export --if-missing``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from p13n.errors import ConfigError, ServiceError
 
-__all__ = ["default_model_path", "export_encoder", "source_hash", "METADATA_FILE"]
+__all__ = ["default_model_path", "export_encoder", "source_hash", "is_current", "METADATA_FILE", "VARIANT_FILES"]
 
 METADATA_FILE = "p13n_encoder.json"
 OPSET = 17
+#: The file of each variant in an export directory.
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8-static": "model.int8-static.onnx"}
 
 
 def default_model_path() -> Path:
@@ -57,14 +61,27 @@ def source_hash(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def is_current(output: Path, model_dir: Path) -> bool:
-    """True if ``output`` holds an export of exactly ``model_dir``'s files."""
+def is_current(output: Path, model_dir: Path, quantize: str = "int8") -> bool:
+    """True if ``output`` holds an export of exactly ``model_dir``'s files with every variant
+    ``quantize`` asks for (``int8``: fp32, int8 and int8-static; ``none``: fp32)."""
+    meta = _reusable(output, model_dir)
+    wanted = set(VARIANT_FILES) if quantize == "int8" else {"fp32"}
+    return meta is not None and wanted <= set(meta["files"])
+
+
+def _reusable(output: Path, model_dir: Path) -> dict | None:
+    """The metadata of an export of ``model_dir`` in ``output`` (its ``files`` narrowed to those on
+    disk), or None if there is none, its fp32 model or tokenizer is missing, or the source changed."""
     try:
         meta = json.loads((output / METADATA_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    files_ok = all((output / name).exists() for name in meta.get("files", {}).values())
-    return files_ok and meta.get("source_sha256") == source_hash(model_dir)
+        return None
+    files = {k: v for k, v in meta.get("files", {}).items() if (output / v).exists()}
+    if "fp32" not in files or not (output / meta.get("tokenizer", "tokenizer.json")).exists():
+        return None
+    if meta.get("source_sha256") != source_hash(model_dir):
+        return None
+    return {**meta, "files": files}
 
 
 def export_encoder(
@@ -74,8 +91,10 @@ def export_encoder(
     quantize: str = "int8",
     max_length: int = 256,
     progress: Callable[[str], None] = lambda step: None,
+    reuse: bool = False,
 ) -> dict:
-    """Export ``model`` (a sentence-transformers directory) to ``output``; returns the metadata."""
+    """Export ``model`` (a sentence-transformers directory) to ``output``; returns the metadata.
+    ``reuse``: keep an up-to-date export's files and add only the missing variants."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at export time either
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if quantize not in ("int8", "none"):
@@ -83,13 +102,50 @@ def export_encoder(
     model_dir = Path(model) if model else default_model_path()
     if not (model_dir / "modules.json").exists():
         raise ConfigError(f"{model_dir} is not a sentence-transformers model directory (no modules.json)")
+    output.mkdir(parents=True, exist_ok=True)
+    meta = _reusable(output, model_dir) if reuse else None
+    if meta is None:
+        meta = _export_fp32(output, model_dir, max_length=max_length, progress=progress)
+    files = meta["files"]
+    if quantize == "int8":
+        from features.encoder_quantize import CALIBRATION_TEXTS, quantize_dynamic_int8, quantize_static_int8
+
+        fp32_path = output / files["fp32"]
+        if "int8" not in files:
+            progress("quantizing int8 (dynamic)")
+            quantize_dynamic_int8(fp32_path, output / VARIANT_FILES["int8"])
+            files["int8"] = VARIANT_FILES["int8"]
+        if "int8-static" not in files:
+            progress("quantizing int8 (static, calibrating)")
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(output / meta["tokenizer"]))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(int(meta["max_length"]))
+            token_ids = [e.ids for e in tokenizer.encode_batch(CALIBRATION_TEXTS)]
+            quantize_static_int8(fp32_path, output / VARIANT_FILES["int8-static"], token_ids,
+                                 pad_id=int(meta.get("pad_token_id", 0)))  # fmt: skip
+            files["int8-static"] = VARIANT_FILES["int8-static"]
+    _write_atomically(output / METADATA_FILE, json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _export_fp32(output: Path, model_dir: Path, *, max_length: int, progress: Callable[[str], None]) -> dict:
+    """``model.onnx`` and ``tokenizer.json`` of ``model_dir`` in ``output``; returns the metadata."""
     try:
         import torch
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise ConfigError("encoder export needs torch and sentence-transformers: pip install 'p13n[export]'") from exc
-
-    output.mkdir(parents=True, exist_ok=True)
+    tokenizer_src = model_dir / "tokenizer.json"
+    if not tokenizer_src.exists():
+        raise ServiceError(f"{model_dir} has no tokenizer.json (a fast tokenizer is required at run time)")
     progress("loading model")
     st_model = SentenceTransformer(str(model_dir), device="cpu")
     st_model.eval()
@@ -101,43 +157,24 @@ def export_encoder(
 
     wrapper = _SentenceEncoderModule(transformer, pooling=pooling, normalize=normalize)
     sample = st_model.tokenizer(["p13n export sample sentence"], return_tensors="pt", padding=True)
-    fp32_path = output / "model.onnx"
+    fp32_path = output / VARIANT_FILES["fp32"]
+    tmp = fp32_path.with_name(fp32_path.name + ".tmp")
     progress("exporting ONNX fp32")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constant shapes; parity tests check the result
         torch.onnx.export(
             wrapper,
             (sample["input_ids"], sample["attention_mask"]),
-            str(fp32_path),
+            str(tmp),
             input_names=["input_ids", "attention_mask"],
             output_names=["embedding"],
             dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
-    files = {"fp32": fp32_path.name}
-    if quantize == "int8":
-        progress("quantizing int8")
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        int8_path = output / "model.int8.onnx"
-        prepared = output / "model.prepared.onnx"
-        # Pre-processing (graph fusion + ONNX shape inference) and per-channel weight scales keep
-        # MiniLM's int8 cosine to the fp32 reference >= 0.98; per-tensor scales alone gave 0.93.
-        # onnxruntime's quantization tools write scratch files into the working directory
-        with tempfile.TemporaryDirectory(prefix="p13n-quantize-") as scratch, contextlib.chdir(scratch):
-            quant_pre_process(str(fp32_path.resolve()), str(prepared.resolve()), skip_symbolic_shape=True)
-            quantize_dynamic(str(prepared.resolve()), str(int8_path.resolve()), weight_type=QuantType.QInt8,
-                             per_channel=True)  # fmt: skip
-        prepared.unlink()
-        files["int8"] = int8_path.name
-    progress("writing tokenizer and metadata")
-    tokenizer_src = model_dir / "tokenizer.json"
-    if not tokenizer_src.exists():
-        raise ServiceError(f"{model_dir} has no tokenizer.json (a fast tokenizer is required at run time)")
-    shutil.copy2(tokenizer_src, output / "tokenizer.json")
-    meta = {
+    os.replace(tmp, fp32_path)
+    _write_atomically(output / "tokenizer.json", tokenizer_src.read_bytes())
+    return {
         "format": 1,
         "dimension": dim,
         "pooling": pooling,
@@ -146,12 +183,10 @@ def export_encoder(
         "source_model": str(model_dir),
         "source_sha256": source_hash(model_dir),
         "opset": OPSET,
-        "files": files,
+        "files": {"fp32": fp32_path.name},
         "tokenizer": "tokenizer.json",
         "pad_token_id": int(st_model.tokenizer.pad_token_id or 0),
     }
-    (output / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-    return meta
 
 
 def _pooling_mode(st_model) -> str:

@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     encoder_sub = encoder.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = encoder_sub.add_parser("export", help="export a sentence-transformers model to ONNX (+ int8)")
     export.add_argument("--model", type=Path, help="sentence-transformers model directory (default: all-MiniLM-L6-v2)")
-    export.add_argument("--quantize", choices=["int8", "none"], default="int8", help="also write an int8 model")
+    export.add_argument("--quantize", choices=["int8", "none"], default="int8", help="also write the int8 models (dynamic and static)")
     export.add_argument("--output", type=Path, help="output directory (default: encoder.path)")
-    export.add_argument("--if-missing", action="store_true", help="do nothing if an up-to-date export exists")
+    export.add_argument("--if-missing", action="store_true", help="keep an up-to-date export, adding only missing variants")
     export.set_defaults(handler=_encoder_export)
 
     # produce ---------------------------------------------------------------------------
@@ -222,12 +222,13 @@ def _encoder_export(args: argparse.Namespace) -> int:
     cfg = _load(args)
     output = (args.output or cfg.encoder.directory).expanduser()
     model = args.model or default_model_path()
-    if args.if_missing and is_current(output, model):
+    if args.if_missing and is_current(output, model, args.quantize):
         print(f"encoder at {output} is up to date")
         return 0
     console = _console()
     with console.status("exporting encoder…") as status:
-        meta = export_encoder(output, model=model, quantize=args.quantize, progress=lambda s: status.update(s + "…"))
+        meta = export_encoder(output, model=model, quantize=args.quantize, progress=lambda s: status.update(s + "…"),
+                              reuse=args.if_missing)  # fmt: skip
     console.print(f"exported {meta['dimension']}-d encoder ({', '.join(meta['files'])}) to {output}")
     return 0
 

@@ -55,7 +55,11 @@ def register(sub) -> None:
                       help="also write the /v1/score bodies as JSONL (for benchmarks/locustfile.py)")
     load.add_argument("--seed", type=int, default=0, help="seed of the Poisson gaps and negative sampling (0)")
     load.set_defaults(handler=_bench_load)
-    encoder_b = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched")
+    encoder_b = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched; "
+                                                     "catalog items/s")  # fmt: skip
+    encoder_b.add_argument("--movielens", type=Path, metavar="DIR",
+                           help="MovieLens directory whose titles the catalog step embeds (default: tests/data/movielens-tiny)")
+    encoder_b.add_argument("--catalog-only", action="store_true", help="only the catalog items/s (no torch, no Serve)")
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
@@ -121,7 +125,10 @@ def _bench_ingest(args: argparse.Namespace) -> int:
 def _bench_encoder(args: argparse.Namespace) -> int:
     from benchmarks.encoder_bench import encoder_markdown, run_encoder
 
-    return _run_bench(args, "encoder", "encoder benchmarks (torch vs ONNX, Serve batching)", run_encoder,
+    def run(cfg, client, quick: bool) -> dict:
+        return run_encoder(cfg, client, quick=quick, movielens=args.movielens, catalog_only=args.catalog_only)
+
+    return _run_bench(args, "encoder", "encoder benchmarks (torch vs ONNX, Serve batching, catalogs)", run,
                       encoder_markdown)  # fmt: skip
 
 

@@ -1,11 +1,13 @@
 """The catalog side of the processing stage: catalog records stored and embedded, and the items a
 batch of events names resolved — per tenant, since two tenants' ``sku-1`` are different items.
 
-Embedding is the slow part of a catalog poll (~130 texts/s per core with the fp32 encoder:
-MovieLens' 9,742 titles take over a minute), so :class:`ChunkedEncoder` encodes in chunks that
-each take a bounded time (sized by the measured encode rate) and calls ``between_chunks`` after
-each one: the consumer keeps its group membership alive there (pause, poll, resume), so one
-poll's embedding never outlasts ``kafka.max_poll_interval_ms``.
+Embedding is the slow part of a catalog poll (MovieLens' 9,742 titles: ~50 s with the fp32
+encoder on one thread; the consumer's default int8-static encoder needs ~20 % fewer CPU-seconds per
+title and runs on two threads, ``p13n bench encoder``), so :class:`ChunkedEncoder` encodes in chunks that each take a
+bounded time (sized by the measured encode rate) and calls ``between_chunks`` after each one: the
+consumer keeps its group membership alive there (pause, poll, resume), so one poll's embedding
+never outlasts ``kafka.max_poll_interval_ms``. The chunk sizes therefore depend on timing; the
+vectors do not (the consumer's encoders are batch-independent, see :mod:`features.encoder`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ FIRST_CHUNK = 16
 class ChunkedEncoder:
     """``encode(texts) -> (n, dim) float32`` in chunks of about ``chunk_s`` seconds each, calling
     ``between_chunks()`` after every chunk. Chunking does not change the vectors of a
-    batch-independent encoder (the consumer's fp32 variant).
+    batch-independent encoder (the consumer's fp32 and int8-static variants).
 
     >>> calls = []
     >>> enc = ChunkedEncoder(lambda texts: np.zeros((len(texts), 2), np.float32), chunk_s=1.0,

@@ -330,8 +330,7 @@ def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | N
     from features.store import RedisStore
     from p13n.connections import redis_client
 
-    encoder = Encoder(config.encoder.directory, variant=config.encoder.consumer_variant, threads=config.encoder.threads,
-                      max_length=config.encoder.max_length)  # fmt: skip
+    encoder = Encoder.for_consumer(config.encoder)
     store = RedisStore(redis_client(config.redis), config, dim=encoder.dimension)
     processor = BatchProcessor(store, config, encoder.encode)
     metrics = ConsumerMetrics()

@@ -97,7 +97,9 @@ def encoder():
 
 @pytest.fixture(scope="session")
 def consumer_encoder():
-    """The encoder variant the consumer uses (fp32: batch-independent vectors)."""
-    from features.encoder import Encoder, default_encoder_dir
+    """The encoder the consumer builds from the default configuration (int8-static, 2 threads:
+    batch-independent vectors)."""
+    from features.encoder import Encoder
+    from p13n.config import EncoderConfig
 
-    return Encoder.from_directory(default_encoder_dir(), variant="fp32")
+    return Encoder.for_consumer(EncoderConfig())

@@ -229,13 +229,20 @@ class EncoderConfig(_Section):
     path: Annotated[str, _doc("Directory of the exported encoder (`p13n encoder export`).")] = (
         "~/.cache/p13n/encoders/all-minilm-l6-v2"
     )
-    variant: Annotated[str, Meta(pattern="^(fp32|int8)$"), _doc("Model that encodes queries on the request path.")] = "int8"
+    variant: Annotated[str, Meta(pattern="^(fp32|int8|int8-static)$"),
+                       _doc("Model that encodes queries on the request path.")] = "int8"  # fmt: skip
     consumer_variant: Annotated[
         str,
-        Meta(pattern="^(fp32|int8)$"),
-        _doc("Model that embeds items and user texts in `p13n consume`. fp32 by default: the int8 model's "
-             "dynamic activation scales make a text's vector depend on the rest of its batch."),
+        Meta(pattern="^(fp32|int8-static)$"),
+        _doc("Model that embeds items and user texts in `p13n consume`: fp32 (the default: cosine 1.0 to "
+             "sentence-transformers) or int8-static (activation scales calibrated at export: ~1.3x items per CPU-second "
+             "on catalog titles, cosine >= 0.98 there but 0.948 on general sentences, so not the default while "
+             "message texts feed memories). Not the dynamic int8: its run-time activation scales make a text's "
+             "vector depend on the rest of its batch."),
     ] = "fp32"
+    consumer_threads: Annotated[
+        int, Meta(ge=0), _doc("onnxruntime intra-op threads of the consumer's encoder (0 = one per core); "
+                              "2 threads never beat 1 on a busy 2-core machine (`p13n bench encoder`).")] = 1  # fmt: skip
     max_length: Annotated[int, Meta(ge=8, le=512), _doc("Tokens per text before truncation.")] = 128
     threads: Annotated[int, Meta(ge=0), _doc("onnxruntime intra-op threads (0 = library default).")] = 1
 

@@ -142,8 +142,12 @@ def test_bench_encoder_and_quality_quick(tmp_path):
                               timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     encoder = json.loads((tmp_path / "encoder.json").read_text())
-    for variant in ("fp32", "int8"):
+    for variant in ("fp32", "int8", "int8-static"):
         assert 0.9 < encoder["parity"][variant]["min"] <= encoder["parity"][variant]["mean"] <= 1.0001
+    catalog = encoder["catalog"]
+    assert catalog["items"] == 300 and catalog["dataset"].endswith("movielens-tiny")
+    assert all(v["items_per_s"] > 0 for v in catalog["variants"].values())
+    assert [v["batch_independent"] for v in catalog["variants"].values()] == [True, True, False, True, True]
     for key in ("serve_batching", "local_batching"):
         batching = encoder[key]
         assert batching["batched"]["texts_per_s"] > 0 and batching["unbatched"]["texts_per_s"] > 0
