@@ -32,7 +32,7 @@ from p13n.devstack import free_port, redis_argv, redis_server_binary, spawn_deta
 from stream.processing import BatchProcessor, records_from_lines
 from tests.conftest import REPO, clean_env
 
-KEYS = {"key-shop": "shop", "key-news": "news"}
+KEYS = {"key-shop": "shop", "key-news": "news", "key-movielens": "movielens"}  # movielens: test_real_path_quality alone
 PREFIX = "tserve"
 
 

@@ -341,6 +341,8 @@ def test_prometheus_scrape_sees_every_replica_metric(api, seeded, fake_llm):
         samples = prometheus_samples(text)
         ready = (metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="rewrite") >= 13
                  and metric_total(samples, "ray_p13n_request_duration_seconds_count", endpoint="chat") >= 1
+                 # earlier chats of this module may be exported first: wait for the slow one (upstream included)
+                 and metric_total(samples, "ray_p13n_request_duration_seconds_sum", endpoint="chat") >= 0.4
                  and metric_total(samples, "ray_p13n_request_duration_seconds_count", status="401") >= 1
                  and metric_total(samples, "ray_p13n_degraded_total", reason="redis_timeout") >= 1)  # fmt: skip
         return (text, samples) if ready else None
