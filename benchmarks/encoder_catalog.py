@@ -46,7 +46,7 @@ def bench_catalog(config: Config, movielens: Path | None = None, *, rounds: int 
                   variants: list[tuple[str, str, int]] = CATALOG_VARIANTS) -> dict:  # fmt: skip
     """items/s of each variant on every title of ``movielens`` (default: the shipped tiny sample), or on
     its first ``limit`` titles."""
-    from features.encoder import Encoder
+    from features.encoder.runtime import Encoder
     from stream.catalog import ChunkedEncoder
 
     directory = movielens or TINY_MOVIELENS

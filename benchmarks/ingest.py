@@ -21,9 +21,9 @@ import numpy as np
 import redis
 
 from benchmarks.common import percentiles
-from features.state import ItemInfo
-from features.store import RedisStore
-from features.synthetic import SyntheticSpec, generate
+from features.core.state import ItemInfo
+from features.redis.store import RedisStore
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.clock import now_ms
 from p13n.config import Config
 from stream.processing import BatchProcessor, records_from_lines

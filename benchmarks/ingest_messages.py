@@ -4,7 +4,7 @@ Unlike the benchmark stream (item events whose vectors are known), every message
 the consumer embeds it (the consumer's ONNX encoder variant, as ``p13n consume`` loads it) and folds it
 into the user's text embedding and conversational memories. So this figure is bound by the encoder,
 and is reported apart from the item-event figure. The messages are turns of generated conversations
-(:mod:`features.conversations`) made distinct (a turn index appended), as the memory benchmark does.
+(:mod:`features.datasets.conversations`) made distinct (a turn index appended), as the memory benchmark does.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ def bench_messages(config: Config, client, *, users: int = 20, messages_per_user
     """Events/s of the processing stage over ``users × messages_per_user`` message events (wall clock, encoder
     and Redis included), with the time per stage; ``{"records", "applied", "events_per_s", "stage_seconds", …}``."""
     from benchmarks.ingest import _cleanup, _isolated
-    from features.conversations import generate_conversation
-    from features.encoder import Encoder
-    from features.memory_eval import conversation_events
-    from features.store import RedisStore
+    from features.datasets.conversations import generate_conversation
+    from features.encoder.runtime import Encoder
+    from features.evaluation.memory_recall import conversation_events
+    from features.redis.store import RedisStore
     from stream.processing import BatchProcessor, records_from_lines
 
     cfg = _isolated(config, "msg")

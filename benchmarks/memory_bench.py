@@ -3,7 +3,7 @@ memory``, every retriever at 256/512/1024 tokens) and the memory stage's cost: o
 stored memories, rank, pack into a budget) at N memories per user, and bytes per memory
 (``python -m benchmarks.memory_bench [--memories 500]`` runs the stage timing alone).
 
-The memories are the turns of generated conversations (:mod:`features.conversations`) made distinct
+The memories are the turns of generated conversations (:mod:`features.datasets.conversations`) made distinct
 (a turn index appended), so none merge: the worst case for the bound. Timed closed-loop on one
 thread, which is what the request path spends per request on the memory stage (not a latency
 under load: that is ``p13n bench load``).
@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from features.conversations import generate
-from features.encoder import Encoder, default_encoder_dir
-from features.events import Event
-from features.memory import MemorySet, MemorySpec
-from features.memory_codec import decode_columns, encode_memories
-from features.memory_eval import context_overhead, conversation_events
-from features.memory_retrieval import MemoryTable, RetrievalSpec, pack, rank
+from features.datasets.conversations import generate
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.events import Event
+from features.core.memory import MemorySet, MemorySpec
+from features.core.memory_codec import decode_columns, encode_memories
+from features.evaluation.memory_recall import context_overhead, conversation_events
+from features.core.memory_retrieval import MemoryTable, RetrievalSpec, pack, rank
 
 __all__ = ["run", "run_memory", "memory_markdown", "memory_plot"]
 
@@ -69,13 +69,13 @@ def run(memories: int = 500, queries: int = 300, budget: int = 1024, vector_type
 
 def run_memory(quick: bool = False) -> dict:
     """The eval on 5 generated conversations (2 when ``quick``) and the stage timing at 500 memories."""
-    from features.memory_eval import evaluate_memory
+    from features.evaluation.memory_recall import evaluate_memory
 
     encoder = Encoder.from_directory(default_encoder_dir())
     convs = generate(2 if quick else 5, seed=0)
     result = evaluate_memory(convs, encoder.encode, encoder.count_tokens, dim=encoder.dimension)
     return {"eval": result.to_json(), "stage": run(500, 50 if quick else 300), "quick": quick,
-            "dataset": f"{len(convs)} generated conversations (features.conversations, seed 0)"}  # fmt: skip
+            "dataset": f"{len(convs)} generated conversations (features.datasets.conversations, seed 0)"}  # fmt: skip
 
 
 def memory_plot(result: dict, directory) -> list:

@@ -1,7 +1,7 @@
 """The ``memories`` step of ``p13n bench load``: ``/v1/rewrite`` for users who each hold ~500 memories.
 
 Issue 14's load profile. Each seeded user's memories are the turns of a generated conversation
-(:mod:`features.conversations`) made distinct (a turn index appended, so none merge — the worst case
+(:mod:`features.datasets.conversations`) made distinct (a turn index appended, so none merge — the worst case
 for the bound), shifted to end now, published to Kafka as ``message`` events and folded by the
 running consumer (the consumer's encoder embeds every turn: seeding 20 users × 500 turns takes about
 as long as the encoder needs for 10,000 texts). The questions are the conversations' own ``qa``
@@ -31,9 +31,9 @@ class MemoryUsers:
 def seed_memory_users(config, *, users: int = 20, memories: int = 500, tenant: str = "demo",
                       timeout_s: float = 900, progress=lambda text: None) -> MemoryUsers:  # fmt: skip
     """Publish ``users`` conversations of ``memories`` distinct turns each through Kafka; wait for the fold."""
-    from features.conversations import generate_conversation
-    from features.memory_eval import conversation_events
-    from features.synthetic import SyntheticData
+    from features.datasets.conversations import generate_conversation
+    from features.evaluation.memory_recall import conversation_events
+    from features.datasets.synthetic import SyntheticData
     from p13n.clock import now_ms
     from p13n.seeding import publish, wait_folded
 

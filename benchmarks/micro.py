@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.common import Timer, percentiles
-from features.events import Event, parse_event
-from features.state import ItemInfo, StateSpec, UserState
-from features.synthetic import SyntheticSpec, generate
+from features.core.events import Event, parse_event
+from features.core.state import ItemInfo, StateSpec, UserState
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.config import Config
 
 __all__ = ["bench_fold", "bench_redis_bytes", "bench_encoders", "run_features"]
@@ -60,7 +60,7 @@ def bench_fold(config: Config, *, users: int = 300, batch: int = 20, dim: int = 
 
 def bench_redis_bytes(config: Config, redis_client, *, users: int = 200, dim: int = 384) -> dict:
     """Mean and max ``MEMORY USAGE`` of a user's key after ~80 events each, default settings."""
-    from features.store import RedisStore, UserWrite
+    from features.redis.store import RedisStore, UserWrite
 
     events, items = _dataset(users, dim, seed=1)
     store = RedisStore(redis_client, config, dim=dim)
@@ -100,7 +100,7 @@ def _throughput(encode: Callable[[list[str]], object], texts: list[str], seconds
 
 def bench_encoders(config: Config, *, runs: int = 200, batch_seconds: float = 3.0, with_torch: bool = True) -> dict:
     """Single-query latency and batch-64 throughput: torch (sentence-transformers) vs ONNX fp32 vs int8."""
-    from features.encoder import Encoder
+    from features.encoder.runtime import Encoder
 
     texts = [f"{q} — variant {n}" for n, q in enumerate(QUERIES * 11)][:64]
     results: dict[str, dict] = {}

@@ -19,7 +19,7 @@ __all__ = ["run_quality", "quality_markdown", "plot_quality"]
 
 
 def _evaluate_file(config: Config, events: Path, items: Path | None, encode) -> dict:
-    from features.evaluation import evaluate, load_eval_inputs
+    from features.evaluation.replay import evaluate, load_eval_inputs
 
     inputs = load_eval_inputs(events, items, encode=encode, now_ms=wall_ms())
     result = evaluate(inputs.events, inputs.items, config, text_vectors=inputs.text_vectors, negatives=100, seed=0)
@@ -28,8 +28,8 @@ def _evaluate_file(config: Config, events: Path, items: Path | None, encode) -> 
 
 def run_quality(config: Config, client=None, *, quick: bool = False, extra: list[tuple[Path, Path | None]] = (),
                 movielens: Path | None = None) -> dict:
-    from features.encoder import Encoder
-    from features.synthetic import SyntheticSpec, generate
+    from features.encoder.runtime import Encoder
+    from features.datasets.synthetic import SyntheticSpec, generate
 
     encoder = Encoder(config.encoder.directory, variant=config.encoder.consumer_variant)
     datasets: dict[str, dict] = {}
@@ -112,7 +112,7 @@ def quality_markdown(result: dict, images: list[Path] = ()) -> str:
         lines += ["MovieLens: ml-latest-small with each user's latest rating withheld (`../shared/data/movielens-small`), "
                   "issue 13's protocol — the latest remaining rating held out when >= 4 stars, ranked among 100 never-rated "
                   "movies — scored at each user's moment and after the whole replay (`--at-end`). `proto:*` and "
-                  "`blend_prototypes_tuned` are offline prototypes (features/eval_prototypes.py) that the consumer and "
+                  "`blend_prototypes_tuned` are offline prototypes (features/evaluation/prototypes.py) that the consumer and "
                   "Serve do not compute yet; `blend_tuned` is what `p13n tune` gives them today (weights and "
                   "`state.popularity_tau_s`, chosen among 7, 30, 365 days). Both tuned blends are "
                   "fitted on a validation replay without each user's latest rating. Ties count at random in "
@@ -124,12 +124,12 @@ def quality_markdown(result: dict, images: list[Path] = ()) -> str:
     return "\n".join(lines)
 
 
-#: The prototype signals measured on MovieLens (features/eval_prototypes.py). Window, anchors and
+#: The prototype signals measured on MovieLens (features/evaluation/prototypes.py). Window, anchors and
 #: pairing every rating (not only liked ones) were chosen on the issue-13 protocol itself, which the
 #: issue names as the one to tune on (windows 5/20/50/100 were tried; every rating pairs better than
 #: liked ones only there: HR@10 0.747 against 0.717 at window 50).
 def _prototype_signals():
-    from features.eval_prototypes import LikedCooccurrence, MultiPopularity, UserNeighbours
+    from features.evaluation.prototypes import LikedCooccurrence, MultiPopularity, UserNeighbours
 
     return [LikedCooccurrence(window=50, anchors=100, recency=0.97, prefix="co", liked_only=False), MultiPopularity((365.0,)),
             UserNeighbours(50)]  # fmt: skip
@@ -143,8 +143,8 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
     every baseline, the default blend, the blend tuned by ``p13n tune`` (p13n's features) and a blend
     tuned the same way over p13n's features plus the offline prototypes — all tuned on the validation
     replay (each user's latest item event left out), scored on the protocol's held-out items."""
-    from features.evaluation import replay, summarize, variants_of, with_popularity_feature
-    from features.tuning import fit_blend, fit_weights, stack_features, validation_events
+    from features.evaluation.replay import replay, summarize, variants_of, with_popularity_feature
+    from features.evaluation.tuning import fit_blend, fit_weights, stack_features, validation_events
     from p13n.cli_tune import POPULARITY_DAYS
     from p13n.importers import import_movielens
 
@@ -153,7 +153,7 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         progress("importing")
         import_movielens(Path(directory), Path(scratch))
         progress("embedding items")
-        from features.evaluation import load_eval_inputs
+        from features.evaluation.replay import load_eval_inputs
 
         inputs = load_eval_inputs(Path(scratch) / "events.jsonl", Path(scratch) / "items.jsonl", encode=encode,
                                   now_ms=wall_ms())  # fmt: skip
@@ -165,7 +165,7 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         progress(f"replaying ({label})")
         runs[label] = replay(events, inputs.items, config, text_vectors=inputs.text_vectors, at_end=at_end,
                              signals=_prototype_signals(), popularity_days=days)  # fmt: skip
-    progress("p13n tune")  # what `p13n tune` does, on the validation replay above (features.tuning.tune_blend)
+    progress("p13n tune")  # what `p13n tune` does, on the validation replay above (features.evaluation.tuning.tune_blend)
     chosen = fit_blend(runs["validation"], config, days)
     tuned = chosen.fitted.weights
     tuned_rows = {label: summarize(with_popularity_feature(runs[label], chosen.popularity_days),

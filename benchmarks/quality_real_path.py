@@ -6,7 +6,7 @@ held-out ones published to Kafka and folded by the running consumer; per evaluat
 held-out item + the protocol's 100 never-rated negatives, drawn by the same sampler and seed as
 ``p13n eval``). Each request asks for every candidate's score (``k`` = all of them), and the truth's
 HR@10 / NDCG@10 are taken from those scores the way the offline replay takes them
-(:func:`features.eval_metrics.expected_hit_ndcg`: ties broken at random, in expectation), so the two figures differ only by
+(:func:`features.evaluation.metrics.expected_hit_ndcg`: ties broken at random, in expectation), so the two figures differ only by
 what the two paths compute, not by how they are counted.
 """
 
@@ -30,7 +30,7 @@ def score_shapes(shapes: Shapes, url: str, key: str, *, concurrency: int = 4, ti
     Returns ``{"hr@10", "ndcg@10", "users", "degraded": {reason: count}, "failed", "errors": [first five],
     "per_user": {user: (HR@10, NDCG@10)}, "seconds"}``; a request that fails counts as an error, not as a miss.
     """
-    from features.eval_metrics import VariantStats, expected_hit_ndcg
+    from features.evaluation.metrics import VariantStats, expected_hit_ndcg
     from p13n.client import AsyncP13nClient, P13nClientError
 
     degraded: dict[str, int] = {}

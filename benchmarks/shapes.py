@@ -1,11 +1,11 @@
 """Request shapes for ``p13n bench load``: synthetic users, or MovieLens users replayed into the stack.
 
-``synthetic`` publishes :mod:`features.synthetic` users (40 events each, small catalog) and scores
+``synthetic`` publishes :mod:`features.datasets.synthetic` users (40 events each, small catalog) and scores
 100 consecutive catalog items. ``movielens`` imports a MovieLens directory (``p13n import movielens``:
 9,742 movies, 100,836 ratings for ml-latest-small), publishes every rating except each evaluated
 user's held-out one through Kafka, waits until the consumer folded them, and scores, per user, the
 evaluation protocol's candidates: the held-out item + 100 distinct catalog items the user never rated
-(:func:`features.evaluation.held_out_events` and its negative sampler). The ratings are shifted in time
+(:func:`features.evaluation.replay.held_out_events` and its negative sampler). The ratings are shifted in time
 so that the last one is a minute old (the spacing kept): the stack scores at the wall clock, and that
 is the moment ``p13n eval --at-end`` scores at on the log as it is.
 """
@@ -59,9 +59,9 @@ def movielens_shapes(config, directory: Path, *, tenant: str = "demo", negatives
 
     Raises :class:`p13n.errors.InputError` when ``directory`` is not a MovieLens directory.
     """
-    from features.evaluation import held_out_events, sample_negatives
-    from features.events import Rejection, parse_event
-    from features.synthetic import SyntheticData
+    from features.evaluation.replay import held_out_events, sample_negatives
+    from features.core.events import Rejection, parse_event
+    from features.datasets.synthetic import SyntheticData
     from p13n.errors import ServiceError
     from p13n.importers import import_movielens
     from p13n.seeding import publish, wait_folded

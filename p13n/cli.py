@@ -217,7 +217,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 # --- encoder ------------------------------------------------------------------------------------
 def _encoder_export(args: argparse.Namespace) -> int:
-    from features.encoder_export import default_model_path, export_encoder, is_current
+    from features.encoder.export import default_model_path, export_encoder, is_current
 
     cfg = _load(args)
     output = (args.output or cfg.encoder.directory).expanduser()
@@ -240,7 +240,7 @@ def _produce(args: argparse.Namespace) -> int:
     from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer, produce_lines, read_jsonl_lines
 
-    from features.events import event_limits
+    from features.core.events import event_limits
 
     cfg = _load(args)
     topic = args.topic or cfg.kafka.events_topic
@@ -350,7 +350,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from features.evaluation import evaluate, load_eval_inputs, variants_of
+    from features.evaluation.replay import evaluate, load_eval_inputs, variants_of
     from p13n.cli_tune import eval_encode, tuned_config
 
     cfg = Config.from_sources(file=args.config)
@@ -386,7 +386,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from features.synthetic import SyntheticSpec, generate
+    from features.datasets.synthetic import SyntheticSpec, generate
 
     data = generate(SyntheticSpec(users=args.users, events_per_user=args.events_per_user, seed=args.seed))
     args.directory.mkdir(parents=True, exist_ok=True)

@@ -95,10 +95,10 @@ def _eval_memory(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from features.encoder import Encoder
-    from features.memory import MemorySpec
-    from features.memory_eval import evaluate_memory, load_conversations
-    from features.prompt import token_counter
+    from features.encoder.runtime import Encoder
+    from features.core.memory import MemorySpec
+    from features.evaluation.memory_recall import evaluate_memory, load_conversations
+    from features.core.prompt import token_counter
 
     cfg = Config.from_sources(file=args.config)
     try:
@@ -133,7 +133,7 @@ def _eval_memory(args: argparse.Namespace) -> int:
 
 
 def _synth_memory(args: argparse.Namespace) -> int:
-    from features.conversations import generate
+    from features.datasets.conversations import generate
 
     data = generate(args.conversations, seed=args.seed, sessions=args.sessions,
                     turns_per_session=args.turns_per_session)

@@ -1,6 +1,6 @@
 """``p13n tune``: learn the blend weights from a replay and write them as a TOML section.
 
-The validation split is made by :func:`features.tuning.validation_events` (each user's latest
+The validation split is made by :func:`features.evaluation.tuning.validation_events` (each user's latest
 item event — ``p13n eval``'s test candidate — removed first, so tuning never sees it). Only the
 features the consumer and Serve compute (``scoring.weights``' names) are tuned; the TOML written
 is loaded with ``--config`` by ``p13n consume``, ``p13n serve`` and ``p13n eval``, and
@@ -39,8 +39,8 @@ def tuned_config(config_file, tuned: Path) -> Config:
 def eval_encode(cfg: Config):
     """The consumer's encoder (``encoder.consumer_variant``: items get the vectors the consumer gives
     them), with item vectors cached on disk by text beside the encoder's cache."""
-    from features.encoder import Encoder
-    from features.eval_inputs import cached_encoder
+    from features.encoder.runtime import Encoder
+    from features.evaluation.inputs import cached_encoder
 
     directory = cfg.encoder.directory
     variant = cfg.encoder.consumer_variant
@@ -65,8 +65,8 @@ def add_tune_parser(sub) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from features.eval_inputs import load_eval_inputs
-    from features.tuning import tune_blend
+    from features.evaluation.inputs import load_eval_inputs
+    from features.evaluation.tuning import tune_blend
 
     cfg = Config.from_sources(file=args.config)
     console = Console(highlight=False, soft_wrap=True)

@@ -78,7 +78,7 @@ def _conversation(run: int) -> dict:
     """A generated two-person conversation of five sessions ending about now."""
     from datetime import datetime, timedelta, timezone
 
-    from features.conversations import generate_conversation
+    from features.datasets.conversations import generate_conversation
 
     start = datetime.now(timezone.utc) - timedelta(days=80)
     return generate_conversation(seed=run % 1000, sessions=5, turns_per_session=12, start=start)
@@ -86,7 +86,7 @@ def _conversation(run: int) -> dict:
 
 def _conversation_events(conversation: dict, user_id: str) -> list[dict]:
     """The conversation's turns as ``message`` events of ``user_id`` (tenant ``demo``), as the eval builds them."""
-    from features.memory_eval import conversation_events
+    from features.evaluation.memory_recall import conversation_events
 
     return [{"event_id": f"{user_id}-{e.event_id}", "user_id": user_id, "tenant": DEMO_TENANT, "type": "message",
              "timestamp": e.ts_ms, "text": e.text, "session_id": e.session_id}

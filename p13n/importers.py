@@ -16,8 +16,8 @@ ml-25m, ml-32m) becomes two JSONL files any user can replay (``p13n produce``, `
 rating nor something the user said to an assistant (a ``message``); turning it into a ``like``
 would invent a signal the dataset does not give.
 
-Every output record is checked with the parser the consumer uses (:func:`~features.events.parse_event`
-with the default bounds, :func:`~features.events.parse_item`), so what is written is what a
+Every output record is checked with the parser the consumer uses (:func:`~features.core.events.parse_event`
+with the default bounds, :func:`~features.core.events.parse_item`), so what is written is what a
 consumer accepts. A row that cannot be converted is reported as ``(file, line number, reason)``
 and the rows around it are still written.
 
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.events import ItemRecord, Rejection, parse_event, parse_item
+from features.core.events import ItemRecord, Rejection, parse_event, parse_item
 from p13n.clock import now_ms as clock_now_ms
 from p13n.errors import InputError, open_input
 

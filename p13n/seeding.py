@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from features.synthetic import SyntheticData, SyntheticSpec, generate
+from features.datasets.synthetic import SyntheticData, SyntheticSpec, generate
 from p13n.clock import now_ms
 from p13n.config import Config
 
@@ -25,7 +25,7 @@ def recent_synthetic(*, users: int, tenant: str, user_prefix: str, seed: int, da
 
 def publish(config: Config, data: SyntheticData):
     """Produce the catalog, then the events (validated); returns the events' ProduceReport."""
-    from features.events import event_limits
+    from features.core.events import event_limits
     from p13n.kafka_client import ensure_topics
     from stream.producer import make_producer, produce_lines
 
@@ -44,8 +44,8 @@ def publish(config: Config, data: SyntheticData):
 def wait_folded(config: Config, data: SyntheticData, *, timeout_s: float = 180.0,
                 on_progress: Callable[[int, int], None] = lambda done, total: None) -> list[str]:  # fmt: skip
     """Poll Redis until every event of ``data`` is applied; returns the user ids."""
-    from features.encoder import encoder_dimension
-    from features.store import RedisStore
+    from features.encoder.runtime import encoder_dimension
+    from features.redis.store import RedisStore
     from p13n.connections import redis_client
     from p13n.devstack import wait_until
 

@@ -2,7 +2,7 @@
 Kafka key of a user's (or item's) records.
 
 A leaf module (no p13n imports): configuration validates its per-type weights against it, the parser
-(:mod:`features.events`) types events with it, the fold and the prompt ask it which types are negative and
+(:mod:`features.core.events`) types events with it, the fold and the prompt ask it which types are negative and
 which carry text, the producers key records with :func:`user_key`.
 
 >>> EVENT_TYPES[:3], "message" in ITEM_EVENT_TYPES, sorted(NEGATIVE_TYPES), sorted(TEXT_EVENT_TYPES)

@@ -18,10 +18,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from features.encoder import Encoder
-from features.encoder_export import METADATA_FILE
-from features.personalize import CandidateIn
-from features.prompt import token_counter
+from features.encoder.runtime import Encoder
+from features.encoder.export import METADATA_FILE
+from features.core.personalize import CandidateIn
+from features.core.prompt import token_counter
 from p13n.config import Config, load_config
 from p13n.errors import P13nError
 from serving.encoder_deployment import EncoderDeployment

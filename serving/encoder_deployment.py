@@ -14,7 +14,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from features.encoder import Encoder
+from features.encoder.runtime import Encoder
 from p13n.config import load_config
 from serving.metrics import ServingMetrics
 

@@ -18,7 +18,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from features.events import Rejection, event_limits, parse_event
+from features.core.events import Rejection, event_limits, parse_event
 from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.errors import BrokerUnavailable, P13nError, ServiceError, StoreUnavailable, UpstreamUnavailable

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.encoder import Encoder
+from features.encoder.runtime import Encoder
 from p13n.config import EncoderConfig
 from serving.budget import StageTimeout
 

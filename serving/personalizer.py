@@ -1,7 +1,7 @@
 """The Personalizer: score and rewrite under a latency budget, on redis.asyncio.
 
-It runs the same reads (:class:`~features.store.RedisStore` queue/parse pairs) and the
-same ranking and prompt code (:mod:`features.personalize`, :mod:`features.prompt`) as
+It runs the same reads (:class:`~features.redis.store.RedisStore` queue/parse pairs) and the
+same ranking and prompt code (:mod:`features.core.personalize`, :mod:`features.core.prompt`) as
 ``features/`` called directly, so answers are identical for the same state. Every
 stage gets the time that is left; a stage that fails or runs out of time is skipped
 and named in ``degraded``:
@@ -29,22 +29,22 @@ import redis
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
-from features.personalize import CandidateIn, needs_text_vectors, rank_candidates
-from features.signals import cosine
-from features.prompt import build_context, query_text, rewrite_messages
-from features.memory_codec import MemoryFormatError, decode_memories
-from features.memory_retrieval import PackedMemories, RetrievalSpec
-from features.personalize import memories_for_prompt
-from features.state import ItemInfo
-from features.state_codec import decode_state
-from features.store import RedisStore
+from features.core.personalize import CandidateIn, needs_text_vectors, rank_candidates
+from features.core.signals import cosine
+from features.core.prompt import build_context, query_text, rewrite_messages
+from features.core.memory_codec import MemoryFormatError, decode_memories
+from features.core.memory_retrieval import PackedMemories, RetrievalSpec
+from features.core.personalize import memories_for_prompt
+from features.core.state import ItemInfo
+from features.core.state_codec import decode_state
+from features.redis.store import RedisStore
 from p13n.config import Config
 from p13n.connections import async_redis_client
 from p13n.clock import now_ms as wall_ms
 from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
-from features.cache import TtlCache
-from features.inspection import attribute_horizons
+from features.core.cache import TtlCache
+from features.core.inspection import attribute_horizons
 
 __all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS", "given_order"]
 
@@ -110,7 +110,7 @@ class Personalizer:
         return user, {**cached, **fetched}, popularity
 
     async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
-        """Cosine co-visitation (:func:`~features.signals.cosine`); each anchor's (top-M bounded) row and
+        """Cosine co-visitation (:func:`~features.core.signals.cosine`); each anchor's (top-M bounded) row and
         each item's occurrence count are cached for ``COVISIT_TTL_S``, so hot anchors and items cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
@@ -163,7 +163,7 @@ class Personalizer:
 
     def _memories(self, blob: bytes | None, query: str, query_vector, *, max_tokens: int, now_ms: int,
                   deadline: Deadline) -> PackedMemories | None:  # fmt: skip
-        """:func:`~features.personalize.memories_for_prompt` within the deadline; ``memory_skipped`` when it
+        """:func:`~features.core.personalize.memories_for_prompt` within the deadline; ``memory_skipped`` when it
         skipped them (too few tokens or too little time left, unreadable bytes)."""
         if not self.config.memory.enabled or not blob:
             return None
@@ -252,7 +252,7 @@ class Personalizer:
     async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
                       budget_ms: float, now_ms: int | None = None, context_role: str | None = None) -> dict:  # fmt: skip
         """``messages`` with the user's context added as ``context_role`` (default ``serving.context_role``;
-        see :func:`features.prompt.rewrite_messages`)."""
+        see :func:`features.core.prompt.rewrite_messages`)."""
         deadline = Deadline(budget_ms)
         now_ms = now_ms if now_ms is not None else wall_ms()
         query = query_text(messages)
@@ -283,7 +283,7 @@ class Personalizer:
         """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`.
 
         ``as_of_ms`` is the read-out time (ages are ``as_of_ms - ts_ms``); ``attribute_horizons`` lists the top
-        attributes' strengths at the shortest and the longest horizon (:func:`features.inspection.attribute_horizons`)."""
+        attributes' strengths at the shortest and the longest horizon (:func:`features.core.inspection.attribute_horizons`)."""
         now_ms = now_ms if now_ms is not None else wall_ms()
         try:
             user, items, stored_memories = await self._user_and_history(tenant, user_id)

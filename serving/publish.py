@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
-from features.events import Rejection, event_limits, parse_event
-from features.prompt import query_text
+from features.core.events import Rejection, event_limits, parse_event
+from features.core.prompt import query_text
 from p13n.config import Config
 from p13n.errors import P13nError
 

@@ -7,7 +7,7 @@ title and runs on two threads, ``p13n bench encoder``), so :class:`ChunkedEncode
 bounded time (sized by the measured encode rate) and calls ``between_chunks`` after each one: the
 consumer keeps its group membership alive there (pause, poll, resume), so one poll's embedding
 never outlasts ``kafka.max_poll_interval_ms``. The chunk sizes therefore depend on timing; the
-vectors do not (the consumer's encoders are batch-independent, see :mod:`features.encoder`).
+vectors do not (the consumer's encoders are batch-independent, see :mod:`features.encoder.runtime`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from features.cache import TtlCache
-from features.events import Event, ItemRecord, Rejection, parse_item
-from features.state import ItemInfo
-from features.store import RedisStore
+from features.core.cache import TtlCache
+from features.core.events import Event, ItemRecord, Rejection, parse_item
+from features.core.state import ItemInfo
+from features.redis.store import RedisStore
 from stream.records import BatchOutcome, DeadLetter, Record, decode_error
 
 __all__ = ["Catalog", "ChunkedEncoder"]

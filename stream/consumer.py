@@ -326,8 +326,8 @@ def _rebalance_counter(metrics: ConsumerMetrics):
 
 def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | None = None) -> LoopStats:
     """Build everything from configuration and run the loop (used by ``p13n consume``)."""
-    from features.encoder import Encoder
-    from features.store import RedisStore
+    from features.encoder.runtime import Encoder
+    from features.redis.store import RedisStore
     from p13n.connections import redis_client
 
     encoder = Encoder.for_consumer(config.encoder)

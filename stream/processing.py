@@ -42,15 +42,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from features.memory import MemorySet, clean_text
-from features.events import Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
-from features.state import ItemInfo, UserState, fold_users
-from features.deferred import DeferredPipeline, is_cluster_client
-from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_tokens
+from features.core.memory import MemorySet, clean_text
+from features.core.events import Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
+from features.core.state import ItemInfo, UserState, fold_users
+from features.redis.deferred import DeferredPipeline, is_cluster_client
+from features.redis.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite, WriteBatch, new_version_tokens
 from p13n.clock import now_ms
 from p13n.config import Config
 from p13n.errors import ServiceError
-from features.cache import TtlCache
+from features.core.cache import TtlCache
 from stream.catalog import Catalog, ChunkedEncoder
 from stream.records import BatchOutcome, DeadLetter, Record, decode_error, global_chunks, records_from_lines
 from stream.rejections import GlobalCall, repair_global_call, user_rejected

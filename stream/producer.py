@@ -1,13 +1,13 @@
 """Publish JSONL events or catalog records to Kafka (``p13n produce``): replays, demos, load.
 
 Each line is validated with the same parser the consumer uses for that topic's
-schema (:func:`~features.events.parse_event` for events, :func:`~features.events.parse_item`
+schema (:func:`~features.core.events.parse_event` for events, :func:`~features.core.events.parse_item`
 for the catalog), so mistakes in a file — invalid JSON or UTF-8 included — are
 reported with their line number before anything reaches the topic;
 ``validate=False`` sends lines untouched (to exercise the dead-letter path).
 
 Events are keyed ``tenant/user_id`` so a user's events share a partition (the key
-rule the consumer checks, :func:`~features.events.check_key`); catalog records are keyed
+rule the consumer checks, :func:`~features.core.events.check_key`); catalog records are keyed
 ``tenant/item_id``, so an item's updates stay in order. A line whose key cannot be read
 (``validate=False`` only) is sent without a key. Partitions are chosen by kafka-python's
 default partitioner: murmur2 of the key, as the Java client does (README, "Producing events").
@@ -23,7 +23,7 @@ from typing import Literal
 
 import msgspec
 
-from features.events import Rejection, parse_event, parse_item, user_key
+from features.core.events import Rejection, parse_event, parse_item, user_key
 from p13n.clock import now_ms as wall_ms
 from p13n.errors import ServiceError, open_input
 from p13n.kafka_client import make_producer  # re-exported: the constructor lives with the other clients
@@ -92,7 +92,7 @@ def produce_lines(
     """Send ``lines`` to ``topic``, at most ``rate`` records/s (None = as fast as possible).
 
     ``schema`` names what the topic holds; with ``validate`` each line is parsed by it (``limits``:
-    :func:`~features.events.event_limits` of the configuration) and an invalid one is not sent but
+    :func:`~features.core.events.event_limits` of the configuration) and an invalid one is not sent but
     reported with its line number. Without ``validate`` every line is sent as it is."""
     from kafka.errors import KafkaError
 

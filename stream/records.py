@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from features.events import Rejection
+from features.core.events import Rejection
 
 __all__ = ["Record", "DeadLetter", "BatchOutcome", "DECODE_ERROR", "decode_error", "global_chunks", "records_from_lines"]
 

@@ -1,7 +1,7 @@
 """Script calls Redis refused (``ResponseError``): retried, then split until the records at fault are
 found; those become dead letters (``store_rejected``, the Redis message in the detail), the rest is applied.
 
-A global-deltas call that fails wrote nothing (:data:`~features.scripts.APPLY_GLOBALS` checks every
+A global-deltas call that fails wrote nothing (:data:`~features.redis.scripts.APPLY_GLOBALS` checks every
 number before its first write), but calls after it on the same partition did run and raised the
 partition's global offset past it. So it is repaired with *forced* calls (no offset check, the
 offset only rises): first the whole call again (a transient refusal, e.g. out of memory, passes),
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from features.store import RedisStore
+from features.redis.store import RedisStore
 from stream.records import DeadLetter, Record
 
 __all__ = ["STORE_REJECTED", "GlobalCall", "repair_global_call", "user_rejected"]

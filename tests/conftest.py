@@ -90,7 +90,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def encoder():
     """The exported ONNX encoder (int8), loaded once."""
-    from features.encoder import Encoder, default_encoder_dir
+    from features.encoder.runtime import Encoder, default_encoder_dir
 
     return Encoder.from_directory(default_encoder_dir())
 
@@ -99,7 +99,7 @@ def encoder():
 def consumer_encoder():
     """The encoder the consumer builds from the default configuration (int8-static, 2 threads:
     batch-independent vectors)."""
-    from features.encoder import Encoder
+    from features.encoder.runtime import Encoder
     from p13n.config import EncoderConfig
 
     return Encoder.for_consumer(EncoderConfig())

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn
-from features.state_codec import encode_state
-from features.store import RedisStore
-from features.synthetic import SyntheticSpec, generate
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.personalize import CandidateIn
+from features.core.state_codec import encode_state
+from features.redis.store import RedisStore
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.config import Config
 from p13n.connections import redis_client as make_client
 from p13n.devstack import free_port, wait_until
@@ -205,7 +205,7 @@ def applied(store: RedisStore, users: list[tuple[str, str]]) -> int:
 def test_a_cluster_group_is_acknowledged_when_sent_and_a_dead_node_raises(config, cluster, cluster_store):
     """The consumer's global deltas must be applied before its users' writes go out: on a cluster each group
     of commands runs when it is sent; a group meeting a dead master raises (never a reply to misread)."""
-    from features.deferred import DeferredPipeline
+    from features.redis.deferred import DeferredPipeline
     from p13n.connections import REDIS_UNAVAILABLE
 
     client, prefix = cluster_store.client, cluster_store.config.redis.prefix

@@ -37,7 +37,7 @@ MODULES = [name for name in _public_modules() if name not in PACKAGES]  # the to
 
 
 def test_the_walk_finds_the_modules():
-    assert {"p13n.config", "p13n.config.sections", "p13n.devstack.stack", "features.decay", "serving.personalizer",
+    assert {"p13n.config", "p13n.config.sections", "p13n.devstack.stack", "features.core.decay", "serving.personalizer",
             "stream.consumer"} <= set(MODULES)  # fmt: skip
 
 

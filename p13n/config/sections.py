@@ -194,13 +194,13 @@ FIXED_FEATURES = ("neg_sim", "text_sim", "attribute", "popularity", "covisit", "
 
 
 class ScoringConfig(_Section):
-    """How the scorer blends its features (see features/scorer.py)."""
+    """How the scorer blends its features (see features/core/scorer.py)."""
 
     weights: Annotated[
         dict[str, float],
         _doc("Blend weight per feature: sim_<horizon>, neg_sim, text_sim, attribute, popularity, covisit, seen."),
     ] = msgspec.field(
-        # Chosen on the validation replays (each user's latest item event left out, features.tuning) of the
+        # Chosen on the validation replays (each user's latest item event left out, features.evaluation.tuning) of the
         # MovieLens development copy and the synthetic drift set among a few hand-set blends: NDCG@10
         # 0.510 / 0.596 against 0.507 / 0.563 for the earlier {covisit 0.8, popularity 0.3, attribute 0.4,
         # neg_sim -0.4}, which ranked below co-visitation alone on the synthetic set. `p13n tune` fits them per log.

@@ -33,15 +33,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.decay import DecayedSum, SparseDecayedSum
-from features.events import Event
-from features.history import HistoryEntry, add_history
-from features.memory import MemorySet, MemorySpec, clean_text
-from features.memory_codec import decode_memories, encode_memories
-from features.preferences import Preference, add_preference, preferences_conflict, standing_preferences
-from features.signals import CoVisitation, Popularity
-from features.state import ItemInfo, StateSpec, UserState
-from features.state_codec import decode_state, encode_state
+from features.core.decay import DecayedSum, SparseDecayedSum
+from features.core.events import Event
+from features.core.history import HistoryEntry, add_history
+from features.core.memory import MemorySet, MemorySpec, clean_text
+from features.core.memory_codec import decode_memories, encode_memories
+from features.core.preferences import Preference, add_preference, preferences_conflict, standing_preferences
+from features.core.signals import CoVisitation, Popularity
+from features.core.state import ItemInfo, StateSpec, UserState
+from features.core.state_codec import decode_state, encode_state
 from p13n.config import StateConfig
 
 HOUR_S = 3600.0
@@ -452,7 +452,7 @@ _user_state = Contract(
     new=lambda bounded: UserState.new(_user_spec(bounded)),
     fold=lambda user, batch: user.fold([_user_event(*o) for o in batch], _USER_ITEMS, _PREFERENCE_VECTORS) and None,
     read=_user_read, check_bounds=_user_bounds, replay="idempotent",
-    # the negative and text sums are stored as float16 (features/state_codec.py), the horizons' as float32
+    # the negative and text sums are stored as float16 (features/core/state_codec.py), the horizons' as float32
     codec=lambda user: decode_state(encode_state(user), user.spec), codec_vector_rel=2e-3,
 )  # fmt: skip
 

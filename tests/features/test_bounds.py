@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from features.events import Event, parse_event
-from features.state import ItemInfo, StateSpec, UserState
+from features.core.events import Event, parse_event
+from features.core.state import ItemInfo, StateSpec, UserState
 from p13n.config import Config, StateConfig
 from p13n.errors import ConfigError
 
@@ -25,7 +25,7 @@ def rating(value: float, n: int = 0) -> bytes:
 @pytest.mark.parametrize("value", [5.0, 1e6, -1e6, 1e39, 1e300])
 def test_whatever_a_rating_says_the_fold_stays_finite(value):
     """Before the bound, 1e39 overflowed the float32 sums (RuntimeWarning: overflow encountered in cast,
-    features/decay.py) and 1e300 gave `"score": null`; warnings are errors here."""
+    features/core/decay.py) and 1e300 gave `"score": null`; warnings are errors here."""
     user = UserState.new(StateSpec.from_config(StateConfig(), dim=DIM))
     events = [e for e in (parse_event(rating(value, n), now_ms=NOW) for n in range(3)) if isinstance(e, Event)]
     assert len(events) == (3 if abs(value) <= 1e6 else 0)

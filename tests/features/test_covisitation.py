@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.signals import CoVisitation, cosine, space_saving_add
+from features.core.signals import CoVisitation, cosine, space_saving_add
 
 
 @settings(max_examples=150, deadline=None)

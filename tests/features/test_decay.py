@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.decay import DecayedSum, SparseDecayedSum
+from features.core.decay import DecayedSum, SparseDecayedSum
 
 TAUS = [3600.0, 30 * 86400.0]
 DIM = 4

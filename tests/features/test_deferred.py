@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from features.deferred import DeferredPipeline
+from features.redis.deferred import DeferredPipeline
 
 
 def test_replies_come_back_in_order_with_errors_in_place(redis_client):

@@ -1,5 +1,5 @@
 """A text's vector does not depend on its batch: the same text alone, in a mixed batch, in any chunking
-and with 1 or 2 threads gives bit-identical vectors (fp32 and int8-static; features/encoder.py says why)."""
+and with 1 or 2 threads gives bit-identical vectors (fp32 and int8-static; features/encoder/runtime.py says why)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
+from features.encoder.runtime import Encoder, default_encoder_dir
 from p13n.importers import movie_text
 from stream.catalog import ChunkedEncoder
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from features.encoder_export import METADATA_FILE, VARIANT_FILES, is_current, source_hash
+from features.encoder.export import METADATA_FILE, VARIANT_FILES, is_current, source_hash
 
 
 def test_an_export_is_current_only_with_every_variant_and_the_same_source(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
+from features.encoder.runtime import Encoder, default_encoder_dir
 from p13n.importers import movie_text
 
 MOVIES = Path(__file__).resolve().parents[1] / "data" / "movielens-tiny" / "movies.csv"

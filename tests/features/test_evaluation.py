@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.evaluation import evaluate, held_out_events, load_eval_inputs
-from features.events import Event
-from features.state import ItemInfo, StateSpec
-from features.synthetic import SyntheticSpec, generate
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.evaluation.replay import evaluate, held_out_events, load_eval_inputs
+from features.core.events import Event
+from features.core.state import ItemInfo, StateSpec
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.config import Config, StateConfig
 from tests.conftest import REPO, clean_env
 

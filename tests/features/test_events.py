@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.events import REJECTION_REASONS, Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
+from features.core.events import REJECTION_REASONS, Event, ItemRecord, Rejection, event_limits, parse_event, parse_item
 from p13n.config import StateConfig
 from tests.stream.poison_cases import EXPLODING_VALUE, ITEM_POISON, POISON, exploding_decode, good_record
 

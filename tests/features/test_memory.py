@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.events import Event
-from features.memory import MemorySet, MemorySpec, clean_text, importance
-from features.memory_codec import MemoryFormatError, decode_memories, encode_memories
+from features.core.events import Event
+from features.core.memory import MemorySet, MemorySpec, clean_text, importance
+from features.core.memory_codec import MemoryFormatError, decode_memories, encode_memories
 
 DIM = 8
 DAY = 86_400_000

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from features.conversations import generate, generate_conversation
-from features.encoder import Encoder, default_encoder_dir
-from features.memory_eval import conversation_events, evaluate_memory, load_conversations, parse_session_date
+from features.datasets.conversations import generate, generate_conversation
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.evaluation.memory_recall import conversation_events, evaluate_memory, load_conversations, parse_session_date
 from p13n.cli import main
 
 CONV = {

@@ -8,12 +8,12 @@ import bm25s
 import numpy as np
 import pytest
 
-from features.bm25 import Corpus
-from features.encoder import Encoder, default_encoder_dir
-from features.events import Event
-from features.memory import MemorySet, MemorySpec
-from features.memory_codec import decode_columns, encode_memories
-from features.memory_retrieval import TITLE, MemoryTable, RetrievalSpec, rank, retrieve
+from features.core.bm25 import Corpus
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.events import Event
+from features.core.memory import MemorySet, MemorySpec
+from features.core.memory_codec import decode_columns, encode_memories
+from features.core.memory_retrieval import TITLE, MemoryTable, RetrievalSpec, rank, retrieve
 
 MINUTE, DAY = 60_000, 86_400_000
 T0 = 1_683_554_160_000  # 8 May 2023, 13:56 UTC

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.evaluation import evaluate, held_out_events, load_eval_inputs
-from features.events import Event, ItemRecord, parse_event, parse_item
-from features.state import StateSpec
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.evaluation.replay import evaluate, held_out_events, load_eval_inputs
+from features.core.events import Event, ItemRecord, parse_event, parse_item
+from features.core.state import StateSpec
 from p13n.config import Config
 from p13n.importers import import_movielens
 from tests.conftest import REPO, clean_env

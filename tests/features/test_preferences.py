@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.events import Event
-from features.preferences import Preference, add_preference, preferences_conflict, standing_preferences
-from features.state import StateSpec, UserState
+from features.core.events import Event
+from features.core.preferences import Preference, add_preference, preferences_conflict, standing_preferences
+from features.core.state import StateSpec, UserState
 from p13n.config import StateConfig
 
 REPLACES = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.events import Event
-from features.prompt import build_context, query_text, rewrite_messages, sanitize
-from features.state import ItemInfo, StateSpec, UserState
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.events import Event
+from features.core.prompt import build_context, query_text, rewrite_messages, sanitize
+from features.core.state import ItemInfo, StateSpec, UserState
 from p13n.config import StateConfig
 
 HOUR = 3_600_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.scorer import Candidates, UserView, rank, score
+from features.core.scorer import Candidates, UserView, rank, score
 
 E1, E2 = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.events import Event
-from features.state import ItemInfo, StateSpec, UserState, fold_users
-from features.state_codec import StateFormatError, decode_state, encode_state
+from features.core.events import Event
+from features.core.state import ItemInfo, StateSpec, UserState, fold_users
+from features.core.state_codec import StateFormatError, decode_state, encode_state
 from p13n.config import StateConfig
 
 DIM = 6
@@ -107,7 +107,7 @@ def test_a_late_item_in_between_pushes_a_pair_apart():
 
 
 def covisit_counts(batches) -> dict:
-    from features.signals import CoVisitation
+    from features.core.signals import CoVisitation
 
     counts = CoVisitation(top_m=1000)
     user = UserState.new(StateSpec.from_config(StateConfig(covisit_window=3, history_size=1000), dim=DIM))
@@ -275,7 +275,7 @@ def test_state_round_trips_through_its_binary_form():
 
 def test_encoded_state_is_exactly_the_record_struct_encoded():
     # encode_state writes tuples for speed; they must give the bytes of the documented struct
-    from features.state_codec import _decoder
+    from features.core.state_codec import _decoder
 
     user = UserState.new(SPEC)
     user.fold([ev(1, "purchase", "i1", HOUR), ev(2, "rating", "i2", 2 * HOUR, value=1.0)], ITEMS)

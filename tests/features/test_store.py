@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.events import Event
-from features.signals import CoVisitation, Popularity
-from features.state import ItemInfo, UserState
-from features.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
+from features.core.events import Event
+from features.core.signals import CoVisitation, Popularity
+from features.core.state import ItemInfo, UserState
+from features.redis.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
 
 DIM = 8
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import tomllib
 
-from features.events import Event
-from features.evaluation import held_out_events
-from features.state import StateSpec
-from features.tuning import validation_events
+from features.core.events import Event
+from features.evaluation.replay import held_out_events
+from features.core.state import StateSpec
+from features.evaluation.tuning import validation_events
 from p13n.config import Config, StateConfig
 from p13n.importers import import_movielens
 from tests.conftest import REPO, clean_env
@@ -55,8 +55,8 @@ def test_p13n_tune_writes_weights_that_p13n_eval_reports_as_blend_tuned(tmp_path
 def test_candidates_missing_from_a_short_case_never_outrank_the_true_item():
     import numpy as np
 
-    from features.evaluation import Case
-    from features.tuning import blend_stacked, fit_weights, ndcg_at_k, stack_features
+    from features.evaluation.replay import Case
+    from features.evaluation.tuning import blend_stacked, fit_weights, ndcg_at_k, stack_features
 
     # a user with only 3 candidates beside one with 5: the short case is padded; a negative weight must not
     # lift the padding above the true item (it did when the padding was -inf times the weight)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from features.store import RedisStore
-from features.synthetic import SyntheticSpec, generate
+from features.redis.store import RedisStore
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.devstack import free_port, redis_argv, redis_server_binary, spawn_detached, wait_until

@@ -1,5 +1,5 @@
 """The expected answers of ``/v1/score`` and ``/v1/rewrite``, computed the plain way: synchronous reads of the
-store, then the same pure steps the Personalizer calls (:mod:`features.personalize`, :mod:`features.prompt`).
+store, then the same pure steps the Personalizer calls (:mod:`features.core.personalize`, :mod:`features.core.prompt`).
 
 The API's answers must equal these for the same state, so a fault in the request path's own parts (its caches,
 the async pipeline, the deadline, the HTTP layer) shows up as a difference. It is test code, not a second way
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.memory_retrieval import RetrievalSpec
-from features.personalize import CandidateIn, ScoredItem, memories_for_prompt, needs_text_vectors, rank_candidates
-from features.prompt import PromptContext, build_context
-from features.scorer import COVISIT_RECENCY
-from features.state import UserState
-from features.store import RedisStore
+from features.core.memory_retrieval import RetrievalSpec
+from features.core.personalize import CandidateIn, ScoredItem, memories_for_prompt, needs_text_vectors, rank_candidates
+from features.core.prompt import PromptContext, build_context
+from features.core.scorer import COVISIT_RECENCY
+from features.core.state import UserState
+from features.redis.store import RedisStore
 
 
 @dataclass

@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn
-from features.prompt import rewrite_messages
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.personalize import CandidateIn
+from features.core.prompt import rewrite_messages
 from p13n.clock import now_ms as wall_ms
 from p13n.devstack import wait_until
 from tests.serving.reference import context_for, score_candidates

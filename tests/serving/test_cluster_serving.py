@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.personalize import CandidateIn
-from features.state_codec import encode_state
-from features.store import RedisStore
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.core.personalize import CandidateIn
+from features.core.state_codec import encode_state
+from features.redis.store import RedisStore
 from p13n.clock import now_ms as wall_ms
 from p13n.config import Config
 from p13n.connections import redis_client

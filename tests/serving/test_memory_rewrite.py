@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from features.encoder import Encoder, default_encoder_dir
-from features.store import RedisStore
+from features.encoder.runtime import Encoder, default_encoder_dir
+from features.redis.store import RedisStore
 from serving.personalizer import Personalizer
 from stream.processing import BatchProcessor, records_from_lines
 from tests.serving.reference import context_for

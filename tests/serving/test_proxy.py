@@ -18,7 +18,7 @@ import urllib.request
 import openai
 import pytest
 
-from features.store import RedisStore
+from features.redis.store import RedisStore
 from p13n.devstack import wait_until
 from stream.processing import BatchProcessor, records_from_lines
 from tests.serving.conftest import running_api

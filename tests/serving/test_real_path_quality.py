@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from features.eval_metrics import VariantStats, expected_hit_ndcg
-from features.evaluation import blend_scores, load_eval_inputs, replay
-from features.store import RedisStore
+from features.evaluation.metrics import VariantStats, expected_hit_ndcg
+from features.evaluation.replay import blend_scores, load_eval_inputs, replay
+from features.redis.store import RedisStore
 from p13n.connections import redis_client
 from p13n.clock import now_ms
 from p13n.config import Config

@@ -1,6 +1,6 @@
 """One Kafka record of every way an event can be bad, with the rejection reason it must get.
 
-A shared table for every layer that decodes events (``features.events.parse_event``, the
+A shared table for every layer that decodes events (``features.core.events.parse_event``, the
 processing stage, a live consumer and its dead-letter topic), so each asserts the same reasons::
 
     from tests.stream.poison_cases import POISON, GOOD_KEY, good_record
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from features.events import _event_decoder  # the real decoder, wrapped below
+from features.core.events import _event_decoder  # the real decoder, wrapped below
 
 __all__ = ["PoisonCase", "POISON", "ITEM_POISON", "EXPLODING_VALUE", "exploding_decode", "good_record"]
 

@@ -9,12 +9,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from features.events import Event, Rejection, parse_event
-from features.signals import CoVisitation, Popularity
-from features.memory import MemorySet
-from features.state import UserState
-from features.synthetic import SyntheticSpec, generate
-from features.store import RedisStore
+from features.core.events import Event, Rejection, parse_event
+from features.core.signals import CoVisitation, Popularity
+from features.core.memory import MemorySet
+from features.core.state import UserState
+from features.datasets.synthetic import SyntheticSpec, generate
+from features.redis.store import RedisStore
 from stream.processing import records_from_lines as records_for  # noqa: F401 (re-exported for tests)
 
 NOW_MS = 1_900_000_000_000

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from features.store import RedisStore
-from features.synthetic import SyntheticSpec, generate
+from features.redis.store import RedisStore
+from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.config import Config
 from p13n.devstack import ensure_topics, free_port, wait_until
 from stream.producer import make_producer, produce_lines

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from features.store import RedisStore
+from features.redis.store import RedisStore
 from p13n.config import Config
 from p13n.devstack import ensure_topics, free_port, wait_until
 from stream.producer import make_producer, produce_lines

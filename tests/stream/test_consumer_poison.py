@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from features.events import parse_item
-from features.store import RedisStore
+from features.core.events import parse_item
+from features.redis.store import RedisStore
 from p13n.clock import now_ms as wall_ms
 from p13n.devstack import ensure_topics, wait_until
 from stream.consumer import ConsumerLoop
@@ -52,7 +52,7 @@ def event(event_id: str, **fields) -> bytes:
                        "item_id": "i", **fields}).encode()  # fmt: skip
 
 
-# the poisoned user's own fold overflows float32 (features/decay.py); this test is about the loop
+# the poisoned user's own fold overflows float32 (features/core/decay.py); this test is about the loop
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_every_kind_of_poison_pill_is_dead_lettered_and_the_loop_stays_alive(config, redis_client, consumer_encoder):
     store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from features.evaluation import replay
-from features.events import parse_event
-from features.signals import CoVisitation
-from features.store import RedisStore
+from features.evaluation.replay import replay
+from features.core.events import parse_event
+from features.core.signals import CoVisitation
+from features.redis.store import RedisStore
 from p13n.importers import import_movielens
 from stream.processing import BatchProcessor
 from stream.records import records_from_lines

@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from features.events import REJECTION_REASONS, Event, parse_event, parse_item
-from features.store import RedisStore
-from features.synthetic import SyntheticSpec, generate
+from features.core.events import REJECTION_REASONS, Event, parse_event, parse_item
+from features.redis.store import RedisStore
+from features.datasets.synthetic import SyntheticSpec, generate
 from stream.processing import BatchProcessor, Record
 from tests.stream.replay import two_tenant_lines, NOW_MS, assert_matches_replay, records_for, valid_events
 
@@ -113,7 +113,7 @@ def test_a_write_in_between_breaks_the_chain_and_both_batches_are_refolded(proce
 
 
 def test_first_seen_items_are_embedded_once_and_catalog_attributes_kept(processor):
-    processor.store.put_items("default", {"running-000": __import__("features.state", fromlist=["ItemInfo"]).ItemInfo(
+    processor.store.put_items("default", {"running-000": __import__("features.core.state", fromlist=["ItemInfo"]).ItemInfo(
         vector=None, attributes={"category": "running"}, text="Catalog text")})  # fmt: skip
     lines = [json.dumps({"event_id": f"e{n}", "user_id": f"u{n % 3}", "type": "click", "timestamp": NOW_MS - 1000 + n,
                          "item_id": "running-000", "item_text": "Fast running shoes"}).encode() for n in range(6)]  # fmt: skip
@@ -199,7 +199,7 @@ def poisoned(data: bytes, **kwargs):
     return event
 
 
-# the poisoned user's own fold overflows float32 (features/decay.py); this test is about the globals script
+# the poisoned user's own fold overflows float32 (features/core/decay.py); this test is about the globals script
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_rest(redis_client, config,
                                                                                    consumer_encoder):  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from features.events import parse_item
+from features.core.events import parse_item
 from tests.conftest import clean_env
 from tests.test_cli_and_devstack import run
 

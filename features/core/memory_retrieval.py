@@ -1,6 +1,6 @@
 """Retrieve a user's memories for a query and pack them into a token budget.
 
-Ranking (:func:`rank`): BM25 over the memories' texts (:mod:`features.bm25`) and the cosine of the
+Ranking (:func:`rank`): BM25 over the memories' texts (:mod:`features.core.bm25`) and the cosine of the
 query's vector with theirs each rank the memories; the best ``depth`` (20) of each list are fused by
 reciprocal-rank fusion, ``Σ wᵢ / (k + rankᵢ)`` with ``k = 60``. A memory absent from a list gets
 nothing from it, and:
@@ -28,7 +28,7 @@ lines are then put in the order they were said, each with its date — absolute 
 ``now`` — so an LLM can answer "when" questions ("yesterday", said on 8 May 2023, is 7 May 2023).
 
 Every line is counted with the real tokenizer, newline included, so the block never exceeds the
-budget; what users wrote is quoted by :func:`features.prompt.sanitize` (control characters
+budget; what users wrote is quoted by :func:`features.core.prompt.sanitize` (control characters
 stripped, ``<``/``>`` escaped) and stays data, never instructions.
 """
 
@@ -40,10 +40,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from features.bm25 import Corpus
-from features.memory import MemorySet
-from features.memory_codec import Columns
-from features.prompt import sanitize
+from features.core.bm25 import Corpus
+from features.core.memory import MemorySet
+from features.core.memory_codec import Columns
+from features.core.prompt import sanitize
 
 __all__ = ["RetrievalSpec", "MemoryTable", "PackedMemories", "rank", "pack", "retrieve", "render_line", "MODES",
            "TITLE"]

@@ -6,7 +6,7 @@ No I/O: the one orchestration of a request (reads under a deadline, the encoder,
 answer from the same state.
 
 >>> import numpy as np
->>> from features.state import ItemInfo
+>>> from features.core.state import ItemInfo
 >>> items = {"a": ItemInfo(vector=np.array([1.0, 0.0], np.float32)), "b": ItemInfo(vector=None)}
 >>> [c.item_id for c in needs_text_vectors([CandidateIn("a", "x"), CandidateIn("b", "y"), CandidateIn("c")], items)]
 ['b']
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.memory_codec import MemoryFormatError, decode_columns
-from features.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec, retrieve
-from features.scorer import COVISIT_RECENCY, Candidates, UserView, rank, score
-from features.state import ItemInfo
+from features.core.memory_codec import MemoryFormatError, decode_columns
+from features.core.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec, retrieve
+from features.core.scorer import COVISIT_RECENCY, Candidates, UserView, rank, score
+from features.core.state import ItemInfo
 from p13n.config import MemoryConfig
 
 __all__ = [
@@ -91,7 +91,7 @@ def rank_candidates(
     covisit_recency: float = COVISIT_RECENCY,
 ) -> list[ScoredItem]:
     """Score and order candidates from what was read (shared by the sync path and the Serve app);
-    ``covisit`` is the cosine co-visitation matrix (:meth:`~features.store.RedisStore.covisit_matrix`)."""
+    ``covisit`` is the cosine co-visitation matrix (:meth:`~features.redis.store.RedisStore.covisit_matrix`)."""
     cands = candidates_from(ids, items, popularity, dim, text_vectors)
     cands.covisit = covisit
     scored = score(view, cands, weights, covisit_recency=covisit_recency)
@@ -111,7 +111,7 @@ def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | None, quer
                         *, now_ms: int, max_tokens: int, count_tokens: Callable[[str], int],
                         remaining_ms: float = math.inf, spec: RetrievalSpec | None = None,
                         ) -> tuple[PackedMemories | None, bool]:  # fmt: skip
-    """A user's stored memories (``blob``, :mod:`features.memory_codec`) for ``query``, packed into their share
+    """A user's stored memories (``blob``, :mod:`features.core.memory_codec`) for ``query``, packed into their share
     of ``max_tokens`` (``config.context_share``); ``(packed or None, skipped)``. Skipped — the rung of the
     ladder that drops memories — when the share is below ``config.min_tokens``, less than
     ``config.min_budget_ms`` is left (``remaining_ms``), or the bytes are unreadable (never an error)."""

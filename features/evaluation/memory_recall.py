@@ -1,20 +1,20 @@
 """``p13n eval memory``: evidence recall of memory retrieval on multi-session conversations.
 
 Input (:func:`load_conversations`): one conversation object (``speaker_a``, ``speaker_b``,
-``session_<n>`` turn lists, ``session_<n>_date_time``, ``qa``; see :mod:`features.conversations`),
+``session_<n>`` turn lists, ``session_<n>_date_time``, ``qa``; see :mod:`features.datasets.conversations`),
 a list of them, or items that hold it under ``conversation`` with ``qa`` beside it.
 
 Each conversation is one user: every turn is a ``message`` event (text ``"Speaker: words"``,
 ``event_id`` = its ``dia_id``, ``session_id`` = ``session_<n>``, event time = the session's date
 in UTC + 30 s × the turn's index in the session), folded by the very code the consumer runs
-(:meth:`~features.memory.MemorySet.fold` with the encoder's vectors of the cleaned texts), written and read
-back through :mod:`features.memory_codec`. Questions are asked one minute after the last turn.
+(:meth:`~features.core.memory.MemorySet.fold` with the encoder's vectors of the cleaned texts), written and read
+back through :mod:`features.core.memory_codec`. Questions are asked one minute after the last turn.
 
 Metric: evidence recall, micro-averaged — over all questions of categories 1–4 with evidence, the
 share of evidence turns whose id is among the ``event_ids`` of the memories placed into the context,
 at each ``max_context_tokens`` (the whole ``<user_context>`` block counted by the prompt tokenizer,
 as ``/v1/rewrite`` would build it with memories alone). Every retriever of
-:data:`~features.memory_retrieval.MODES` runs on the same questions: ``fused`` beside ``bm25``,
+:data:`~features.core.memory_retrieval.MODES` runs on the same questions: ``fused`` beside ``bm25``,
 ``dense`` and ``recent`` (the last turns that fit: the last-N baseline).
 """
 
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from features.events import Event
-from features.memory import MemorySet, MemorySpec
-from features.memory_codec import decode_columns, encode_memories
-from features.memory_retrieval import MODES, MemoryTable, RetrievalSpec, rank, pack
-from features.prompt import HEADER
+from features.core.events import Event
+from features.core.memory import MemorySet, MemorySpec
+from features.core.memory_codec import decode_columns, encode_memories
+from features.core.memory_retrieval import MODES, MemoryTable, RetrievalSpec, rank, pack
+from features.core.prompt import HEADER
 
 __all__ = ["load_conversations", "conversation_events", "parse_session_date", "evaluate_memory", "MemoryEvalResult",
            "BUDGETS", "context_overhead"]  # fmt: skip

@@ -1,6 +1,6 @@
 """Global (per-tenant) signals: forward-decayed item popularity and bounded co-visitation (Space-Saving rows).
 
-These in-memory classes define the math; :mod:`features.store` keeps the same
+These in-memory classes define the math; :mod:`features.redis.store` keeps the same
 numbers in Redis (the offline evaluation uses these directly).
 
 Forward decay (Cormode et al.): each event adds ``w·exp((t − t0)/τ)`` to its
@@ -154,7 +154,7 @@ class CoVisitation:
         self.add_runs([(pair[1], (pair[0],), pair[2] if len(pair) > 2 else 1.0, "", 0.0) for pair in pairs])
 
     def add_runs(self, runs: Iterable[tuple]) -> None:
-        """Apply a batch of :class:`~features.history.CovisitRun` ``(later, earlier, delta, event_id, count)``."""
+        """Apply a batch of :class:`~features.core.history.CovisitRun` ``(later, earlier, delta, event_id, count)``."""
         sums: dict[tuple[str, str], float] = {}
         n = self.n
         for run in runs:

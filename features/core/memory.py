@@ -5,7 +5,7 @@ Mentions of the same text (after :func:`clean_text`: control characters dropped,
 collapsed, NFKC, capped at ``MemorySpec.max_chars``) by the same role share one :class:`Memory`
 holding the text and its vector once and every mention's id — a near-duplicate said twice costs
 one vector. Memories whose texts differ but whose vectors are nearly the same are merged when
-they are retrieved (:mod:`features.memory_retrieval`), where their ids are listed together.
+they are retrieved (:mod:`features.core.memory_retrieval`), where their ids are listed together.
 
 **Bound and eviction.** A user keeps at most ``MemorySpec.max_mentions`` mentions. When there are
 more, the ones with the lowest *importance* go, and a memory goes with its last mention::
@@ -27,7 +27,7 @@ memories, and an event id folded twice counts once (an event is identified by it
 id carries the same content). Ties in importance break on the event id.
 
 >>> import numpy as np
->>> from features.events import Event
+>>> from features.core.events import Event
 >>> spec = MemorySpec(max_mentions=2, length_weight=0)
 >>> mem = MemorySet(spec, dim=2)
 >>> said = lambda i, t, text: Event(event_id=i, user_id="u", type="message", ts_ms=t, text=text)
@@ -53,13 +53,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from features.bm25 import term_hashes
-from features.events import Event
+from features.core.bm25 import term_hashes
+from features.core.events import Event
 
 __all__ = ["MemorySpec", "Mention", "Memory", "MemorySet", "clean_text", "importance", "DEFAULT_MAX_MENTIONS"]
 
 #: Default bound of mentions per user: long real conversations run to ~700 turns per user; 1000 keeps
-#: all of them (~0.35-0.5 MB for such a user, see :mod:`features.memory_codec`). Recall falls as soon as
+#: all of them (~0.35-0.5 MB for such a user, see :mod:`features.core.memory_codec`). Recall falls as soon as
 #: the bound cuts into a conversation: on 5 generated conversations of 632 turns (``p13n eval memory``,
 #: fused @1024 tokens) 0.76 with every turn kept, 0.51 with 300 (0.46 evicting by recency alone,
 #: ``length_weight=0``), 0.29 with 150.
@@ -102,7 +102,7 @@ _REPLACE = {"Cc": " ", "Zl": " ", "Zp": " ", "Cf": ""}
 def clean_text(text: str, max_chars: int) -> str:
     """``text`` without control or format characters, whitespace collapsed, NFKC-normalised and capped
     (an ellipsis marks the cut) — the form a memory stores and merges on. Quoting for the prompt is
-    :func:`features.prompt.sanitize`'s job, at render time.
+    :func:`features.core.prompt.sanitize`'s job, at render time.
 
     >>> clean_text("  I\\u200b adopted\\x00 a\\n\\ndog  ", 80)
     'I adopted a dog'
@@ -141,7 +141,7 @@ def importance(ts_ms: int, chars: int, spec: MemorySpec) -> float:
 class Memory:
     """What a user said once or more: ``text`` (cleaned), ``role``, unit ``vector`` (float32, or None when
     the text was never embedded), its mentions, oldest first, and its BM25 ``terms``
-    (:func:`features.bm25.term_hashes` of the text, computed once)."""
+    (:func:`features.core.bm25.term_hashes` of the text, computed once)."""
 
     text: str
     role: str
@@ -283,7 +283,7 @@ class MemorySet:
         return event_id in self._ids
 
     def add_memory(self, memory: Memory) -> None:
-        """Put a decoded memory back (:mod:`features.memory_codec`); no eviction, no checks beyond ids."""
+        """Put a decoded memory back (:mod:`features.core.memory_codec`); no eviction, no checks beyond ids."""
         self._by_key[(memory.role, memory.text)] = memory
         self._ids.update(memory.event_ids)
 

@@ -1,6 +1,6 @@
 """Prototype signals measured offline before they are built into the consumer (issue 13's directions).
 
-Each is a :class:`~features.evaluation.Signal`: it sees the replay's events in time order and
+Each is a :class:`~features.evaluation.replay.Signal`: it sees the replay's events in time order and
 gives named features for a user's candidates, which blends then weigh (``p13n eval`` reports
 them beside p13n's own; ``p13n tune`` may learn weights for them).
 
@@ -13,7 +13,7 @@ them beside p13n's own; ``p13n tune`` may learn weights for them).
 * :class:`MultiPopularity` — forward-decayed popularity with several time constants, read at the
   scoring time (``pop_<days>d``), log-scaled over the candidates like p13n's.
 
->>> from features.events import Event
+>>> from features.core.events import Event
 >>> co = LikedCooccurrence(window=2, anchors=2, recency=0.5)
 >>> for n, item in enumerate(["a", "b", "c"]):
 ...     co.observe(Event(event_id=str(n), user_id="u", type="rating", ts_ms=n, item_id=item, value=5.0), 2.0)
@@ -30,10 +30,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from features.evaluation import Signal
-from features.events import Event
-from features.scorer import _scaled_log
-from features.signals import Popularity
+from features.evaluation.replay import Signal
+from features.core.events import Event
+from features.core.scorer import _scaled_log
+from features.core.signals import Popularity
 
 __all__ = ["LikedCooccurrence", "MultiPopularity", "UserNeighbours"]
 

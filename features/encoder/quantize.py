@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.synthetic import SyntheticSpec, generate
+from features.datasets.synthetic import SyntheticSpec, generate
 
 __all__ = ["CALIBRATION_TEXTS", "quantize_dynamic_int8", "quantize_static_int8", "static_quantizable"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.events import Event
-from features.state import ItemInfo
+from features.core.events import Event
+from features.core.state import ItemInfo
 from p13n.errors import open_input
 from p13n.vocabulary import TEXT_EVENT_TYPES
 
@@ -37,7 +37,7 @@ def load_eval_inputs(
     """Read a JSONL event log (and optional items JSONL), embed every item text once."""
     from pathlib import Path
 
-    from features.events import ItemRecord, Rejection, parse_event, parse_item
+    from features.core.events import ItemRecord, Rejection, parse_event, parse_item
     from p13n.errors import InputError
 
     events: list[Event] = []

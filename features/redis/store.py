@@ -1,8 +1,8 @@
-"""Redis store of user state, item vectors and global signals (layout in :mod:`features.keys`).
+"""Redis store of user state, item vectors and global signals (layout in :mod:`features.redis.keys`).
 
 The client (and its connection pool) is passed in — built from configuration by
 the caller, never at import. Writes go through the Lua scripts of
-:mod:`features.scripts`, so a user's batch is applied atomically and exactly
+:mod:`features.redis.scripts`, so a user's batch is applied atomically and exactly
 once; reads for a request are pipelined (one round trip for the user's state,
 the candidates' vectors and their popularity; a second one for co-visitation,
 whose anchors are only known once the user's history has been read).
@@ -20,14 +20,14 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from features.deferred import DeferredPipeline, is_cluster_client
-from features.keys import KeyLayout
-from features.memory import MemorySet, MemorySpec
-from features.memory_codec import decode_memories, encode_memories
-from features.scripts import APPLY_GLOBALS, APPLY_USERS
-from features.signals import RESCALE_EXPONENT, cosine
-from features.state import ItemInfo, StateSpec, UserState
-from features.state_codec import decode_state, encode_state
+from features.redis.deferred import DeferredPipeline, is_cluster_client
+from features.redis.keys import KeyLayout
+from features.core.memory import MemorySet, MemorySpec
+from features.core.memory_codec import decode_memories, encode_memories
+from features.redis.scripts import APPLY_GLOBALS, APPLY_USERS
+from features.core.signals import RESCALE_EXPONENT, cosine
+from features.core.state import ItemInfo, StateSpec, UserState
+from features.core.state_codec import decode_state, encode_state
 from p13n.config import Config
 
 __all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "ALREADY_APPLIED",
@@ -104,7 +104,7 @@ class RedisStore:
         """(version, state or None) of each (tenant, user_id), in one round trip; raises the first
         command error (as a redis-py pipeline does).
 
-        Sent as raw commands on a :class:`~features.deferred.DeferredPipeline`: redis-py's pipeline
+        Sent as raw commands on a :class:`~features.redis.deferred.DeferredPipeline`: redis-py's pipeline
         spent ~16 µs of CPU per user on queueing and reply callbacks, this ~6-10 (4000 users, load ~12),
         ~5% of the consumer at 1.3 events per user write, where most users of a poll are read."""
         if not users:
@@ -191,7 +191,7 @@ class RedisStore:
 
     def apply_globals_runs(self, tenant: str, partition: int, offset: int, covisit_runs: Iterable[tuple],
                            popularity: Iterable[tuple] = ()) -> bool:  # fmt: skip
-        """:meth:`apply_globals` with co-visits as :class:`~features.history.CovisitRun` (occurrences too)."""
+        """:meth:`apply_globals` with co-visits as :class:`~features.core.history.CovisitRun` (occurrences too)."""
         return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, covisit_runs)])[0])
 
     def globals_call(
@@ -206,7 +206,7 @@ class RedisStore:
     ) -> tuple[str, list, list]:
         """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
         once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, event_id, count)``
-        (:class:`~features.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's row
+        (:class:`~features.core.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's row
         (a Space-Saving summary of ``state.covisit_top_m`` members), and ``later``'s occurrences gain ``count``.
 
         Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
@@ -276,7 +276,7 @@ class RedisStore:
         return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
 
     def covisit_matrix(self, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        """Cosine co-visitation ``c(a, x) / sqrt(n(a)·n(x))`` (:func:`~features.signals.cosine`), shape
+        """Cosine co-visitation ``c(a, x) / sqrt(n(a)·n(x))`` (:func:`~features.core.signals.cosine`), shape
         (len(anchors), len(candidates)) — what the scorer's ``covisit`` feature weighs."""
         if not anchors or not candidates:
             return np.zeros((len(anchors), len(candidates)), dtype=np.float64)
@@ -394,7 +394,7 @@ def _occurrences(replies: Sequence) -> np.ndarray:
 
 
 class WriteBatch:
-    """Script calls sent as soon as they are added (:class:`~features.deferred.DeferredPipeline`)
+    """Script calls sent as soon as they are added (:class:`~features.redis.deferred.DeferredPipeline`)
     and acknowledged together by :meth:`finish`; Redis applies them in the order they were added.
 
     Calls carry the script itself (EVAL), not its SHA: a restarted or flushed Redis would answer

@@ -7,7 +7,7 @@ the state does not depend on arrival order (except where a bound has dropped the
 weakest or oldest entries).
 
 >>> import numpy as np
->>> from features.events import Event
+>>> from features.core.events import Event
 >>> spec = StateSpec.from_config(StateConfig(), dim=2)
 >>> user = UserState.new(spec)
 >>> items = {"i1": ItemInfo(vector=np.array([1.0, 0.0], np.float32), attributes={"category": "jazz"})}
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.decay import DecayedSum, DecayedSumUpdates, SparseDecayedSum
-from features.events import Event
-from features.history import (
+from features.core.decay import DecayedSum, DecayedSumUpdates, SparseDecayedSum
+from features.core.events import Event
+from features.core.history import (
     NEGATIVE_TYPES,
     CovisitDelta,
     CovisitRun,
@@ -41,8 +41,8 @@ from features.history import (
     collect_covisits,
     new_tuple,
 )
-from features.preferences import Preference, add_preference, standing_preferences
-from features.scorer import UserView
+from features.core.preferences import Preference, add_preference, standing_preferences
+from features.core.scorer import UserView
 from p13n.config import StateConfig
 from p13n.vocabulary import TEXT_EVENT_TYPES
 
@@ -59,7 +59,7 @@ class StateSpec:
     taus: np.ndarray  # seconds, one per horizon
     long_tau: float
     #: The longest horizon alone, for the single-horizon signals. One array shared by every state of
-    #: this spec, so their updates batch together (:class:`~features.decay.DecayedSumUpdates`).
+    #: this spec, so their updates batch together (:class:`~features.core.decay.DecayedSumUpdates`).
     long_taus: np.ndarray
     dim: int
     weights: Mapping[str, float]
@@ -188,7 +188,7 @@ class UserState:
         #: Decayed counts of events per type (``click``) and per UTC hour of day (``hour=09``, the
         #: interest clock): one scalar sum, each event adds 1 to its type and its hour.
         self.activity = SparseDecayedSum(spec.long_tau, ACTIVITY_MAX_KEYS)
-        #: Preference statements seen, oldest first: the newest ``max_preferences`` (features.preferences);
+        #: Preference statements seen, oldest first: the newest ``max_preferences`` (features.core.preferences);
         #: what is shown of them is :attr:`preferences`.
         self.statements: list[Preference] = []
         self.history: list[HistoryEntry] = []
@@ -197,7 +197,7 @@ class UserState:
         self.recent_ids = bytearray()
         self.offsets: dict[int, int] = {}
         self.events_applied = 0
-        #: The user's conversational memories (:class:`~features.memory.MemorySet`), stored beside the state
+        #: The user's conversational memories (:class:`~features.core.memory.MemorySet`), stored beside the state
         #: (field ``m`` of the user's hash) and written with it; None until loaded (only users with new
         #: messages need them).
         self.memories = None
@@ -301,7 +301,7 @@ class UserState:
     @property
     def preferences(self) -> list[Preference]:
         """The standing preferences shown, oldest first: the kept statements that no newer kept statement
-        replaces (:func:`~features.preferences.standing_preferences`); at most ``max_preferences``."""
+        replaces (:func:`~features.core.preferences.standing_preferences`); at most ``max_preferences``."""
         return standing_preferences(self.statements)
 
     def embeddings(self, now_ms: int) -> dict[str, np.ndarray]:
@@ -360,7 +360,7 @@ def fold_users(
     text_vectors: Mapping[str, np.ndarray] | None = None,
 ) -> list[FoldResult]:
     """Fold each (user, events) job — the same as ``user.fold(events, …)`` one by one, with the
-    vector sums of all users updated together (:class:`~features.decay.DecayedSumUpdates`).
+    vector sums of all users updated together (:class:`~features.core.decay.DecayedSumUpdates`).
     Each user state may appear once."""
     vectors = DecayedSumUpdates()
     results = [user._fold_into(events, items, text_vectors or {}, vectors) for user, events in jobs]

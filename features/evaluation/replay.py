@@ -6,7 +6,7 @@ latest one (by time, then ``event_id``); if it is liked — a rating of at least
 otherwise the user is skipped. The held-out item is ranked among ``negatives`` distinct
 items the user never interacted with, drawn uniformly from the catalog with a fixed seed
 (drawn before the replay, so both modes below rank the same candidates). The log is
-replayed in time order through the consumer's fold (:meth:`~features.state.UserState.fold`)
+replayed in time order through the consumer's fold (:meth:`~features.core.state.UserState.fold`)
 and the same global signals; held-out events are never folded.
 
 * default ("at each user's moment"): a user's candidates are scored when the replay reaches
@@ -19,7 +19,7 @@ Variants, every one reported in the same run:
 * ``popularity_count`` — all-time interaction count (baseline);
 * ``popularity`` — forward-decayed popularity read at the scoring time (p13n's feature);
 * ``cooccurrence`` — the simple item co-occurrence counter (baseline,
-  :class:`~features.baselines.CoOccurrence`: window 5, last 10 items, popularity tie-break);
+  :class:`~features.evaluation.baselines.CoOccurrence`: window 5, last 10 items, popularity tie-break);
 * ``mean`` — a plain, non-decayed weighted mean of the user's liked item vectors;
 * ``<horizon>`` — one decayed embedding alone (e.g. ``session``, ``long``);
 * ``covisitation`` — p13n's co-visitation (cosine, Space-Saving rows) with the user's latest items;
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.baselines import CoOccurrence, PopularityCount, with_tie_break
-from features.eval_inputs import EvalInputs, load_eval_inputs
-from features.eval_metrics import K, VariantStats, expected_hit_ndcg
-from features.events import Event
-from features.history import NEGATIVE_TYPES
-from features.scorer import Candidates, score
-from features.signals import CoVisitation, Popularity
-from features.state import ItemInfo, StateSpec, UserState
+from features.evaluation.baselines import CoOccurrence, PopularityCount, with_tie_break
+from features.evaluation.inputs import EvalInputs, load_eval_inputs
+from features.evaluation.metrics import K, VariantStats, expected_hit_ndcg
+from features.core.events import Event
+from features.core.history import NEGATIVE_TYPES
+from features.core.scorer import Candidates, score
+from features.core.signals import CoVisitation, Popularity
+from features.core.state import ItemInfo, StateSpec, UserState
 from p13n.config import Config
 
 __all__ = [

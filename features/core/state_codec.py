@@ -1,4 +1,4 @@
-"""Binary form of a :class:`~features.state.UserState` (one msgpack blob).
+"""Binary form of a :class:`~features.core.state.UserState` (one msgpack blob).
 
 Vectors are raw little-endian float32 bytes (the horizon embeddings) or float16
 (the negative and text-topic embeddings, which only steer, never rank alone),
@@ -7,7 +7,7 @@ dimension against the running configuration, so a changed configuration is
 noticed instead of silently misreading bytes.
 
 >>> import numpy as np
->>> from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
+>>> from features.core.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
 >>> from p13n.config import StateConfig
 >>> spec = StateSpec.from_config(StateConfig(), dim=3)
 >>> user = UserState.new(spec)
@@ -24,10 +24,10 @@ import math
 import msgspec
 import numpy as np
 
-from features.decay import SUM_DTYPE, DecayedSum, SparseDecayedSum
-from features.history import HistoryEntry
-from features.preferences import Preference
-from features.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
+from features.core.decay import SUM_DTYPE, DecayedSum, SparseDecayedSum
+from features.core.history import HistoryEntry
+from features.core.preferences import Preference
+from features.core.state import ACTIVITY_MAX_KEYS, HOUR_KEYS, StateSpec, UserState
 
 __all__ = ["encode_state", "decode_state", "StateFormatError"]
 
@@ -217,5 +217,5 @@ def decode_state(data: bytes, spec: StateSpec) -> UserState:
     user.recent_ids = _ids_from_bytes(record.recent_ids)
     user.offsets = dict(record.offsets)
     user.events_applied = record.events_applied
-    user.memories = None  # stored apart (features.memory_codec), loaded when needed
+    user.memories = None  # stored apart (features.core.memory_codec), loaded when needed
     return user

@@ -1,7 +1,7 @@
 """Learn blend weights from a replay (``p13n tune``), on a validation split the tuner makes itself.
 
 The split never touches the evaluation's held-out events: each user's latest item event
-(the protocol's test candidate, see :mod:`features.evaluation`) is removed from the log,
+(the protocol's test candidate, see :mod:`features.evaluation.replay`) is removed from the log,
 and the protocol is applied again to what is left — each user's second-latest item event,
 when liked, is the validation item, scored from every event before it. Weights are then
 found by coordinate ascent on mean NDCG@10 over those validation users: one feature at a
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.eval_metrics import ranking_metrics
-from features.evaluation import Case
-from features.events import Event
+from features.evaluation.metrics import ranking_metrics
+from features.evaluation.replay import Case
+from features.core.events import Event
 
 __all__ = ["GRID", "Fitted", "Tuned", "blend_stacked", "fit_blend", "tune_blend", "with_popularity_days", "fit_weights", "stack_features", "validation_events", "ndcg_at_k"]
 
@@ -80,7 +80,7 @@ def blend_stacked(features: Mapping[str, np.ndarray], weights: Mapping[str, floa
 
 def ndcg_at_k(scores: np.ndarray) -> tuple[float, float]:
     """(HR@10, NDCG@10) of (cases, candidates) scores, the true item in column 0; ties broken at random
-    in expectation (:func:`features.eval_metrics.ranking_metrics`)."""
+    in expectation (:func:`features.evaluation.metrics.ranking_metrics`)."""
     hr, ndcg = ranking_metrics(scores)
     return float(hr.mean()), float(ndcg.mean())
 
@@ -140,7 +140,7 @@ def tune_blend(events, items, config, *, text_vectors=None, popularity_days: Seq
     """Fit ``scoring.weights`` (coordinate ascent from the configured ones) and choose
     ``state.popularity_tau_s`` among ``popularity_days`` on one validation replay of
     :func:`validation_events` of ``events`` (:func:`fit_blend`)."""
-    from features.evaluation import replay
+    from features.evaluation.replay import replay
 
     progress("validation replay")
     cases = replay(validation_events(events), items, config, text_vectors=text_vectors, negatives=negatives, seed=seed,
@@ -153,9 +153,9 @@ def fit_blend(cases: Sequence[Case], config, popularity_days: Sequence[float], *
               names: Sequence[str] | None = None) -> Tuned:  # fmt: skip
     """Fit the weights of ``names`` (default ``scoring.weights``' features) once per popularity time
     constant, on validation ``cases`` replayed with ``popularity_days`` (each value's popularity
-    feature put in place of ``popularity``, :func:`~features.evaluation.with_popularity_feature`);
+    feature put in place of ``popularity``, :func:`~features.evaluation.replay.with_popularity_feature`);
     the best validation NDCG@10 wins."""
-    from features.evaluation import with_popularity_feature
+    from features.evaluation.replay import with_popularity_feature
 
     names = list(names if names is not None else config.scoring.weights)
     trials: list[tuple[Fitted, float]] = []

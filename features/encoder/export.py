@@ -108,7 +108,7 @@ def export_encoder(
         meta = _export_fp32(output, model_dir, max_length=max_length, progress=progress)
     files = meta["files"]
     if quantize == "int8":
-        from features.encoder_quantize import CALIBRATION_TEXTS, quantize_dynamic_int8, quantize_static_int8
+        from features.encoder.quantize import CALIBRATION_TEXTS, quantize_dynamic_int8, quantize_static_int8
 
         fp32_path = output / files["fp32"]
         if "int8" not in files:

@@ -3,7 +3,7 @@
 The context has four parts, in priority order when the token budget is tight:
 
 1. **standing preferences** — what the user stated, verbatim (newest last);
-2. **memories** — what the user said that bears on the query (:mod:`features.memory_retrieval`), each
+2. **memories** — what the user said that bears on the query (:mod:`features.core.memory_retrieval`), each
    with its date; the caller packs them into their share of the budget (``memory.context_share``,
    half by default), so whatever they leave goes on to the next parts;
 3. **history** — the user's items most relevant to the query, ranked by
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features.history import NEGATIVE_TYPES
-from features.state import ItemInfo, UserState
+from features.core.history import NEGATIVE_TYPES
+from features.core.state import ItemInfo, UserState
 
 if TYPE_CHECKING:
-    from features.memory_retrieval import PackedMemories
+    from features.core.memory_retrieval import PackedMemories
 
 __all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
 
@@ -146,7 +146,7 @@ def build_context(
 ) -> PromptContext:
     """Select and render the context for ``user`` within ``max_tokens`` (``items``: the history's items).
 
-    ``memories`` (:func:`features.memory_retrieval.retrieve`, packed into their share of the budget) go
+    ``memories`` (:func:`features.core.memory_retrieval.retrieve`, packed into their share of the budget) go
     after the standing preferences, before history and profile, their lines as they were packed."""
     if user is None:
         return PromptContext()

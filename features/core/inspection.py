@@ -1,7 +1,7 @@
 """Read-outs of a user's state for people: the attribute strengths the profile inspector charts.
 
 The state keeps attribute preferences at the long horizon only (one sparse decayed sum,
-:class:`~features.decay.SparseDecayedSum`). The short-horizon strength of an attribute is
+:class:`~features.core.decay.SparseDecayedSum`). The short-horizon strength of an attribute is
 recomputed here from the bounded recent history (``state.history_size`` entries): each
 remembered interaction adds its type's signed weight, decayed by the shortest horizon's τ, to
 every categorical attribute of its item. History entries keep no rating value, so a ``rating``
@@ -9,8 +9,8 @@ counts with the rating weight, as a positive interaction. Both numbers are decay
 weights, in the same unit, so they can stand side by side in one chart.
 
 >>> import numpy as np
->>> from features.events import Event
->>> from features.state import ItemInfo, StateSpec, UserState
+>>> from features.core.events import Event
+>>> from features.core.state import ItemInfo, StateSpec, UserState
 >>> from p13n.config import StateConfig
 >>> spec = StateSpec.from_config(StateConfig(horizons={"session": 3600.0, "long": 30 * 86400.0}), dim=2)
 >>> user = UserState.new(spec)
@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from features.history import NEGATIVE_TYPES
-from features.state import ItemInfo, UserState
+from features.core.history import NEGATIVE_TYPES
+from features.core.state import ItemInfo, UserState
 
 __all__ = ["attribute_horizons"]
 

@@ -20,7 +20,7 @@ they arrived in.
 [('c', ('b',), -1.0, 0.0), ('c', ('x',), 1.0, 0.0), ('x', (), 0.0, 1.0), ('x', ('b',), 1.0, 0.0)]
 
 Each event that takes part also counts one occurrence of its item (``count``): the ``n(i)``
-of the cosine normalisation ``c(a, b) / sqrt(n(a)·n(b))`` (:mod:`features.signals`).
+of the cosine normalisation ``c(a, b) / sqrt(n(a)·n(b))`` (:mod:`features.core.signals`).
 """
 
 from __future__ import annotations

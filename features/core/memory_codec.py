@@ -1,13 +1,13 @@
-"""Binary form of a :class:`~features.memory.MemorySet`: one msgpack blob, vectors in one block.
+"""Binary form of a :class:`~features.core.memory.MemorySet`: one msgpack blob, vectors in one block.
 
 Layout (a msgpack array): ``[format, dim, vector type, texts, roles, vectors, scales, terms,
 term counts, mentions]`` —
 texts and roles as lists of strings, ``vectors`` all memories' vectors back to back (``n × dim``
 int8 or little-endian float16), ``scales`` one little-endian float32 per memory (int8: the
 quantization step, ``max|v|/127``; float16: 1; 0 marks a memory without a vector, a negative scale
-one whose vector is its raw text's, not its cleaned text's — :class:`~features.memory.Memory`'s
+one whose vector is its raw text's, not its cleaned text's — :class:`~features.core.memory.Memory`'s
 ``exact_vector``), every memory's
-BM25 terms back to back (:mod:`features.bm25`, 4 B each) with the number of terms per memory, and per
+BM25 terms back to back (:mod:`features.core.bm25`, 4 B each) with the number of terms per memory, and per
 memory a list of mentions ``[ts_ms, event_id, session_id]``. The request path reads the columns
 as they are (:func:`decode_columns`), without building a memory object per row.
 
@@ -20,8 +20,8 @@ error of a 384-d unit vector is ~0.002 in norm) and ``p13n eval memory`` shows n
 it is the default.
 
 >>> import numpy as np
->>> from features.events import Event
->>> from features.memory import MemorySet, MemorySpec
+>>> from features.core.events import Event
+>>> from features.core.memory import MemorySet, MemorySpec
 >>> mem = MemorySet(MemorySpec(), dim=3)
 >>> _ = mem.fold([Event(event_id="d1", user_id="u", type="message", ts_ms=5, text="I adopted a dog")],
 ...              {"I adopted a dog": np.array([3.0, 0.0, 4.0])})
@@ -38,8 +38,8 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from features.bm25 import TERM_DTYPE
-from features.memory import Memory, MemorySet, MemorySpec, Mention
+from features.core.bm25 import TERM_DTYPE
+from features.core.memory import Memory, MemorySet, MemorySpec, Mention
 
 __all__ = ["encode_memories", "decode_memories", "decode_columns", "Columns", "MemoryFormatError", "VECTOR_TYPES"]
 

@@ -1,6 +1,6 @@
 """Lua scripts that make a batch's writes atomic and idempotent.
 
-:class:`~features.store.WriteBatch` sends them with EVAL (the script's text, never NOSCRIPT).
+:class:`~features.redis.store.WriteBatch` sends them with EVAL (the script's text, never NOSCRIPT).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ return out
 #: item with itself are ignored, pairs that cancel are not written).
 #: Each row is a Space-Saving summary of at most top-M members: a new member of a full row replaces
 #: the weakest (ZPOPMIN: lowest count, then smallest member) and starts from its count plus the
-#: delta; a negative delta only lowers a member still in the row (features.signals.space_saving_add
+#: delta; a negative delta only lowers a member still in the row (features.core.signals.space_saving_add
 #: is the same in Python). Only a row whose new score equals the increment may have gained a member,
 #: so only those are sized.
 #: One packed argument instead of thousands keeps both the client's packing and the server's
