@@ -112,8 +112,8 @@ def quality_markdown(result: dict, images: list[Path] = ()) -> str:
         lines += ["MovieLens: ml-latest-small with each user's latest rating withheld (`../shared/data/movielens-small`), "
                   "issue 13's protocol — the latest remaining rating held out when >= 4 stars, ranked among 100 never-rated "
                   "movies — scored at each user's moment and after the whole replay (`--at-end`). `proto:*` and "
-                  "`blend_prototypes_tuned` are offline prototypes (features/evaluation/prototypes.py) that the consumer and "
-                  "Serve do not compute yet; `blend_tuned` is what `p13n tune` gives them today (weights and "
+                  "`blend_prototypes_tuned` are offline prototypes (features/evaluation/prototypes.py) that the "
+                  "consumer and Serve do not compute yet; `blend_tuned` is what `p13n tune` gives them today (weights and "
                   "`state.popularity_tau_s`, chosen among 7, 30, 365 days). Both tuned blends are "
                   "fitted on a validation replay without each user's latest rating. Ties count at random in "
                   "expectation (a variant that cannot tell candidates apart scores chance, HR@10 10/101 = 0.099).", ""]  # fmt: skip
@@ -165,7 +165,8 @@ def run_movielens(config: Config, directory: Path, encode, progress=lambda step:
         progress(f"replaying ({label})")
         runs[label] = replay(events, inputs.items, config, text_vectors=inputs.text_vectors, at_end=at_end,
                              signals=_prototype_signals(), popularity_days=days)  # fmt: skip
-    progress("p13n tune")  # what `p13n tune` does, on the validation replay above (features.evaluation.tuning.tune_blend)
+    # what `p13n tune` does, on the validation replay above (features.evaluation.tuning.tune_blend)
+    progress("p13n tune")
     chosen = fit_blend(runs["validation"], config, days)
     tuned = chosen.fitted.weights
     tuned_rows = {label: summarize(with_popularity_feature(runs[label], chosen.popularity_days),

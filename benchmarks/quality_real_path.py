@@ -6,8 +6,8 @@ held-out ones published to Kafka and folded by the running consumer; per evaluat
 held-out item + the protocol's 100 never-rated negatives, drawn by the same sampler and seed as
 ``p13n eval``). Each request asks for every candidate's score (``k`` = all of them), and the truth's
 HR@10 / NDCG@10 are taken from those scores the way the offline replay takes them
-(:func:`features.evaluation.metrics.expected_hit_ndcg`: ties broken at random, in expectation), so the two figures differ only by
-what the two paths compute, not by how they are counted.
+(:func:`features.evaluation.metrics.expected_hit_ndcg`: ties broken at random, in expectation), so the two
+figures differ only by what the two paths compute, not by how they are counted.
 """
 
 from __future__ import annotations

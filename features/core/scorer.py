@@ -59,7 +59,8 @@ class Candidates:
     vectors: np.ndarray  # (n, d) float32, zero rows for items without a vector
     attribute_keys: Sequence[Sequence[str]]
     popularity: np.ndarray  # (n,)
-    covisit: np.ndarray | None = None  # (anchors, n) cosine co-visitation (features.core.signals.cosine), anchors newest last
+    #: (anchors, n) cosine co-visitation (features.core.signals.cosine), anchors newest last
+    covisit: np.ndarray | None = None
 
 
 @dataclass

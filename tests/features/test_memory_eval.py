@@ -8,7 +8,8 @@ import pytest
 
 from features.datasets.conversations import generate, generate_conversation
 from features.encoder.runtime import Encoder, default_encoder_dir
-from features.evaluation.memory_recall import conversation_events, evaluate_memory, load_conversations, parse_session_date
+from features.evaluation.memory_recall import (conversation_events, evaluate_memory, load_conversations,
+                                               parse_session_date)
 from p13n.cli import main
 
 CONV = {
