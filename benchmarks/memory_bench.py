@@ -24,6 +24,7 @@ from features.core.memory import MemorySet, MemorySpec
 from features.core.memory_codec import decode_columns, encode_memories
 from features.evaluation.memory_recall import context_overhead, conversation_events
 from features.core.memory_retrieval import MemoryTable, RetrievalSpec, pack, rank
+from features.core.prompt import token_counter
 
 __all__ = ["run", "run_memory", "memory_markdown", "memory_plot"]
 
@@ -44,7 +45,9 @@ def run(memories: int = 500, queries: int = 300, budget: int = 1024, vector_type
     questions = [q["question"] for c in convs for q in c["qa"]]
     vectors = encoder.encode(questions)
     spec = RetrievalSpec()
-    max_tokens = budget - context_overhead(encoder.count_tokens)
+    # the request path's counter (serving.app): it keeps the counts of the words of lines it counted
+    count = token_counter(str(encoder.directory / encoder.meta.get("tokenizer", "tokenizer.json")), cache_size=100_000)
+    max_tokens = budget - context_overhead(count)
     now_ms = events[-1].ts_ms + 60_000
     stages: dict[str, list[float]] = {"decode": [], "rank": [], "pack": [], "total": []}
     for i in range(queries + 20):
@@ -54,7 +57,7 @@ def run(memories: int = 500, queries: int = 300, budget: int = 1024, vector_type
         t1 = time.perf_counter()
         ranked, score = rank(table, q, qv, spec)
         t2 = time.perf_counter()
-        pack(table, ranked, score, now_ms=now_ms, max_tokens=max_tokens, count_tokens=encoder.count_tokens, spec=spec)
+        pack(table, ranked, score, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count, spec=spec)
         t3 = time.perf_counter()
         if i >= 20:  # warm-up
             for name, ms in (("decode", t1 - t0), ("rank", t2 - t1), ("pack", t3 - t2), ("total", t3 - t0)):
