@@ -116,8 +116,9 @@ def dequantize(data: bytes, scales: np.ndarray, dim: int, vector_type: str) -> n
     if raw.size != len(scales) * dim:
         raise MemoryFormatError(f"stored memory vectors hold {raw.size} numbers, expected {len(scales)}×{dim}")
     matrix = raw.reshape(len(scales), dim).astype(np.float32)
-    norms = np.linalg.norm(matrix, axis=1)
-    return matrix / np.where(norms > 0, norms, 1.0)[:, None]
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    matrix *= (1.0 / np.where(norms > 0, norms, 1.0))[:, None]
+    return matrix
 
 
 def encode_memories(memories: MemorySet, vector_type: str = "i8") -> bytes:

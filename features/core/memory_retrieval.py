@@ -1,15 +1,26 @@
 """Retrieve a user's memories for a query and pack them into a token budget.
 
 Ranking (:func:`rank`): BM25 over the memories' texts (:mod:`features.core.bm25`) and the cosine of the
-query's vector with theirs each rank the memories; the best ``depth`` (20) of each list are fused by
-reciprocal-rank fusion, ``Σ wᵢ / (k + rankᵢ)`` with ``k = 60``. A memory absent from a list gets
-nothing from it, and:
+query's vector with theirs each rank the memories; the best ``lexical_depth`` (20) of the BM25 list and
+the best ``dense_depth`` (40) of the dense list are fused by weighted reciprocal-rank fusion,
+``Σ wᵢ / (k + rankᵢ)`` with ``k = 30``, ``w = 0.5`` for BM25 and 1 for dense. A memory absent from a
+list gets nothing from it, and:
 
 - a BM25 hit must share with the query a term found in at most ``common_cutoff`` (10%) of the
   memories (Lucene's common-terms rule): a speaker's name, in every turn they said, is no reason to
   recall a turn;
-- deeper lists let weak matches of both crowd out a strong match of one (recall at 256 tokens on the
-  synthetic set: 0.64 fusing the best 20 of each list, 0.51 fusing all);
+- the lists are cut (a BM25 list of every memory sharing a word lets weak matches crowd out strong
+  ones: recall at 256 tokens on the synthetic set 0.64 fusing the best 20 of each list, 0.51 fusing
+  all), but the dense list deeper than the lexical one: when the budget holds 25 memories or more (1024
+  tokens), fusing only the best 20 of each list filled the rest of it with BM25's weak matches and fell
+  behind dense alone (0.76 against 0.93 on the reported set, seed 0);
+- BM25 counts half as much as dense: equal weights put a BM25 match on one rare word (the "city" of
+  "I visited Krakow, nice city" for "Which city is her home?") level with the dense list's best.
+  The weights, ``k`` and depths were chosen by ``p13n eval memory`` on a validation set of generated
+  conversations (``p13n synth-memory --seed 100``, not the reported seed 0), maximizing the smallest ratio
+  of fused recall to the best single retriever over 256/512/1024 tokens (grid k ∈ {10, 20, 30, 60},
+  BM25 weight ∈ {0.5, 0.75, 1}, depths 3–20 and 20/40/all; at k = 30, 0.5, 20/40: 0.650 / 0.800 /
+  0.963 against dense 0.613 / 0.800 / 0.963; before, at k = 60, 1, 20/20: 0.625 / 0.788 / 0.875);
 - every list breaks ties newest first, so of two equally relevant memories the newer wins — a fact
   updated later outranks its old value. A recency list of its own can join the fusion
   (``recency_weight``; off, since 0.2 cost recall at every budget of the synthetic set).
@@ -27,8 +38,10 @@ taken (cosine ≥ ``dedup_cosine``) is not shown again: its event ids join the t
 lines are then put in the order they were said, each with its date — absolute (UTC) and relative to
 ``now`` — so an LLM can answer "when" questions ("yesterday", said on 8 May 2023, is 7 May 2023).
 
-Every line is counted with the real tokenizer, newline included, so the block never exceeds the
-budget; what users wrote is quoted by :func:`features.core.prompt.sanitize` (control characters
+Every line is counted with the prompt's tokenizer, newline included, so the block never exceeds the
+budget (the request path's counter, :class:`features.core.prompt.TokenCounter`, sums the kept counts of a
+line's words when the tokenizer never makes a token across a space, as BERT's does: the same count,
+without calling the tokenizer on every line); what users wrote is quoted by :func:`features.core.prompt.sanitize` (control characters
 stripped, ``<``/``>`` escaped) and stays data, never instructions.
 """
 
@@ -56,11 +69,11 @@ TITLE = "What the user said earlier (quoted, with when it was said; oldest first
 class RetrievalSpec:
     """Knobs of ranking and packing (module docstring); the defaults are what ``p13n eval memory`` chose."""
 
-    rrf_k: float = 60.0
+    rrf_k: float = 30.0
     common_cutoff: float = 0.1  # a query term in more than this share of memories cannot alone make a BM25 hit
     lexical_depth: int = 20  # the fusion takes BM25's best this many rows (0: all)
-    dense_depth: int = 20  # the fusion takes the dense list's best this many rows (0: all)
-    lexical_weight: float = 1.0
+    dense_depth: int = 40  # the fusion takes the dense list's best this many rows (0: all)
+    lexical_weight: float = 0.5
     dense_weight: float = 1.0
     recency_weight: float = 0.0  # measured: 0.2 cost recall on every budget of the synthetic set
     neighbour_hits: int = 0  # the best this many hits bring their neighbouring turns at once (others: if room)
@@ -209,6 +222,10 @@ def _ago(ms: int) -> str:
     return f"{days / 365.25:.1f} years ago"
 
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")  # fmt: skip
+
+
 def render_line(text: str, ts_ms: int, now_ms: int, max_chars: int) -> str:
     """One memory as a prompt line: date said (UTC), how long ago, the quoted text.
 
@@ -216,7 +233,8 @@ def render_line(text: str, ts_ms: int, now_ms: int, max_chars: int) -> str:
     '- 8 May 2023, 13:56 UTC (2 days ago): "Caroline: I went to a support group yesterday"'
     """
     when = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
-    return f"- {when.day} {when:%B %Y, %H:%M} UTC ({_ago(now_ms - ts_ms)}): {sanitize(text, max_chars)}"
+    return (f"- {when.day} {_MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC "
+            f"({_ago(now_ms - ts_ms)}): {sanitize(text, max_chars)}")
 
 
 @dataclass
@@ -250,7 +268,7 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
             return True
         if taken_rows and has_vector[row]:
             cos = taken_vectors[: len(taken_rows)] @ vectors[row]
-            best = int(np.argmax(cos))
+            best = int(cos.argmax())
             if cos[best] >= spec.dedup_cosine and has_vector[taken_rows[best]]:
                 merged.setdefault(taken_rows[best], []).append(row)
                 taken[row] = shown

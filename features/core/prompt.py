@@ -105,7 +105,11 @@ class TokenCounter:
             return self._count(text)
         if not self.additive:
             return self._cached(text)
-        return sum([self._cached(chunk) for chunk in text.split(" ")])
+        total, known = 0, self._cache.get
+        for chunk in text.split(" "):
+            n = known(chunk)
+            total += self._cached(chunk) if n is None else n
+        return total
 
     def _cached(self, text: str) -> int:
         got = self._cache.get(text)
