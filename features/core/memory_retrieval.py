@@ -41,8 +41,9 @@ lines are then put in the order they were said, each with its date — absolute 
 Every line is counted with the prompt's tokenizer, newline included, so the block never exceeds the
 budget (the request path's counter, :class:`features.core.prompt.TokenCounter`, sums the kept counts of a
 line's words when the tokenizer never makes a token across a space, as BERT's does: the same count,
-without calling the tokenizer on every line); what users wrote is quoted by :func:`features.core.prompt.sanitize` (control characters
-stripped, ``<``/``>`` escaped) and stays data, never instructions.
+without calling the tokenizer on every line); what users wrote is quoted by
+:func:`features.core.prompt.sanitize` (control characters stripped, ``<``/``>`` escaped) and stays data, never
+instructions.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ from features.core.state import ItemInfo, UserState
 if TYPE_CHECKING:
     from features.core.memory_retrieval import PackedMemories
 
-__all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter",
-           "TokenCounter", "splits_at_spaces"]
+__all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text",
+           "token_counter", "TokenCounter", "splits_at_spaces"]
 
 MAX_QUOTED_CHARS = 200
 HEADER = (
@@ -146,8 +146,9 @@ def splits_at_spaces(tokenizer_json: dict) -> bool:
 
     normalizers = types(tokenizer_json.get("normalizer"), "normalizers")
     splitters = types(tokenizer_json.get("pre_tokenizer"), "pretokenizers")
-    return (set(normalizers) <= _CHARWISE_NORMALIZERS and bool(splitters) and set(splitters) <= _SPACE_SPLITTERS
-            and not any(any(c.isspace() for c in str(t.get("content", ""))) for t in tokenizer_json.get("added_tokens") or []))  # fmt: skip
+    spaced = any(any(c.isspace() for c in str(t.get("content", ""))) for t in tokenizer_json.get("added_tokens") or [])
+    splits = bool(splitters) and set(splitters) <= _SPACE_SPLITTERS
+    return set(normalizers) <= _CHARWISE_NORMALIZERS and splits and not spaced
 
 
 def token_counter(tokenizer_json: str, cache_size: int = 0) -> TokenCounter:

@@ -22,7 +22,8 @@ from features.core.memory import MemorySet, MemorySpec
 from features.core.memory_codec import MemoryFormatError, decode_columns, decode_memories, encode_memories
 from features.evaluation.memory_recall import conversation_events
 from features.core.prompt import TokenCounter, token_counter
-from features.core.memory_retrieval import MODES, TITLE, MemoryTable, PackedMemories, RetrievalSpec, pack, rank, render_line
+from features.core.memory_retrieval import (MODES, TITLE, MemoryTable, PackedMemories, RetrievalSpec, pack, rank,
+                                           render_line)
 
 
 def plain_pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: int, max_tokens: int,
@@ -148,8 +149,8 @@ def test_memories_stored_in_the_first_format_read_the_same():
     mem.fold(events, {f"said {k}": rng.standard_normal(4) for k in range(5)})
     blob = encode_memories(mem)
     rows = mem.memories()
-    first = msgspec.msgpack.encode([1, *msgspec.msgpack.decode(blob)[1:9],
-                                    [[[x.ts_ms, x.event_id, x.session_id] for x in m.mentions] for m in rows]])  # fmt: skip
+    mentions = [[[x.ts_ms, x.event_id, x.session_id] for x in m.mentions] for m in rows]
+    first = msgspec.msgpack.encode([1, *msgspec.msgpack.decode(blob)[1:9], mentions])
     for got, want in zip(decode_columns(first, 4), decode_columns(blob, 4)):
         if isinstance(want, np.ndarray):
             np.testing.assert_array_equal(got, want)
