@@ -17,6 +17,11 @@ from p13n.errors import ConfigError
 __all__ = ["register", "route"]
 
 
+#: Knobs of the fused retriever that ``eval-memory`` can set (:class:`features.memory_retrieval.RetrievalSpec`).
+_KNOBS = {"rrf_k": float, "lexical_weight": float, "dense_weight": float, "lexical_depth": int, "dense_depth": int,
+          "neighbour_hits": int}  # fmt: skip
+
+
 def _budget(text: str) -> int:
     try:
         value = int(text)
@@ -55,6 +60,9 @@ def register(sub) -> None:
     evaluate.add_argument("--max-mentions", type=int, default=None, help="memory bound per user (default: the spec's)")
     evaluate.add_argument("--length-weight", type=float, default=None, help="eviction: weight of a turn's length")
     evaluate.add_argument("--vector-type", choices=("i8", "f2"), default="i8", help="stored memory vectors (i8)")
+    for name, kind in _KNOBS.items():
+        evaluate.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                              help=f"fused retrieval: {name} (default: RetrievalSpec's, features.memory_retrieval)")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     evaluate.set_defaults(handler=_eval_memory)
     synth = sub.add_parser("synth-memory", help="write synthetic multi-session conversations with questions")
@@ -98,6 +106,7 @@ def _eval_memory(args: argparse.Namespace) -> int:
     from features.encoder.runtime import Encoder
     from features.core.memory import MemorySpec
     from features.evaluation.memory_recall import evaluate_memory, load_conversations
+    from features.core.memory_retrieval import RetrievalSpec
     from features.core.prompt import token_counter
 
     cfg = Config.from_sources(file=args.config)
@@ -115,8 +124,10 @@ def _eval_memory(args: argparse.Namespace) -> int:
         encoder = Encoder.from_config(cfg.encoder)
         count = token_counter(cfg.serving.prompt_tokenizer) if cfg.serving.prompt_tokenizer else encoder.count_tokens
     with console.status(f"folding and querying {len(conversations)} conversations…"):
+        knobs = {name: getattr(args, name) for name in _KNOBS if getattr(args, name) is not None}
+        retrieval = RetrievalSpec(max_chars=cfg.memory.max_chars, **knobs)
         result = evaluate_memory(conversations, encoder.encode, count, dim=encoder.dimension, budgets=args.budgets,
-                                 spec=spec, vector_type=args.vector_type)  # fmt: skip
+                                 spec=spec, retrieval=retrieval, vector_type=args.vector_type)  # fmt: skip
     table = Table(title=f"{args.file}: evidence recall, {result.questions} questions, {result.evidence} evidence turns")
     table.add_column("retriever")
     for budget in args.budgets:

@@ -53,7 +53,7 @@ def _personalizer(config: Config, encoder: DeploymentHandle, metrics: ServingMet
         async def encode(text: str, remaining_ms: float):
             return await encoder.encode.remote(text)
 
-    personalizer = Personalizer(config, encode, token_counter(tokenizer), dim=int(meta["dimension"]))
+    personalizer = Personalizer(config, encode, token_counter(tokenizer, cache_size=100_000), dim=int(meta["dimension"]))
     gc.freeze()  # everything loaded so far lives forever: keep it out of the collector's scans (tail latency)
     return personalizer
 

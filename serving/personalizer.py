@@ -20,7 +20,6 @@ and named in ``degraded``:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -31,7 +30,7 @@ from ray.serve.exceptions import RayServeException
 
 from features.core.personalize import CandidateIn, needs_text_vectors, rank_candidates
 from features.core.signals import cosine
-from features.core.prompt import build_context, query_text, rewrite_messages
+from features.core.prompt import TokenCounter, build_context, query_text, rewrite_messages
 from features.core.memory_codec import MemoryFormatError, decode_memories
 from features.core.memory_retrieval import PackedMemories, RetrievalSpec
 from features.core.personalize import memories_for_prompt
@@ -82,8 +81,10 @@ class Personalizer:
     def __init__(self, config: Config, encode: Encode, count_tokens: Callable[[str], int], dim: int) -> None:
         self.config = config
         self.encode = encode
-        # prompt lines repeat across requests (the header, section titles, popular items): count each once
-        self.count_tokens = functools.lru_cache(maxsize=100_000)(count_tokens)
+        # prompt lines repeat across requests (the header, section titles, popular items, memories' words): a
+        # counter that keeps counts (serving.app passes one that counts memories' lines word by word)
+        self.count_tokens = (count_tokens if isinstance(count_tokens, TokenCounter) and count_tokens.cache_size
+                             else TokenCounter(count_tokens, cache_size=100_000))  # fmt: skip
         self.client = async_redis_client(config.redis)  # a cluster client with redis.cluster
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)

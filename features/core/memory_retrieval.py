@@ -1,15 +1,26 @@
 """Retrieve a user's memories for a query and pack them into a token budget.
 
 Ranking (:func:`rank`): BM25 over the memories' texts (:mod:`features.core.bm25`) and the cosine of the
-query's vector with theirs each rank the memories; the best ``depth`` (20) of each list are fused by
-reciprocal-rank fusion, ``Σ wᵢ / (k + rankᵢ)`` with ``k = 60``. A memory absent from a list gets
-nothing from it, and:
+query's vector with theirs each rank the memories; the best ``lexical_depth`` (20) of the BM25 list and
+the best ``dense_depth`` (40) of the dense list are fused by weighted reciprocal-rank fusion,
+``Σ wᵢ / (k + rankᵢ)`` with ``k = 30``, ``w = 0.5`` for BM25 and 1 for dense. A memory absent from a
+list gets nothing from it, and:
 
 - a BM25 hit must share with the query a term found in at most ``common_cutoff`` (10%) of the
   memories (Lucene's common-terms rule): a speaker's name, in every turn they said, is no reason to
   recall a turn;
-- deeper lists let weak matches of both crowd out a strong match of one (recall at 256 tokens on the
-  synthetic set: 0.64 fusing the best 20 of each list, 0.51 fusing all);
+- the lists are cut (a BM25 list of every memory sharing a word lets weak matches crowd out strong
+  ones: recall at 256 tokens on the synthetic set 0.64 fusing the best 20 of each list, 0.51 fusing
+  all), but the dense list deeper than the lexical one: when the budget holds 25 memories or more (1024
+  tokens), fusing only the best 20 of each list filled the rest of it with BM25's weak matches and fell
+  behind dense alone (0.76 against 0.93 on the reported set, seed 0);
+- BM25 counts half as much as dense: equal weights put a BM25 match on one rare word (the "city" of
+  "I visited Krakow, nice city" for "Which city is her home?") level with the dense list's best.
+  The weights, ``k`` and depths were chosen by ``p13n eval memory`` on a validation set of generated
+  conversations (``p13n synth-memory --seed 100``, not the reported seed 0), maximizing the smallest ratio
+  of fused recall to the best single retriever over 256/512/1024 tokens (grid k ∈ {10, 20, 30, 60},
+  BM25 weight ∈ {0.5, 0.75, 1}, depths 3–20 and 20/40/all; at k = 30, 0.5, 20/40: 0.650 / 0.800 /
+  0.963 against dense 0.613 / 0.800 / 0.963; before, at k = 60, 1, 20/20: 0.625 / 0.788 / 0.875);
 - every list breaks ties newest first, so of two equally relevant memories the newer wins — a fact
   updated later outranks its old value. A recency list of its own can join the fusion
   (``recency_weight``; off, since 0.2 cost recall at every budget of the synthetic set).
@@ -27,9 +38,12 @@ taken (cosine ≥ ``dedup_cosine``) is not shown again: its event ids join the t
 lines are then put in the order they were said, each with its date — absolute (UTC) and relative to
 ``now`` — so an LLM can answer "when" questions ("yesterday", said on 8 May 2023, is 7 May 2023).
 
-Every line is counted with the real tokenizer, newline included, so the block never exceeds the
-budget; what users wrote is quoted by :func:`features.core.prompt.sanitize` (control characters
-stripped, ``<``/``>`` escaped) and stays data, never instructions.
+Every line is counted with the prompt's tokenizer, newline included, so the block never exceeds the
+budget (the request path's counter, :class:`features.core.prompt.TokenCounter`, sums the kept counts of a
+line's words when the tokenizer never makes a token across a space, as BERT's does: the same count,
+without calling the tokenizer on every line); what users wrote is quoted by
+:func:`features.core.prompt.sanitize` (control characters stripped, ``<``/``>`` escaped) and stays data, never
+instructions.
 """
 
 from __future__ import annotations
@@ -56,10 +70,11 @@ TITLE = "What the user said earlier (quoted, with when it was said; oldest first
 class RetrievalSpec:
     """Knobs of ranking and packing (module docstring); the defaults are what ``p13n eval memory`` chose."""
 
-    rrf_k: float = 60.0
+    rrf_k: float = 30.0
     common_cutoff: float = 0.1  # a query term in more than this share of memories cannot alone make a BM25 hit
-    depth: int = 20  # the fusion takes each list's best this many rows (0: all)
-    lexical_weight: float = 1.0
+    lexical_depth: int = 20  # the fusion takes BM25's best this many rows (0: all)
+    dense_depth: int = 40  # the fusion takes the dense list's best this many rows (0: all)
+    lexical_weight: float = 0.5
     dense_weight: float = 1.0
     recency_weight: float = 0.0  # measured: 0.2 cost recall on every budget of the synthetic set
     neighbour_hits: int = 0  # the best this many hits bring their neighbouring turns at once (others: if room)
@@ -72,15 +87,15 @@ class MemoryTable:
     """A user's memories as columns, first said first: what retrieval reads."""
 
     def __init__(self, cols: Columns) -> None:
+        self.cols = cols
         self.texts = cols.texts
         self.roles = cols.roles
         self.vectors = cols.vectors
         self.has_vector = cols.has_vector
         self.corpus = Corpus(cols.terms, cols.term_offsets)
-        self.mentions = cols.mentions
-        self.first_ms = np.array([m[0].ts_ms for m in cols.mentions], dtype=np.int64)
-        self.last_ms = np.array([m[-1].ts_ms for m in cols.mentions], dtype=np.int64)
-        self.sessions = [m[0].session_id for m in cols.mentions]
+        starts = cols.mention_offsets
+        self.first_ms = cols.mention_ts[starts[:-1]] if len(starts) > 1 else np.zeros(0, np.int64)
+        self.last_ms = cols.mention_ts[starts[1:] - 1] if len(starts) > 1 else np.zeros(0, np.int64)
         self._timeline: tuple[np.ndarray, ...] | None = None
 
     @classmethod
@@ -96,35 +111,48 @@ class MemoryTable:
         np.cumsum([len(m.terms) for m in rows], out=offsets[1:])
         terms = np.concatenate([m.terms for m in rows]) if rows else np.zeros(0, np.uint32)
         exact = np.array([m.exact_vector for m in rows], dtype=bool)
-        mentions = [list(m.mentions) for m in rows]
-        return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets, mentions, exact))
+        flat = [x for m in rows for x in m.mentions]
+        names = list(dict.fromkeys(x.session_id for x in flat if x.session_id is not None))
+        place = {name: i for i, name in enumerate(names)}
+        starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(m.mentions) for m in rows], out=starts[1:])
+        return cls(Columns([m.text for m in rows], [m.role for m in rows], vectors, has, terms, offsets, exact, starts,
+                           np.array([x.ts_ms for x in flat], dtype=np.int64), [x.event_id for x in flat],
+                           np.array([place.get(x.session_id, -1) for x in flat], dtype=np.int32), names))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def event_ids(self, row: int) -> list[str]:
-        return [m.event_id for m in self.mentions[row]]
+        """Every mention's event id of ``row``, oldest first."""
+        starts = self.cols.mention_offsets
+        return self.cols.event_ids[int(starts[row]) : int(starts[row + 1])]
+
+    def last_event_id(self, row: int) -> str:
+        """The event id of ``row``'s latest mention."""
+        return self.cols.event_ids[int(self.cols.mention_offsets[row + 1]) - 1]
 
     def neighbours(self, row: int, gap_ms: int) -> list[int]:
         """Rows said just before or after the latest mention of ``row`` in the same session, at most ``gap_ms``
         apart (a memory said many times — "thanks!" — is not a reason to show everything said around it)."""
-        if self._timeline is None:  # every mention in time order: (row, time, start of each row's mentions)
-            counts = np.array([len(m) for m in self.mentions], dtype=np.int64)
-            times = np.array([x.ts_ms for m in self.mentions for x in m], dtype=np.int64)
-            rows = np.repeat(np.arange(len(self.mentions)), counts)
+        cols = self.cols
+        starts = cols.mention_offsets
+        if self._timeline is None:  # every mention in time order: (row, time, place of each mention)
+            times = cols.mention_ts
+            rows = np.repeat(np.arange(len(self)), np.diff(starts))
             order = np.lexsort((rows, times))
             place = np.empty_like(order)
             place[order] = np.arange(len(order))
-            starts = np.concatenate(([0], np.cumsum(counts)))
-            self._timeline = (rows[order], times[order], place, starts)
-        rows, times, place, starts = self._timeline
-        session = self.mentions[row][-1].session_id
-        at = int(place[starts[row + 1] - 1])
+            self._timeline = (rows[order], times[order], place)
+        rows, times, place = self._timeline
+        last = int(starts[row + 1]) - 1
+        session = int(cols.mention_sessions[last])
+        at = int(place[last])
         out: list[int] = []
         for other in (at - 1, at + 1):
             if 0 <= other < len(rows) and abs(int(times[other]) - int(times[at])) <= gap_ms:
                 r = int(rows[other])
-                if r != row and r not in out and any(x.session_id == session for x in self.mentions[r]):
+                if r != row and r not in out and session in cols.mention_sessions[starts[r] : starts[r + 1]]:
                     out.append(r)
         return out
 
@@ -146,8 +174,8 @@ def rank(table: MemoryTable, query: str, query_vector: np.ndarray | None, spec: 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    recent = np.lexsort((-np.arange(n), -table.last_ms))  # newest first
     if mode == "recent":
+        recent = np.lexsort((-np.arange(n), -table.last_ms))  # newest first
         return recent, _rrf(recent, n, spec.rrf_k)
     fused = mode == "fused"
     relevance = np.zeros(n, dtype=np.float64)
@@ -157,14 +185,18 @@ def rank(table: MemoryTable, query: str, query_vector: np.ndarray | None, spec: 
         if fused:  # the baseline is BM25 as it is
             hits = hits[table.corpus.rare_matches(query, spec.common_cutoff)[hits]]
         order = hits[np.lexsort((-table.last_ms[hits], -lexical[hits]))]  # ties: the newer first
-        relevance += (spec.lexical_weight if fused else 1.0) * _rrf(order, n, spec.rrf_k, spec.depth if fused else 0)
+        weight, depth = (spec.lexical_weight, spec.lexical_depth) if fused else (1.0, 0)
+        relevance += weight * _rrf(order, n, spec.rrf_k, depth)
     if mode in ("fused", "dense") and query_vector is not None:
         cos = table.vectors @ np.asarray(query_vector, dtype=np.float32)
         rows = np.flatnonzero(table.has_vector)
         order = rows[np.lexsort((-table.last_ms[rows], -cos[rows]))]
-        relevance += (spec.dense_weight if fused else 1.0) * _rrf(order, n, spec.rrf_k, spec.depth if fused else 0)
+        weight, depth = (spec.dense_weight, spec.dense_depth) if fused else (1.0, 0)
+        relevance += weight * _rrf(order, n, spec.rrf_k, depth)
     ranked = np.flatnonzero(relevance > 0)  # recency alone does not make a memory relevant
-    score = relevance + (spec.recency_weight * _rrf(recent, n, spec.rrf_k) if fused else 0.0)
+    score = relevance
+    if fused and spec.recency_weight:
+        score = relevance + spec.recency_weight * _rrf(np.lexsort((-np.arange(n), -table.last_ms)), n, spec.rrf_k)
     ranked = ranked[np.lexsort((ranked, -score[ranked]))]
     return ranked, score
 
@@ -191,6 +223,10 @@ def _ago(ms: int) -> str:
     return f"{days / 365.25:.1f} years ago"
 
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")  # fmt: skip
+
+
 def render_line(text: str, ts_ms: int, now_ms: int, max_chars: int) -> str:
     """One memory as a prompt line: date said (UTC), how long ago, the quoted text.
 
@@ -198,7 +234,8 @@ def render_line(text: str, ts_ms: int, now_ms: int, max_chars: int) -> str:
     '- 8 May 2023, 13:56 UTC (2 days ago): "Caroline: I went to a support group yesterday"'
     """
     when = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
-    return f"- {when.day} {when:%B %Y, %H:%M} UTC ({_ago(now_ms - ts_ms)}): {sanitize(text, max_chars)}"
+    return (f"- {when.day} {_MONTHS[when.month - 1]} {when.year}, {when.hour:02d}:{when.minute:02d} UTC "
+            f"({_ago(now_ms - ts_ms)}): {sanitize(text, max_chars)}")
 
 
 @dataclass
@@ -216,35 +253,38 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
     """Place ``ranked`` rows (best first) into ``max_tokens`` (module docstring). Returns nothing when not
     even the title and one memory fit."""
     out = PackedMemories()
-    title_cost = count_tokens(TITLE) + 1
-    used = title_cost
+    used = count_tokens(TITLE) + 1
     taken: dict[int, float] = {}  # row -> score shown
     merged: dict[int, list[int]] = {}  # taken row -> rows merged into it
     taken_rows: list[int] = []
+    taken_vectors = np.zeros((max(1, min(len(table), 64)), table.vectors.shape[1]), dtype=np.float32)
     lines: dict[int, str] = {}
     costs: dict[int, int] = {}
     misses = 0
+    has_vector, vectors, texts, last_ms = table.has_vector, table.vectors, table.texts, table.last_ms
 
     def take(row: int, shown: float) -> bool:
-        nonlocal used
+        nonlocal used, taken_vectors
         if row in taken:
             return True
-        if taken_rows and table.has_vector[row]:
-            rows = np.array(taken_rows)
-            cos = table.vectors[rows] @ table.vectors[row]
-            best = int(np.argmax(cos))
-            if cos[best] >= spec.dedup_cosine and table.has_vector[rows[best]]:
-                merged.setdefault(int(rows[best]), []).append(row)
+        if taken_rows and has_vector[row]:
+            cos = taken_vectors[: len(taken_rows)] @ vectors[row]
+            best = int(cos.argmax())
+            if cos[best] >= spec.dedup_cosine and has_vector[taken_rows[best]]:
+                merged.setdefault(taken_rows[best], []).append(row)
                 taken[row] = shown
                 return True
         if row in costs:  # tried before and did not fit
             return False
-        line = lines[row] = render_line(table.texts[row], int(table.last_ms[row]), now_ms, spec.max_chars)
+        line = lines[row] = render_line(texts[row], int(last_ms[row]), now_ms, spec.max_chars)
         cost = costs[row] = count_tokens(line) + 1
         if used + cost > max_tokens:
             return False
         used += cost
         taken[row] = shown
+        if len(taken_rows) == len(taken_vectors):
+            taken_vectors = np.concatenate([taken_vectors, np.zeros_like(taken_vectors)])
+        taken_vectors[len(taken_rows)] = vectors[row]
         taken_rows.append(row)
         return True
 
@@ -262,7 +302,7 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
             for other in table.neighbours(row, spec.neighbour_gap_ms):
                 take(other, 0.0)
     smallest = min(costs.values(), default=1)
-    for row in hits[spec.neighbour_hits:]:  # then, while the budget allows, the others' neighbours
+    for row in hits[spec.neighbour_hits :]:  # then, while the budget allows, the others' neighbours
         if max_tokens - used < max(16, smallest):
             break
         for other in table.neighbours(row, spec.neighbour_gap_ms):
@@ -274,10 +314,9 @@ def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: i
         ids = table.event_ids(row)
         for other in merged.get(row, []):
             ids += table.event_ids(other)
-        ts = int(table.last_ms[row])
         out.lines.append(lines[row])
-        out.entries.append({"event_id": table.mentions[row][-1].event_id, "event_ids": ids, "text": table.texts[row],
-                            "timestamp": ts, "score": round(taken[row], 6)})  # fmt: skip
+        out.entries.append({"event_id": table.last_event_id(row), "event_ids": ids, "text": table.texts[row],
+                            "timestamp": int(table.last_ms[row]), "score": round(taken[row], 6)})  # fmt: skip
     out.tokens = used
     return out
 

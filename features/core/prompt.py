@@ -40,7 +40,8 @@ from features.core.state import ItemInfo, UserState
 if TYPE_CHECKING:
     from features.core.memory_retrieval import PackedMemories
 
-__all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text", "token_counter"]
+__all__ = ["CONTEXT_ROLES", "PromptContext", "build_context", "rewrite_messages", "sanitize", "query_text",
+           "token_counter", "TokenCounter", "splits_at_spaces"]
 
 MAX_QUOTED_CHARS = 200
 HEADER = (
@@ -51,21 +52,110 @@ HEADER = (
 
 def sanitize(text: str, max_chars: int = MAX_QUOTED_CHARS) -> str:
     """User- or catalog-originated text as a quoted, capped, control-free JSON string."""
-    cleaned = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    if text.isprintable():  # no Cc, Cf, Zl or Zp character (nor any other unprintable one): nothing to replace
+        cleaned = text
+    else:
+        cleaned = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > max_chars:
         cleaned = cleaned[: max_chars - 1].rstrip() + "…"
     return json.dumps(cleaned, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def token_counter(tokenizer_json: str) -> Callable[[str], int]:
-    """A token counter from any Hugging Face ``tokenizer.json``."""
+class TokenCounter:
+    """Counts tokens of texts, remembering counts: ``counter(text) -> int``.
+
+    ``count`` counts one text. The counts of up to ``cache_size`` distinct texts are kept (0: none; when full,
+    the cache starts over) — prompt lines repeat across requests. An ``additive`` counter is one whose
+    tokenizer never makes a token across a space, so that a text's count is the sum of its space-separated
+    chunks' counts: it counts and keeps chunks (words, mostly), which repeat far more than whole lines, so
+    a memory line is counted by a dozen dictionary look-ups instead of a call to the tokenizer
+    (:meth:`of_tokenizer` finds out whether a tokenizer is additive; the tests hold the sums equal to
+    whole counts).
+
+    >>> counter = TokenCounter(lambda text: len(text.split()), cache_size=100, additive=True)
+    >>> counter("a b  c"), counter("b c"), counter.cached
+    (3, 2, 4)
+    """
+
+    def __init__(self, count: Callable[[str], int], *, cache_size: int = 0, additive: bool = False) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self._count = count
+        self.cache_size = cache_size
+        self.additive = additive
+        self._cache: dict[str, int] = {}
+
+    @classmethod
+    def of_tokenizer(cls, tokenizer, cache_size: int = 0) -> TokenCounter:
+        """A counter by a ``tokenizers.Tokenizer`` (special tokens not counted; truncation and padding are
+        switched off on the object given); additive when :func:`splits_at_spaces` says so."""
+        tokenizer.no_truncation()
+        tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
+        return cls(lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids), cache_size=cache_size,
+                   additive=splits_at_spaces(json.loads(tokenizer.to_str())))  # fmt: skip
+
+    @property
+    def cached(self) -> int:
+        """How many texts (chunks, when additive) have their count kept."""
+        return len(self._cache)
+
+    def __call__(self, text: str) -> int:
+        if not self.cache_size:
+            return self._count(text)
+        if not self.additive:
+            return self._cached(text)
+        total, known = 0, self._cache.get
+        for chunk in text.split(" "):
+            n = known(chunk)
+            total += self._cached(chunk) if n is None else n
+        return total
+
+    def _cached(self, text: str) -> int:
+        got = self._cache.get(text)
+        if got is None:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            got = self._cache[text] = self._count(text) if text else 0
+        return got
+
+
+#: Normalizers that map characters one by one, and pre-tokenizers that split at every space and keep none.
+_CHARWISE_NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFC", "NFD", "NFKC", "NFKD"}
+_SPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def splits_at_spaces(tokenizer_json: dict) -> bool:
+    """Whether a ``tokenizer.json`` (parsed) never makes a token across a space, so that counts add up over
+    space-separated chunks: its normalizer maps characters one by one, its pre-tokenizer splits at every
+    space and drops it, and no added token contains a space (its model then works inside each chunk).
+
+    >>> splits_at_spaces({"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+    ...                   "added_tokens": [{"content": "[CLS]"}], "model": {"type": "WordPiece"}})
+    True
+    >>> splits_at_spaces({"normalizer": None, "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE"}})
+    False
+    """
+
+    def types(part: dict | None, key: str) -> list[str]:
+        if part is None:
+            return []
+        if part.get("type") == "Sequence":
+            return [t for sub in part.get(key, []) for t in types(sub, key)]
+        return [str(part.get("type"))]
+
+    normalizers = types(tokenizer_json.get("normalizer"), "normalizers")
+    splitters = types(tokenizer_json.get("pre_tokenizer"), "pretokenizers")
+    spaced = any(any(c.isspace() for c in str(t.get("content", ""))) for t in tokenizer_json.get("added_tokens") or [])
+    splits = bool(splitters) and set(splitters) <= _SPACE_SPLITTERS
+    return set(normalizers) <= _CHARWISE_NORMALIZERS and splits and not spaced
+
+
+def token_counter(tokenizer_json: str, cache_size: int = 0) -> TokenCounter:
+    """A token counter from any Hugging Face ``tokenizer.json`` (:class:`TokenCounter`)."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(tokenizer_json)
-    tokenizer.no_truncation()
-    tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+    return TokenCounter.of_tokenizer(Tokenizer.from_file(tokenizer_json), cache_size)
 
 
 @dataclass

@@ -89,7 +89,8 @@ def test_cli_eval_memory_writes_json(tmp_path, capsys):
     conv_path, out = tmp_path / "conv.json", tmp_path / "out.json"
     shape = ["--conversations", "1", "--sessions", "4", "--turns-per-session", "8"]
     assert main(["synth-memory", str(conv_path), *shape]) == 0
-    assert main(["eval", "memory", str(conv_path), "--budgets", "256", "512", "--json", str(out)]) == 0
+    assert main(["eval", "memory", str(conv_path), "--budgets", "256", "512", "--json", str(out),
+                 "--lexical-depth", "4", "--rrf-k", "30"]) == 0  # the fused retriever's knobs can be set
     data = json.loads(out.read_text())
     assert set(data["retrievers"]) == {"fused", "bm25", "dense", "recent"}
     assert set(data["retrievers"]["fused"]) == {"recall@256", "recall@512"}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import unicodedata
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.encoder.runtime import Encoder, default_encoder_dir
 from features.core.events import Event
@@ -95,6 +100,18 @@ def test_unknown_user_gets_no_context_and_messages_stay_unchanged(encoder):
 def test_sanitize_caps_length_and_strips_controls():
     out = sanitize("a\u202eb\nc" + "x" * 500, max_chars=20)
     assert len(out) <= 22 and "\u202e" not in out and "\n" not in out and out.endswith('…"')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.text("ab \n\t\x00\u200b\u2028\u202e\u3000é<", max_size=30),
+       st.integers(2, 80))  # fmt: skip
+def test_sanitize_is_the_per_character_rule(text, max_chars):
+    # printable text skips the per-character loop: the answer must be the loop's
+    cleaned = " ".join("".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text).split())
+    if len(cleaned) > max_chars:
+        cleaned = cleaned[: max_chars - 1].rstrip() + "…"
+    expected = json.dumps(cleaned, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    assert sanitize(text, max_chars) == expected
 
 
 def test_query_text_reads_the_last_user_message():
