@@ -29,6 +29,7 @@ script); items spread over ``ITEM_SHARDS`` slots; each user is its own slot.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["KeyLayout", "ITEM_SHARDS"]
@@ -57,6 +58,15 @@ class KeyLayout:
 
     def covisit(self, tenant: str, item_id: str) -> str:
         return f"{self._global(tenant)}:cv:{item_id}"
+
+    def covisits(self, tenant: str, item_ids: Iterable[str]) -> list[str]:
+        """:meth:`covisit` of each item (the tenant's part built once: a global-deltas call names ~200 rows).
+
+        >>> KeyLayout("p13n").covisits("shop", ["a", "b"]) == [KeyLayout("p13n").covisit("shop", i) for i in "ab"]
+        True
+        """
+        prefix = f"{self._global(tenant)}:cv:"
+        return [prefix + item_id for item_id in item_ids]
 
     def covisit_counts(self, tenant: str) -> str:
         return f"{self._global(tenant)}:cvn"

@@ -238,13 +238,22 @@ class RedisStore:
                 total = math.nan
             pop_args += [item_id, t_max, total]
         names: dict[str, int] = {}  # item -> its 1-based position in the script's list
+        position = names.get
         pair_args: list = []  # per run: later's position, delta, count, n, the n earlier items' positions
+        add = pair_args.extend
         for run in covisit_runs:
-            later = names.setdefault(run[0], len(names) + 1)
-            earlier = [names.setdefault(e, len(names) + 1) for e in run[1]]
-            pair_args += [later, float(run[2]), float(run[4]) if len(run) > 4 else 0.0, len(earlier), *earlier]
+            later = position(run[0])
+            if later is None:
+                later = names[run[0]] = len(names) + 1
+            earlier = run[1]
+            add((later, float(run[2]), float(run[4]) if len(run) > 4 else 0.0, len(earlier)))
+            for item in earlier:
+                at = position(item)
+                if at is None:
+                    at = names[item] = len(names) + 1
+                pair_args.append(at)
         keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
-                self.keys.covisit_counts(tenant), *(self.keys.covisit(tenant, item) for item in names)]  # fmt: skip
+                self.keys.covisit_counts(tenant), *self.keys.covisits(tenant, names)]  # fmt: skip
         args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m,
                 _meta_encoder.encode([pop_args, list(names), pair_args]), "1" if force else "0"]  # fmt: skip
         return (APPLY_GLOBALS, keys, args)
