@@ -71,7 +71,8 @@ def bench_redis_bytes(config: Config, redis_client, *, users: int = 200, dim: in
     for (tenant, user_id), evs in by_user.items():
         state = UserState.new(store.spec)
         state.fold(evs, items)
-        writes.append(UserWrite(tenant, user_id, 0, state, 0, len(evs)))
+        state.mark_offset(0, len(evs))  # as the consumer does: the applied offset lives in the state
+        writes.append(UserWrite(tenant, user_id, 0, state))
     store.write_users(writes)
     sizes = [redis_client.memory_usage(store.keys.user(w.tenant, w.user_id), samples=0) for w in writes]
     for w in writes:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from p13n.config import Config
 from stream.backoff import Backoff
+from stream.crash import NEVER, CrashPoints
 from stream.metrics import ConsumerMetrics, HealthServer
 from stream.processing import BatchOutcome, BatchProcessor, DeadLetter, Record, Submitted
 from stream.runtime import folding_process
@@ -89,8 +90,11 @@ class ConsumerLoop:
         health: HealthServer | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], bool] | None = None,
+        crash: CrashPoints = NEVER,
     ) -> None:
+        """``crash`` arms a crash point of the loop (:mod:`stream.crash`; none by default)."""
         self.config = config
+        self.crash = crash
         self.processor = processor
         self.metrics = metrics or ConsumerMetrics()
         self.health = health
@@ -125,12 +129,9 @@ class ConsumerLoop:
         return consumer
 
     def _producer(self):
-        from kafka import KafkaProducer
+        from p13n.kafka_client import make_producer
 
-        from p13n.kafka_client import producer_settings
-
-        # not make_producer: _connect retries on KafkaError, which make_producer turns into ServiceError
-        return KafkaProducer(**producer_settings(self.config.kafka))
+        return make_producer(self.config.kafka)
 
     def run(self) -> LoopStats:
         """Consume until ``stop`` is set; returns what was done.
@@ -211,17 +212,23 @@ class ConsumerLoop:
         for outcome in outcomes:
             self._observe(outcome)
         self.stats.batches += 1
+        if self.crash.armed:
+            self.crash.reached("after_redis_write_before_commit")
         self._commit(consumer, batch.polled)
+        if self.crash.armed:
+            self.crash.reached("after_commit")
         self.backoff.reset()
         self._set_ready(True)
 
     def _connect(self, make):
         from kafka.errors import KafkaError
 
+        from p13n.errors import ServiceError
+
         while not self.stop.is_set():
             try:
                 return make()
-            except KafkaError as exc:
+            except (KafkaError, ServiceError) as exc:  # make_producer says ServiceError for a KafkaError
                 self._set_ready(False)
                 self.metrics.retries.labels("kafka").inc()
                 log.warning("Kafka at %s not reachable (%s); retrying", self.config.kafka.bootstrap, exc)
@@ -332,13 +339,14 @@ def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | N
 
     encoder = Encoder.for_consumer(config.encoder)
     store = RedisStore(redis_client(config.redis), config, dim=encoder.dimension)
-    processor = BatchProcessor(store, config, encoder.encode)
+    crash = CrashPoints.from_env()  # recovery tests only: off unless P13N_CRASH_AT is set
+    processor = BatchProcessor(store, config, encoder.encode, crash=crash)
     metrics = ConsumerMetrics()
     port = config.consumer.metrics_port if metrics_port is None else metrics_port
     health = HealthServer(metrics, port).start() if port else None
     try:
         with folding_process():
-            return ConsumerLoop(config, processor, metrics=metrics, health=health, stop=stop).run()
+            return ConsumerLoop(config, processor, metrics=metrics, health=health, stop=stop, crash=crash).run()
     finally:
         if health is not None:
             health.alive = False

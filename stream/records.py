@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import operator
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 
 from features.core.events import Rejection
 
-__all__ = ["Record", "DeadLetter", "BatchOutcome", "DECODE_ERROR", "decode_error", "global_chunks", "records_from_lines"]
+__all__ = ["Record", "DeadLetter", "BatchOutcome", "Timed", "DECODE_ERROR", "decode_error", "global_chunks",
+           "records_from_lines"]
 
 #: Dead-letter reason of a record whose decoding raised (a decoder bug, not a contract violation).
 DECODE_ERROR = "decode_error"
@@ -50,6 +52,21 @@ class BatchOutcome:
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
+class Timed:
+    """Adds the time spent inside ``with Timed(outcome, stage):`` to ``outcome.stage_s[stage]``."""
+
+    __slots__ = ("outcome", "stage", "start")
+
+    def __init__(self, outcome: BatchOutcome, stage: str) -> None:
+        self.outcome, self.stage = outcome, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.outcome.stage_s[self.stage] += time.perf_counter() - self.start
+
+
 def decode_error(exc: BaseException) -> Rejection:
     """The rejection of a record whose parsing raised ``exc``: the safety net that turns any decoder
     failure into a dead letter instead of an exception out of the consumer loop.
@@ -65,9 +82,9 @@ def global_chunks(deltas: list[tuple[int, list, list]], limit: int) -> Iterator[
     calls of about ``limit`` updates (popularity deltas and co-visited pairs): ``(last offset, popularity,
     co-visit runs, the events' deltas)`` each.
 
-    A call covers a contiguous range of offsets and records its last one, so after a crash between
-    calls the replay skips exactly the events at or below it (the global ``floor``) — whatever batch
-    boundaries the replay sees.
+    A call covers a contiguous range of offsets and records its last one as the partition's global
+    applied offset, so after a crash between calls the replay skips exactly the events at or below
+    it — whatever batch boundaries the replay sees.
 
     >>> run = ("b", ["a", "c"], 1.0, "e7")
     >>> [(last, len(p), len(c), len(e)) for last, p, c, e in global_chunks([(7, [1], [run]), (3, [4], [])], limit=1)]

@@ -59,14 +59,26 @@ class PopularityDelta(NamedTuple):
     item_id: str
     ts_ms: int
     weight: float
-    event_id: str  # the event that caused it (the consumer maps it to a Kafka offset)
+    #: The event that caused it: its ``event_id``, or the tag it was folded with (the consumer folds
+    #: each event with its Kafka offset, so the delta carries the offset it came with).
+    source: str | int
+
+    @property
+    def event_id(self) -> str | int:
+        """:attr:`source` (the event id, when the fold had no tags)."""
+        return self.source
 
 
 class CovisitDelta(NamedTuple):
     earlier: str
     later: str
     delta: float  # +1 a new neighbour pair, -1 a pair pushed apart by a late event in between
-    event_id: str
+    source: str | int  # as PopularityDelta.source
+
+    @property
+    def event_id(self) -> str | int:
+        """:attr:`source` (the event id, when the fold had no tags)."""
+        return self.source
 
 
 class CovisitRun(NamedTuple):
@@ -78,11 +90,16 @@ class CovisitRun(NamedTuple):
     later: str
     earlier: Sequence[str]
     delta: float
-    event_id: str
+    source: str | int  # as PopularityDelta.source
     count: float
 
+    @property
+    def event_id(self) -> str | int:
+        """:attr:`source` (the event id, when the fold had no tags)."""
+        return self.source
 
-def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id: str, out: list[CovisitRun], *,
+
+def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, source: str | int, out: list[CovisitRun], *,
                      window: int, history_size: int) -> None:
     """Co-visitation deltas of inserting ``entry`` into the history, order-independently.
 
@@ -91,10 +108,11 @@ def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id:
     ``window`` items before and after it, and removes each pair that it now pushes
     more than ``window`` apart — so the counts depend on which events were seen, not
     on the order they arrived in (up to items already evicted from the bounded history).
+    Each run carries ``source``, the event's id or tag (:attr:`PopularityDelta.source`).
     """
     item = entry.item_id
     if len(history) >= history_size and history and entry < history[0]:
-        out.append(new_tuple(CovisitRun, (item, (), 0.0, event_id, 1.0)))
+        out.append(new_tuple(CovisitRun, (item, (), 0.0, source, 1.0)))
         return  # older than everything we still remember: its neighbours are gone (it still occurred)
     if not history or entry >= history[-1]:  # in order (the usual case): the last positives precede it
         earlier: list[str] = []
@@ -107,23 +125,23 @@ def collect_covisits(history: list[HistoryEntry], entry: HistoryEntry, event_id:
                 if found == window:
                     break
         earlier.reverse()  # in event-time order
-        out.append(new_tuple(CovisitRun, (item, earlier, 1.0, event_id, 1.0)))
+        out.append(new_tuple(CovisitRun, (item, earlier, 1.0, source, 1.0)))
         return
     positives = [h for h in history if h.type not in NEGATIVE_TYPES]
     p = bisect.bisect_right(positives, entry)
     before = positives[max(0, p - window) : p]
     after = positives[p : p + window]
-    out.append(new_tuple(CovisitRun, (item, (), 0.0, event_id, 1.0)))
+    out.append(new_tuple(CovisitRun, (item, (), 0.0, source, 1.0)))
     for other in before:
         if other.item_id != item:
-            out.append(new_tuple(CovisitRun, (item, (other.item_id,), 1.0, event_id, 0.0)))
+            out.append(new_tuple(CovisitRun, (item, (other.item_id,), 1.0, source, 0.0)))
     for other in after:
         if other.item_id != item:
-            out.append(new_tuple(CovisitRun, (other.item_id, (item,), 1.0, event_id, 0.0)))
+            out.append(new_tuple(CovisitRun, (other.item_id, (item,), 1.0, source, 0.0)))
     for j, later in enumerate(after):  # later = positives[p + j]; its window-th predecessor drops out
         k = p + j - window
         if k >= 0 and positives[k].item_id != later.item_id:
-            out.append(new_tuple(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, event_id, 0.0)))
+            out.append(new_tuple(CovisitRun, (later.item_id, (positives[k].item_id,), -1.0, source, 0.0)))
 
 
 def add_history(history: list[HistoryEntry], entry: HistoryEntry, *, size: int) -> None:

@@ -141,10 +141,14 @@ class FoldResult:
     @property
     def covisits(self) -> list[CovisitDelta]:
         """The co-visitation deltas pair by pair, in the order they arose."""
-        return [new_tuple(CovisitDelta, (e, run.later, run.delta, run.event_id)) for run in self.covisit_runs for e in run.earlier]
+        return [new_tuple(CovisitDelta, (e, run.later, run.delta, run.source)) for run in self.covisit_runs for e in run.earlier]
 
 
 _event_order = operator.attrgetter("ts_ms", "event_id")
+
+
+def _tagged_event_order(pair: tuple[str | int, Event]) -> tuple[int, str]:
+    return _event_order(pair[1])
 #: Keys of the activity counts per UTC hour of day (the interest clock), beside the event types' own.
 HOUR_KEYS = tuple(f"hour={hour:02d}" for hour in range(24))
 #: Every event type and hour of day fit, so the activity counts never drop a key.
@@ -218,17 +222,19 @@ class UserState:
         return fold_users([(self, events)], items, text_vectors)[0]
 
     def _fold_into(self, events: Sequence[Event], items: Mapping[str, ItemInfo],
-                   text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates) -> FoldResult:  # fmt: skip
+                   text_vectors: Mapping[str, np.ndarray], vectors: DecayedSumUpdates,
+                   tags: Sequence[int] | None = None) -> FoldResult:  # fmt: skip
         """Everything of :meth:`fold` but the vector sums, which are queued on ``vectors``.
 
         One pass over the events in event-time order; each event's item and signed weight
-        are looked up once for every signal they feed."""
+        are looked up once for every signal they feed. Deltas carry their event's tag (``tags``,
+        parallel to ``events``), or its id when there are none."""
         result = FoldResult()
-        fresh = self._unseen(events, result)
+        fresh = self._unseen(events, result, tags)
         if not fresh:
             return result
         if len(fresh) > 1:
-            fresh.sort(key=_event_order)
+            fresh.sort(key=_tagged_event_order)
         spec = self.spec
         signed_weights = spec.signed_weights
         covisit_window, history_size = spec.covisit_window, spec.history_size
@@ -238,7 +244,7 @@ class UserState:
         counts: list[tuple[float, tuple[str, str], float]] = []
         attributes: list[tuple[float, tuple[str, ...], float]] = []
         popularity, covisits = result.popularity, result.covisit_runs
-        for event in fresh:
+        for source, event in fresh:
             ts_ms, kind, item_id = event.ts_ms, event.type, event.item_id
             t = ts_ms / 1000.0
             w = signed_weights.get(kind, 0.0) if kind != "rating" else spec.signed_weight(event)
@@ -263,9 +269,9 @@ class UserState:
                     attributes.append((t, info.attribute_keys, w))
             entry = new_tuple(HistoryEntry, (ts_ms, item_id, kind))
             if w > 0:
-                popularity.append(new_tuple(PopularityDelta, (item_id, ts_ms, w, event.event_id)))
+                popularity.append(new_tuple(PopularityDelta, (item_id, ts_ms, w, source)))
             if kind not in NEGATIVE_TYPES:  # every rating pairs, a low one too (measured on MovieLens: issue 13)
-                collect_covisits(self.history, entry, event.event_id, covisits, window=covisit_window, history_size=history_size)
+                collect_covisits(self.history, entry, source, covisits, window=covisit_window, history_size=history_size)
             add_history(self.history, entry, size=history_size)
         vectors.add_events(self.positive, positive)
         vectors.add_events(self.negative, negative)
@@ -276,24 +282,30 @@ class UserState:
         self.events_applied += len(fresh)
         return result
 
-    def _unseen(self, events: Sequence[Event], result: FoldResult) -> list[Event]:
-        """The events whose ``event_id`` is not among the remembered ones (which they join)."""
+    def _unseen(self, events: Sequence[Event], result: FoldResult,
+                tags: Sequence[int] | None) -> list[tuple[str | int, Event]]:  # fmt: skip
+        """(tag or id, event) of the events whose ``event_id`` is not among the remembered ones (which
+        they join); of producer duplicates within ``events``, the first is kept."""
         recent = self.recent_ids
-        fresh: list[Event] = []
-        for event in events:
+        fresh: list[tuple[str | int, Event]] = []
+        for n, event in enumerate(events):
             h = event_id_hash(event.event_id)
             if _holds_id(recent, h):
                 result.duplicates += 1
                 continue
             recent += h
-            fresh.append(event)
+            fresh.append((event.event_id if tags is None else tags[n], event))
         excess = len(recent) - 8 * self.spec.recent_event_ids
         if excess > 0:
             del recent[:excess]
         return fresh
 
     def mark_offset(self, partition: int, offset: int) -> None:
-        """Record that everything up to ``offset`` of ``partition`` is in this state."""
+        """Record that everything up to ``offset`` of ``partition`` is in this state.
+
+        :attr:`offsets` (partition -> last applied Kafka offset) is the one record of what the consumer
+        applied to this user: stored in the state's blob, written by the same compare-and-set as the
+        state (:data:`features.redis.scripts.APPLY_USERS`), read back with it."""
         if offset > self.offsets.get(partition, -1):
             self.offsets[partition] = offset
 
@@ -355,15 +367,20 @@ class UserState:
 
 
 def fold_users(
-    jobs: Sequence[tuple[UserState, Sequence[Event]]],
+    jobs: Sequence[tuple[UserState, Sequence[Event]] | tuple[UserState, Sequence[Event], Sequence[int]]],
     items: Mapping[str, ItemInfo],
     text_vectors: Mapping[str, np.ndarray] | None = None,
 ) -> list[FoldResult]:
     """Fold each (user, events) job — the same as ``user.fold(events, …)`` one by one, with the
     vector sums of all users updated together (:class:`~features.core.decay.DecayedSumUpdates`).
-    Each user state may appear once."""
+    Each user state may appear once.
+
+    A job may carry a third element, a tag per event (the consumer's Kafka offsets): each popularity
+    and co-visitation delta then carries its event's tag as ``source`` instead of the event id, so the
+    caller knows which offset every delta came with."""
     vectors = DecayedSumUpdates()
-    results = [user._fold_into(events, items, text_vectors or {}, vectors) for user, events in jobs]
+    texts = text_vectors or {}
+    results = [job[0]._fold_into(job[1], items, texts, vectors, job[2] if len(job) > 2 else None) for job in jobs]
     vectors.apply()
     return results
 

@@ -8,32 +8,35 @@ from __future__ import annotations
 __all__ = ["APPLY_USERS", "APPLY_GLOBALS"]
 
 #: KEYS = user hashes (one or more; a Redis Cluster client sends one per call, their slots differ).
-#: ARGV[1] = ttl ms; then per user six: expected version ("0" when the user did not exist), the new
-#: version (a random token from the writer), state blob, partition, offset, memories blob (field ``m``;
-#: empty: the memories did not change and are left as they are). Each user is checked and
-#: written on its own, atomically (the script is). Returns a flat array, per user: {1, new version}
-#: applied; {0, version} the offset was already applied (nothing written); {-1, version} the user
-#: changed since it was read (nothing written; re-read and fold again).
+#: ARGV[1] = ttl ms; then per user four: expected version ("0" when the user did not exist), the new
+#: version (a random token from the writer), state blob, memories blob (field ``m``; empty: the memories
+#: did not change and are left as they are). Each user is a compare-and-set of its own, atomic (the
+#: script is): written only if its version is still the one the writer folded on. Returns a flat array,
+#: per user: {1, new version} applied; {-1, version} the user changed since it was read (nothing
+#: written; re-read and fold again). A stored version that is not a number (no writer makes one) is
+#: refused with an error naming the key, rather than conflicting forever.
+#:
+#: The user's applied Kafka offsets are not checked here: they are inside the state blob
+#: (``UserState.offsets``), which the writer read at the expected version and folded only the events
+#: above, so the version check covers them. Hashes written by earlier versions also carry
+#: ``o:<partition>`` fields, a second copy of the same offsets: nothing reads or writes them any more.
 APPLY_USERS = """
 local ttl = ARGV[1]
 local out = {}
 for i = 1, #KEYS do
-  local key, at = KEYS[i], 6 * i - 4
-  local offset = ARGV[at + 4]
-  local field = 'o:' .. ARGV[at + 3]
-  local seen = redis.call('HMGET', key, 'v', field)
-  local current = seen[1] or '0'
+  local key, at = KEYS[i], 4 * i - 2
+  local current = redis.call('HGET', key, 'v') or '0'
   if current ~= ARGV[at] then
+    if not tonumber(current) then
+      return redis.error_reply('user ' .. key .. ' has a version that is not a number: ' .. current)
+    end
     out[#out + 1] = -1
-    out[#out + 1] = current
-  elseif seen[2] and tonumber(seen[2]) >= tonumber(offset) then
-    out[#out + 1] = 0
     out[#out + 1] = current
   else
     local version = ARGV[at + 1]
-    redis.call('HSET', key, 'v', version, 's', ARGV[at + 2], field, offset)
-    if ARGV[at + 5] ~= '' then
-      redis.call('HSET', key, 'm', ARGV[at + 5])
+    redis.call('HSET', key, 'v', version, 's', ARGV[at + 2])
+    if ARGV[at + 3] ~= '' then
+      redis.call('HSET', key, 'm', ARGV[at + 3])
     end
     redis.call('PEXPIRE', key, ttl)
     out[#out + 1] = 1

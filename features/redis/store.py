@@ -30,15 +30,17 @@ from features.core.state import ItemInfo, StateSpec, UserState
 from features.core.state_codec import decode_state, encode_state
 from p13n.config import Config
 
-__all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "ALREADY_APPLIED",
-           "CONFLICT"]
+__all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "CONFLICT"]
 
-APPLIED, ALREADY_APPLIED, CONFLICT = 1, 0, -1
+APPLIED, CONFLICT = 1, -1
 USERS_PER_CALL = 50
 
 
 class UserWrite(NamedTuple):
-    """A folded user state to write, guarded by the version it was read at.
+    """A folded user state to write, guarded by the version it was read at (a compare-and-set).
+
+    The state carries the Kafka offsets it applied (``UserState.offsets``), so the version guards them
+    too: the one record of what was applied to the user.
 
     Versions are random tokens, not counters (0: no state yet): a writer that chains a write on one
     of its own not yet acknowledged writes expects that write's token, which another writer cannot
@@ -48,8 +50,6 @@ class UserWrite(NamedTuple):
     user_id: str
     expected_version: int
     state: UserState
-    partition: int
-    offset: int
     new_version: int | None = None  # None: a fresh random token
 
 
@@ -142,7 +142,7 @@ class RedisStore:
         args: list = [self.ttl_ms]
         for w in writes:
             version = w.new_version or new_version_token()
-            args += (w.expected_version, version, encode_state(w.state), w.partition, w.offset, self._memories_blob(w.state))
+            args += (w.expected_version, version, encode_state(w.state), self._memories_blob(w.state))
         return (APPLY_USERS, keys, args)
 
     def _memories_blob(self, state: UserState) -> bytes:
@@ -162,7 +162,7 @@ class RedisStore:
                 for blob in pipe.execute()]  # fmt: skip
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
-        """Apply each write atomically; returns APPLIED, ALREADY_APPLIED or CONFLICT per write."""
+        """Apply each write atomically; returns APPLIED or CONFLICT per write."""
         with self.begin_writes() as batch:
             refs = batch.add_users(writes)
             replies = batch.finish()

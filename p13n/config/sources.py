@@ -65,11 +65,16 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from exc
 
 
+#: ``P13N_*`` variables that are not ``<section>_<field>`` settings: the file to read, and the recovery
+#: tests' crash point (``stream.crash``, read by ``p13n consume`` itself).
+_NOT_SETTINGS = frozenset({"P13N_CONFIG", "P13N_CRASH_AT"})
+
+
 def _env_layer(env: Mapping[str, str], sections: Collection[str]) -> dict[str, dict[str, Any]]:
     """Turn ``P13N_SECTION_FIELD=value`` variables into a nested layer."""
     layer: dict[str, dict[str, Any]] = {}
     for name, raw in env.items():
-        if not name.startswith("P13N_") or name == "P13N_CONFIG":
+        if not name.startswith("P13N_") or name in _NOT_SETTINGS:
             continue
         rest = name[len("P13N_") :].lower()
         section = next((s for s in sections if rest.startswith(s + "_")), None)

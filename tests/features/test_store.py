@@ -8,7 +8,7 @@ import pytest
 from features.core.events import Event
 from features.core.signals import CoVisitation, Popularity
 from features.core.state import ItemInfo, UserState
-from features.redis.store import ALREADY_APPLIED, APPLIED, CONFLICT, RedisStore, UserWrite
+from features.redis.store import APPLIED, CONFLICT, RedisStore, UserWrite
 
 DIM = 8
 
@@ -36,33 +36,54 @@ def folded(store: RedisStore, events, items) -> UserState:
 def test_user_write_then_read_round_trips(store):
     items = {"a": ItemInfo(vector=vec(1), attributes={"category": "jazz"})}
     state = folded(store, [click(1, "a", 1_000_000)], items)
-    assert store.write_users([UserWrite("default", "u1", 0, state, partition=0, offset=5)]) == [APPLIED]
+    state.mark_offset(0, 5)
+    assert store.write_users([UserWrite("default", "u1", 0, state)]) == [APPLIED]
     ((version, back),) = store.read_users([("default", "u1")])
     assert version != 0
+    assert back.offsets == {0: 5}  # the applied offset is stored once: in the state, under its version
     np.testing.assert_allclose(back.positive.sums, state.positive.sums, rtol=1e-6)
     assert back.history == state.history
     assert back.attribute_preferences(1_000_000) == pytest.approx(state.attribute_preferences(1_000_000))
 
 
-def test_stale_version_and_applied_offset_write_nothing(store, redis_client):
+def test_stale_version_writes_nothing(store, redis_client):
+    """The write is a compare-and-set on the version the state was read at. A replay after a crash
+    (the same offsets again) never reaches it: the re-read state holds its applied offsets and the fold
+    plan skips them (``tests/stream/test_plan.py``)."""
     state = folded(store, [click(1, "a", 1_000)], {})
+    state.mark_offset(0, 10)
     key = store.keys.user("default", "u1")
-    assert store.write_users([UserWrite("default", "u1", 0, state, 0, 10, new_version=7)]) == [APPLIED]
+    assert store.write_users([UserWrite("default", "u1", 0, state, new_version=7)]) == [APPLIED]
     before = redis_client.hgetall(key)
     # a zombie that read version 0 cannot overwrite
-    assert store.write_users([UserWrite("default", "u1", 0, state, 0, 11)]) == [CONFLICT]
+    assert store.write_users([UserWrite("default", "u1", 0, state)]) == [CONFLICT]
     # nor one that guesses the next number: versions are tokens, not counters
-    assert store.write_users([UserWrite("default", "u1", 8, state, 0, 11)]) == [CONFLICT]
-    # the same offset again (a replay after a crash) is skipped
-    assert store.write_users([UserWrite("default", "u1", 7, state, 0, 10)]) == [ALREADY_APPLIED]
+    assert store.write_users([UserWrite("default", "u1", 8, state)]) == [CONFLICT]
     assert redis_client.hgetall(key) == before
-    assert store.write_users([UserWrite("default", "u1", 7, state, 0, 11, new_version=9)]) == [APPLIED]
+    state.mark_offset(0, 11)
+    assert store.write_users([UserWrite("default", "u1", 7, state, new_version=9)]) == [APPLIED]
     assert redis_client.hget(key, "v") == b"9"
+    assert store.read_users([("default", "u1")])[0][1].offsets == {0: 11}
+
+
+def test_a_hash_of_an_earlier_version_is_read_and_written_over(store, redis_client):
+    """Hashes written before the applied offset was stored once also hold it as ``o:<partition>``: the
+    state still reads, the stale field neither blocks nor guards a write."""
+    state = folded(store, [click(1, "a", 1_000)], {})
+    state.mark_offset(2, 40)
+    assert store.write_users([UserWrite("default", "u1", 0, state, new_version=5)]) == [APPLIED]
+    key = store.keys.user("default", "u1")
+    redis_client.hset(key, "o:2", "40")
+    ((version, back),) = store.read_users([("default", "u1")])
+    assert (version, back.offsets) == (5, {2: 40})
+    back.mark_offset(2, 41)
+    assert store.write_users([UserWrite("default", "u1", 5, back, new_version=6)]) == [APPLIED]
+    assert store.read_users([("default", "u1")])[0][1].offsets == {2: 41}
 
 
 def test_user_key_has_ttl_and_delete_removes_it(store, redis_client):
     state = folded(store, [click(1, "a", 1_000)], {})
-    store.write_users([UserWrite("shop", "u/1", 0, state, 0, 1)])
+    store.write_users([UserWrite("shop", "u/1", 0, state)])
     key = store.keys.user("shop", "u/1")
     ttl_ms = redis_client.pttl(key)
     assert 0 < ttl_ms <= store.ttl_ms
@@ -142,7 +163,7 @@ def test_items_round_trip_and_request_read(store):
     assert store.items_with_vectors("default", ["a", "b", "missing"]) == {"a"}
 
     state = folded(store, [click(1, "a", 1_000)], items)
-    store.write_users([UserWrite("default", "u1", 0, state, 0, 1)])
+    store.write_users([UserWrite("default", "u1", 0, state)])
     store.apply_globals("default", 0, 1, [("a", 1_000, 2.0)], [])
     user, found, popularity = store.read_request("default", "u1", ["a", "missing"], now_ms=1_000)
     assert user is not None and user.history == state.history

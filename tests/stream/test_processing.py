@@ -206,12 +206,11 @@ def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_re
     """A delta that turns non-finite in the globals script made Redis answer ``value is not a valid float``:
     the consumer died and the poll's popularity/co-visitation updates were lost. Now the refused call is
     retried, split, its culprit dead-lettered (store_rejected) and everything else applied; likewise for
-    any refusal: a tenant whose popularity key holds a string (WRONGTYPE), a user whose applied offset is garbage."""
+    any refusal: a tenant whose popularity key holds a string (WRONGTYPE), a user whose stored version is garbage."""
     store = RedisStore(redis_client, config, dim=consumer_encoder.dimension)
     processor = BatchProcessor(store, config, consumer_encoder.encode, clock_ms=lambda: NOW_MS, parse_event=poisoned)
     redis_client.set(store.keys.popularity("broken"), "not a sorted set")
-    blocked_partition = records_for([b'{"user_id": "blocked"}'], "events")[0].partition
-    redis_client.hset(store.keys.user("default", "blocked"), f"o:{blocked_partition}", "garbage")  # its write is refused
+    redis_client.hset(store.keys.user("default", "blocked"), "v", "garbage")  # its write is refused
     good = synthetic_lines(users=6)
     poison = json.dumps({"event_id": "poison", "user_id": "poisoned", "type": "rating", "value": 5,
                          "timestamp": NOW_MS - 5000, "item_id": "poison-item"}).encode()  # fmt: skip
@@ -225,7 +224,7 @@ def test_a_script_call_redis_refuses_dead_letters_its_culprit_and_applies_the_re
     outcome = processor.process_events(records)
     letters = {d.record.value: d for d in outcome.dead_letters}
     assert set(letters) == {poison, broken, *blocked}
-    assert all(letters[b].reason == "store_rejected" and "compare" in letters[b].detail for b in blocked)
+    assert all(letters[b].reason == "store_rejected" and "not a number: garbage" in letters[b].detail for b in blocked)
     assert letters[poison].reason == "store_rejected"
     assert "non-finite popularity delta for item poison-item" in letters[poison].detail
     assert letters[broken].reason == "store_rejected" and "WRONGTYPE" in letters[broken].detail
