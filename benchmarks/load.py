@@ -144,7 +144,8 @@ def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisso
         rate = compare_rates[0]
         progress(f"Locust, {rate:g} req/s from {int(rate)} users")
         bodies = [target.shapes.score_body(n) for n in range(len(target.shapes.users))]
-        result["locust"] = run_locust(target.url, target.key, bodies, rate=rate, users=int(rate), seconds=run.seconds * 2)
+        result["locust"] = run_locust(target.url, target.key, bodies, rate=rate, users=int(rate),
+                                      seconds=run.seconds * 2)
     # the machine is shared: other work's CPU shows in every number here
     result["load_average"] = {"before": before, "after": [round(x, 2) for x in os.getloadavg()]}
     result["targets"] = _targets(result)
@@ -173,7 +174,8 @@ async def _run_steps(run: _Run, steps, quick: bool, compare_rates: list, burst_s
     if "budget" in steps:
         run.progress("budget_ms=20 rewrites while the encoder is saturated")
         out["budget"] = await _budget_under_saturation(target, seconds, rate=50 if quick else 100,
-                                                       noise_rate=20 if quick else 40, arrivals=run.arrivals)  # fmt: skip
+                                                       noise_rate=20 if quick else 40,
+                                                       arrivals=run.arrivals)  # fmt: skip
     if "arrivals" in steps:
         out["arrivals_compare"] = {"poisson": {}, "uniform": {}}
         for rate in compare_rates:
