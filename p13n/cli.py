@@ -3,6 +3,12 @@
 Every subcommand has ``--help``. Errors print one line, ``p13n: error: …``, and
 exit 2 for bad configuration/input, 1 when a server fails, 130 on Ctrl-C.
 Heavy modules are imported inside the handlers, so ``p13n --help`` is instant.
+
+Each group of subcommands is registered, and handled, in one module: ``config``, ``dev``, ``demo`` and
+``encoder`` here; ``produce``, ``consume``, ``serve`` in :mod:`p13n.cli_run`; ``eval``, ``import``, ``tune``,
+``synth`` in :mod:`p13n.cli_offline`; ``bench`` in :mod:`p13n.cli_bench`; ``eval-memory`` and ``synth-memory``
+in :mod:`p13n.cli_memory`. What they share (argument types, configuration loading, the console, the dev
+stack) is :mod:`p13n.cli_common`.
 """
 
 from __future__ import annotations
