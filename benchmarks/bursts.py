@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from benchmarks.common import percentiles
-from benchmarks.loadgen import _unmeasured, cpu_seconds, record_answer, stage_percentiles
+from benchmarks.loadgen import cpu_seconds, measured_post, stage_percentiles, warm_up
 
 __all__ = ["BurstResult", "run_bursts"]
 
@@ -75,26 +75,10 @@ async def run_bursts(
     hdrs = {"content-type": "application/json", **(headers or {})}
     loop = asyncio.get_running_loop()
 
-    async def one(session, n: int, due: float) -> float | None:
-        try:
-            async with session.post(url, data=bodies[n], headers=hdrs) as response:
-                payload = await response.read()
-                done = loop.time()
-                if response.status != 200:
-                    result.errors[str(response.status)] = result.errors.get(str(response.status), 0) + 1
-                    return None
-                result.ok += 1
-                result.latency_ms.append((done - due) * 1000)
-                if record_answer(payload, result.stages_ms):
-                    result.degraded += 1
-                return done
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            result.errors[type(exc).__name__] = result.errors.get(type(exc).__name__, 0) + 1
-            return None
-
     async def burst(session, b: int, due: float) -> None:
         result.send_lag_ms.append(max(0.0, (loop.time() - due) * 1000))
-        tasks = [asyncio.create_task(one(session, b * size + k, due)) for k in range(size)]
+        tasks = [asyncio.create_task(measured_post(session, url, bodies[b * size + k], hdrs, due, result))
+                 for k in range(size)]
         finished = await asyncio.gather(*tasks)
         if all(t is not None for t in finished):
             result.burst_ms.append((max(finished) - due) * 1000)
@@ -102,9 +86,7 @@ async def run_bursts(
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
         # open as many keep-alive connections as one burst needs, unmeasured
-        for failure in await asyncio.gather(*(_unmeasured(session, url, bodies[k], hdrs) for k in range(size))):
-            if failure is not None:
-                result.errors[f"warm-up {failure}"] = result.errors.get(f"warm-up {failure}", 0) + 1
+        await warm_up(session, url, bodies[:size], hdrs, result.errors)
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         start = loop.time() + 0.05
         running = []

@@ -21,6 +21,8 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bursts import run_bursts
@@ -104,6 +106,26 @@ async def _budget_under_saturation(target: LoadTarget, seconds: float, rate: flo
     return {"measured": measured.summary(), "saturating_load": background.summary()}
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run shares: where to send, how long each step lasts, the arrival process."""
+
+    target: LoadTarget
+    seconds: float
+    arrivals: str
+    seed: int
+    progress: Callable[[str], None]
+
+    async def sweep(self, label: str, path: str, body, rates: list[int]) -> dict:
+        """One :func:`_step` per rate, keyed by the rate as text."""
+        section = {}
+        for rate in rates:
+            self.progress(f"{label} at {rate} req/s")
+            section[str(rate)] = await _step(self.target, path, body, rate, self.seconds, arrivals=self.arrivals,
+                                             seed=self.seed)  # fmt: skip
+        return section
+
+
 def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisson", steps=DEFAULT_STEPS,
              compare_rates=(100, 200), burst_sizes=(8, 32, 128), bursts: int = 100, burst_interval_s: float = 0.5,
              seed: int = 0, progress=lambda text: None) -> dict:  # fmt: skip
@@ -111,72 +133,69 @@ def run_load(target: LoadTarget, *, quick: bool = False, arrivals: str = "poisso
 
     ``quick``: 2 s steps, one rate each, 5 bursts per size, for smoke tests.
     """
-    seconds = 2.0 if quick else 10.0
-    score_rates = [50] if quick else [50, 100, 200, 300]
-    rewrite_rates = [25] if quick else [25, 50, 100, 150]
+    run = _Run(target, 2.0 if quick else 10.0, arrivals, seed, progress)
     compare_rates = [50] if quick else list(compare_rates)
     bursts = min(bursts, 5) if quick else bursts
-
-    async def main() -> dict:
-        out: dict = {"seconds_per_step": seconds, "arrivals": arrivals, "seed": seed, "steps": list(steps),
-                     "shapes": target.shapes.describe(), "floor": {}, "score": {}, "rewrite": {}}  # fmt: skip
-        # warm-up: connections, caches, the encoder's first batches
-        await _step(target, "/v1/score", _score_body(target), 20, 1.0, arrivals="uniform")
-        if "rewrite" in steps or "budget" in steps:
-            await _step(target, "/v1/rewrite", _rewrite_body(target), 20, 1.0, arrivals="uniform")
-        if "floor" in steps:
-            for rate in sorted(set(score_rates + rewrite_rates)):
-                progress(f"floor (no-op request) at {rate} req/s")
-                out["floor"][str(rate)] = await _step(target, "/healthz", lambda n: {}, rate, seconds, arrivals=arrivals,
-                                                      seed=seed)  # fmt: skip
-        if "score" in steps:
-            for rate in score_rates:
-                progress(f"/v1/score at {rate} req/s")
-                out["score"][str(rate)] = await _step(target, "/v1/score", _score_body(target), rate, seconds,
-                                                      arrivals=arrivals, seed=seed)  # fmt: skip
-        if "rewrite" in steps:
-            for rate in rewrite_rates:
-                progress(f"/v1/rewrite at {rate} req/s")
-                out["rewrite"][str(rate)] = await _step(target, "/v1/rewrite", _rewrite_body(target), rate, seconds,
-                                                        arrivals=arrivals, seed=seed)  # fmt: skip
-        if "budget" in steps:
-            progress("budget_ms=20 rewrites while the encoder is saturated")
-            out["budget"] = await _budget_under_saturation(target, seconds, rate=50 if quick else 100,
-                                                           noise_rate=20 if quick else 40, arrivals=arrivals)  # fmt: skip
-        if "arrivals" in steps:
-            out["arrivals_compare"] = {"poisson": {}, "uniform": {}}
-            for rate in compare_rates:
-                for process in ("uniform", "poisson"):
-                    progress(f"/v1/score at {rate} req/s, {process} arrivals")
-                    out["arrivals_compare"][process][f"{rate:g}"] = await _step(
-                        target, "/v1/score", _score_body(target), rate, seconds, arrivals=process, seed=seed)
-        if "bursts" in steps:
-            out["bursts"] = {}
-            for size in burst_sizes:
-                progress(f"/v1/score in bursts of {size} every {burst_interval_s:g} s ×{bursts}")
-                result = await run_bursts(target.url + "/v1/score", _score_body(target), size=size, bursts=bursts,
-                                          interval_s=burst_interval_s, headers=target.headers)  # fmt: skip
-                out["bursts"][str(size)] = result.summary()
-        if "memories" in steps and target.memories is not None:
-            rate = 50 if quick else 100
-            progress(f"/v1/rewrite at {rate} req/s for users with {target.memories.memories_per_user} memories each")
-            out["memories"] = await run_memory_step(target.url, target.headers, target.memories, rate=rate, seconds=seconds,
-                                                    arrivals=arrivals, seed=seed)  # fmt: skip
-        return out
-
     before = [round(x, 2) for x in os.getloadavg()]
-    result = asyncio.run(main())
+    result = asyncio.run(_run_steps(run, steps, quick, compare_rates, burst_sizes, bursts, burst_interval_s))
     if "locust" in steps:
         from benchmarks.locust_check import run_locust
 
         rate = compare_rates[0]
         progress(f"Locust, {rate:g} req/s from {int(rate)} users")
         bodies = [target.shapes.score_body(n) for n in range(len(target.shapes.users))]
-        result["locust"] = run_locust(target.url, target.key, bodies, rate=rate, users=int(rate), seconds=seconds * 2)
+        result["locust"] = run_locust(target.url, target.key, bodies, rate=rate, users=int(rate),
+                                      seconds=run.seconds * 2)
     # the machine is shared: other work's CPU shows in every number here
     result["load_average"] = {"before": before, "after": [round(x, 2) for x in os.getloadavg()]}
     result["targets"] = _targets(result)
     return result
+
+
+async def _run_steps(run: _Run, steps, quick: bool, compare_rates: list, burst_sizes, bursts: int,
+                     burst_interval_s: float) -> dict:  # fmt: skip
+    """Every step of :func:`run_load` but Locust's, on one event loop."""
+    target, seconds = run.target, run.seconds
+    score_rates = [50] if quick else [50, 100, 200, 300]
+    rewrite_rates = [25] if quick else [25, 50, 100, 150]
+    out: dict = {"seconds_per_step": seconds, "arrivals": run.arrivals, "seed": run.seed, "steps": list(steps),
+                 "shapes": target.shapes.describe(), "floor": {}, "score": {}, "rewrite": {}}  # fmt: skip
+    # warm-up: connections, caches, the encoder's first batches
+    await _step(target, "/v1/score", _score_body(target), 20, 1.0, arrivals="uniform")
+    if "rewrite" in steps or "budget" in steps:
+        await _step(target, "/v1/rewrite", _rewrite_body(target), 20, 1.0, arrivals="uniform")
+    if "floor" in steps:
+        out["floor"] = await run.sweep("floor (no-op request)", "/healthz", lambda n: {},
+                                       sorted(set(score_rates + rewrite_rates)))  # fmt: skip
+    if "score" in steps:
+        out["score"] = await run.sweep("/v1/score", "/v1/score", _score_body(target), score_rates)
+    if "rewrite" in steps:
+        out["rewrite"] = await run.sweep("/v1/rewrite", "/v1/rewrite", _rewrite_body(target), rewrite_rates)
+    if "budget" in steps:
+        run.progress("budget_ms=20 rewrites while the encoder is saturated")
+        out["budget"] = await _budget_under_saturation(target, seconds, rate=50 if quick else 100,
+                                                       noise_rate=20 if quick else 40,
+                                                       arrivals=run.arrivals)  # fmt: skip
+    if "arrivals" in steps:
+        out["arrivals_compare"] = {"poisson": {}, "uniform": {}}
+        for rate in compare_rates:
+            for process in ("uniform", "poisson"):
+                run.progress(f"/v1/score at {rate} req/s, {process} arrivals")
+                out["arrivals_compare"][process][f"{rate:g}"] = await _step(
+                    target, "/v1/score", _score_body(target), rate, seconds, arrivals=process, seed=run.seed)
+    if "bursts" in steps:
+        out["bursts"] = {}
+        for size in burst_sizes:
+            run.progress(f"/v1/score in bursts of {size} every {burst_interval_s:g} s ×{bursts}")
+            result = await run_bursts(target.url + "/v1/score", _score_body(target), size=size, bursts=bursts,
+                                      interval_s=burst_interval_s, headers=target.headers)  # fmt: skip
+            out["bursts"][str(size)] = result.summary()
+    if "memories" in steps and target.memories is not None:
+        rate = 50 if quick else 100
+        run.progress(f"/v1/rewrite at {rate} req/s for users with {target.memories.memories_per_user} memories each")
+        out["memories"] = await run_memory_step(target.url, target.headers, target.memories, rate=rate, seconds=seconds,
+                                                arrivals=run.arrivals, seed=run.seed)  # fmt: skip
+    return out
 
 
 def _targets(result: dict) -> dict:

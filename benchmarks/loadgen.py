@@ -26,7 +26,8 @@ import numpy as np
 
 from benchmarks.common import percentiles
 
-__all__ = ["ARRIVALS", "RunResult", "arrival_offsets", "run_open_loop", "cpu_seconds"]
+__all__ = ["ARRIVALS", "RunResult", "arrival_offsets", "run_open_loop", "cpu_seconds", "count_error", "warm_up",
+           "measured_post", "record_answer", "stage_percentiles"]
 
 ARRIVALS = ("poisson", "uniform")
 
@@ -126,6 +127,42 @@ async def _unmeasured(session, url: str, body: bytes, headers: dict[str, str]) -
         return type(exc).__name__
 
 
+def count_error(errors: dict[str, int], key: str) -> None:
+    """One more failure of kind ``key`` (an HTTP status, an exception's name) in ``errors``."""
+    errors[key] = errors.get(key, 0) + 1
+
+
+async def warm_up(session, url: str, bodies: list[bytes], headers: dict[str, str], errors: dict[str, int]) -> None:
+    """Send ``bodies`` at once, unmeasured, to open as many keep-alive connections; failures count in
+    ``errors`` as ``warm-up <kind>``."""
+    for failure in await asyncio.gather(*(_unmeasured(session, url, body, headers) for body in bodies)):
+        if failure is not None:
+            count_error(errors, f"warm-up {failure}")
+
+
+async def measured_post(session, url: str, body: bytes, headers: dict[str, str], due: float, result) -> float | None:
+    """POST ``body``; on a 200 answer add its latency from ``due`` (event-loop time), its stage timings and
+    whether it was degraded to ``result`` (a :class:`RunResult` or a burst's result), else count the error.
+    Returns the loop time the answer arrived, or None when the request failed."""
+    import aiohttp
+
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            payload = await response.read()
+            done = asyncio.get_running_loop().time()
+            if response.status != 200:
+                count_error(result.errors, str(response.status))
+                return None
+            result.ok += 1
+            result.latency_ms.append((done - due) * 1000)
+            if record_answer(payload, result.stages_ms):
+                result.degraded += 1
+            return done
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        count_error(result.errors, type(exc).__name__)
+        return None
+
+
 def _histogram(samples_ms: list[float]) -> dict:
     """Counts on log-spaced bins from 0.5 ms to 10 s (for the latency histogram plot)."""
     edges = np.geomspace(0.5, 10_000, 41)
@@ -155,31 +192,10 @@ async def run_open_loop(
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     hdrs = {"content-type": "application/json", **(headers or {})}
     loop = asyncio.get_running_loop()
-
-    async def one(session: aiohttp.ClientSession, n: int, due: float) -> None:
-        try:
-            async with session.post(url, data=bodies[n], headers=hdrs) as response:
-                payload = await response.read()
-                done = loop.time()
-                if response.status != 200:
-                    key = str(response.status)
-                    result.errors[key] = result.errors.get(key, 0) + 1
-                    return
-                result.ok += 1
-                result.latency_ms.append((done - due) * 1000)
-                if record_answer(payload, result.stages_ms):
-                    result.degraded += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            key = type(exc).__name__
-            result.errors[key] = result.errors.get(key, 0) + 1
-
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         warm = max(1, min(total, int(rate // 20)))  # ~the connections in flight at this rate
-        for failure in await asyncio.gather(*(_unmeasured(session, url, bodies[n % total], hdrs) for n in range(warm))):
-            if failure is not None:
-                key = f"warm-up {failure}"
-                result.errors[key] = result.errors.get(key, 0) + 1
+        await warm_up(session, url, [bodies[n % total] for n in range(warm)], hdrs, result.errors)
         tasks = []
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         start = loop.time() + 0.05
@@ -190,7 +206,7 @@ async def run_open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             result.send_lag_ms.append(max(0.0, (loop.time() - due) * 1000))
-            tasks.append(asyncio.create_task(one(session, n, due)))
+            tasks.append(asyncio.create_task(measured_post(session, url, bodies[n], hdrs, due, result)))
             result.sent += 1
         send_window = loop.time() - start
         await asyncio.gather(*tasks)

@@ -3,6 +3,12 @@
 Every subcommand has ``--help``. Errors print one line, ``p13n: error: …``, and
 exit 2 for bad configuration/input, 1 when a server fails, 130 on Ctrl-C.
 Heavy modules are imported inside the handlers, so ``p13n --help`` is instant.
+
+Each group of subcommands is registered, and handled, in one module: ``config``, ``dev``, ``demo`` and
+``encoder`` here; ``produce``, ``consume``, ``serve`` in :mod:`p13n.cli_run`; ``eval``, ``import``, ``tune``,
+``synth`` in :mod:`p13n.cli_offline`; ``bench`` in :mod:`p13n.cli_bench`; ``eval-memory`` and ``synth-memory``
+in :mod:`p13n.cli_memory`. What they share (argument types, configuration loading, the console, the dev
+stack) is :mod:`p13n.cli_common`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from p13n.cli_bench import register as register_bench_commands
+from p13n.cli_common import DEV_SERVICES, console as _console, dev_stack as _dev_stack, load_config as _load
+from p13n.cli_common import positive_int as _positive_int, topics as _topics
 from p13n.cli_memory import register as register_memory_commands
 from p13n.cli_memory import route as route_eval_memory
-from p13n.cli_bench import register as register_bench_commands
-from p13n.cli_common import DEV_SERVICES, console as _console, dev_stack as _dev_stack, dev_stack_defaults, load_config as _load
-from p13n.cli_common import positive_float as _positive_float, positive_int as _positive_int, topics as _topics
-from p13n.clock import now_ms as wall_ms
+from p13n.cli_offline import register as register_offline_commands
+from p13n.cli_run import register as register_run_commands
 from p13n.config import Config
-from p13n.errors import ConfigError, P13nError
+from p13n.errors import P13nError
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one registration function per group of subcommands, in the order ``--help``
+    lists them (the groups' handlers live beside their registration)."""
     parser = argparse.ArgumentParser(
         prog="p13n",
         description="Streaming personalization middleware: Kafka events -> user state in Redis -> "
@@ -33,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file (default: $P13N_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _register_config(sub)
+    _register_dev(sub)  # dev …, demo
+    _register_encoder(sub)
+    register_run_commands(sub)  # produce, consume, serve
+    register_offline_commands(sub)  # eval, import, tune, synth
+    register_bench_commands(sub)  # bench …
+    register_memory_commands(sub)  # eval-memory (`p13n eval memory FILE`), synth-memory
+    return parser
 
-    # config ----------------------------------------------------------------------------
+
+def _register_config(sub) -> None:
+    """``config show | check | reference``."""
     config = sub.add_parser("config", help="show, check or document the configuration")
     config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     config_sub.add_parser("show", help="print the effective configuration as JSON").set_defaults(handler=_config_show)
@@ -43,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_config_reference
     )
 
-    # dev -------------------------------------------------------------------------------
+
+def _register_dev(sub) -> None:
+    """``dev up | down | status`` (the embedded stack) and ``demo``, which starts it."""
     dev = sub.add_parser("dev", help="embedded stack: Redis-compatible server + Kafka-compatible broker")
     dev_sub = dev.add_subparsers(dest="action", metavar="ACTION", required=True)
     dev_sub.add_parser("up", help="start the stack (or report the running one)").set_defaults(handler=_dev_up)
@@ -55,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_positive_int, default=40, help="synthetic users (default 40)")
     demo.set_defaults(handler=_demo)
 
-    # encoder ---------------------------------------------------------------------------
+
+def _register_encoder(sub) -> None:
+    """``encoder export``."""
     encoder = sub.add_parser("encoder", help="sentence encoder tools")
     encoder_sub = encoder.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = encoder_sub.add_parser("export", help="export a sentence-transformers model to ONNX (+ int8)")
@@ -64,65 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="output directory (default: encoder.path)")
     export.add_argument("--if-missing", action="store_true", help="keep an up-to-date export, adding only missing variants")
     export.set_defaults(handler=_encoder_export)
-
-    # produce ---------------------------------------------------------------------------
-    produce = sub.add_parser("produce", help="publish a JSONL file of events (or catalog items) to Kafka")
-    produce.add_argument("file", type=Path, metavar="FILE.jsonl")
-    produce.add_argument("--topic", help="topic (default: kafka.events_topic)")
-    produce.add_argument("--schema", choices=("events", "items"),
-                         help="what the lines are (default: items on kafka.items_topic, events elsewhere)")  # fmt: skip
-    produce.add_argument("--rate", type=_positive_float, help="records per second (default: as fast as possible)")
-    produce.add_argument("--no-validate", action="store_true",
-                         help="send every line untouched, unreadable ones without a key (the consumer dead-letters "
-                              "invalid ones)")  # fmt: skip
-    produce.set_defaults(handler=_produce)
-
-    # consume ---------------------------------------------------------------------------
-    consume = sub.add_parser("consume", help="run a consumer-group member folding events into Redis")
-    consume.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (0 = none)")
-    consume.set_defaults(handler=_consume)
-
-    # serve -----------------------------------------------------------------------------
-    serve = sub.add_parser("serve", help="run the Ray Serve app (HTTP API) against the configured Redis")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default: serving.port)")
-    serve.add_argument("--personalizer", choices=["inline", "deployment"], help="override serving.personalizer")
-    serve.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    serve.add_argument("--metrics-port", type=int, help="Prometheus port of the local Ray node (default: serving.metrics_port)")
-    serve.set_defaults(handler=_serve)
-
-    # eval ------------------------------------------------------------------------------
-    evaluate = sub.add_parser("eval", help="offline replay: HR@10 / NDCG@10 of every scorer variant")
-    evaluate.add_argument("events", type=Path, metavar="EVENTS.jsonl")
-    evaluate.add_argument("--items", type=Path, metavar="ITEMS.jsonl", help="catalog records (text, attributes)")
-    evaluate.add_argument("--negatives", type=_positive_int, default=100, help="sampled negatives per user (100)")
-    evaluate.add_argument("--seed", type=int, default=0, help="random seed of the negative sampling")
-    evaluate.add_argument("--at-end", action="store_true",
-                          help="score every user after the whole replay (as /v1/score after a Kafka replay), not at "
-                               "each user's held-out moment")  # fmt: skip
-    evaluate.add_argument("--tuned", type=Path, metavar="TUNED.toml", help="also report the blend of this `p13n tune` output")
-    evaluate.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
-    evaluate.set_defaults(handler=_eval)
-
-    # import ----------------------------------------------------------------------------
-    from p13n.cli_import import add_import_parser
-
-    add_import_parser(sub)
-    from p13n.cli_tune import add_tune_parser
-
-    add_tune_parser(sub)
-
-    # synth -----------------------------------------------------------------------------
-    synth = sub.add_parser("synth", help="write a synthetic event log with drifting interests")
-    synth.add_argument("directory", type=Path, help="writes events.jsonl and items.jsonl here")
-    synth.add_argument("--users", type=_positive_int, default=200)
-    synth.add_argument("--events-per-user", type=_positive_int, default=60)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(handler=_synth)
-
-    register_bench_commands(sub)  # bench …
-    register_memory_commands(sub)  # eval-memory (`p13n eval memory FILE`), synth-memory
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,170 +194,6 @@ def _encoder_export(args: argparse.Namespace) -> int:
         meta = export_encoder(output, model=model, quantize=args.quantize, progress=lambda s: status.update(s + "…"),
                               reuse=args.if_missing)  # fmt: skip
     console.print(f"exported {meta['dimension']}-d encoder ({', '.join(meta['files'])}) to {output}")
-    return 0
-
-
-# --- produce ------------------------------------------------------------------------------------
-def _produce(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from p13n.kafka_client import ensure_topics
-    from stream.producer import make_producer, produce_lines, read_jsonl_lines
-
-    from features.core.events import event_limits
-
-    cfg = _load(args)
-    topic = args.topic or cfg.kafka.events_topic
-    schema = args.schema or ("items" if topic == cfg.kafka.items_topic else "events")
-    lines = list(read_jsonl_lines(args.file))
-    ensure_topics(cfg.kafka.bootstrap, {topic: cfg.kafka.partitions})
-    producer = make_producer(cfg.kafka)
-    columns = (TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    try:
-        with Progress(*columns, console=_console(), transient=True) as progress:
-            task = progress.add_task("produce", total=len(lines))
-            report = produce_lines(producer, topic, lines, schema=schema, limits=event_limits(cfg.state), rate=args.rate,
-                                   validate=not args.no_validate, on_sent=lambda n: progress.update(task, completed=n))  # fmt: skip
-    finally:
-        producer.close()
-    for number, reason in report.rejected[:20]:
-        print(f"{args.file}:{number}: rejected: {reason}", file=sys.stderr)
-    if len(report.rejected) > 20:
-        print(f"… and {len(report.rejected) - 20} more rejected lines", file=sys.stderr)
-    for number in report.unkeyed[:20]:
-        print(f"{args.file}:{number}: sent without a key (no {'user_id' if schema == 'events' else 'item_id'} "
-              f"could be read; the consumer dead-letters it if it is invalid)", file=sys.stderr)  # fmt: skip
-    if len(report.unkeyed) > 20:
-        print(f"… and {len(report.unkeyed) - 20} more lines sent without a key", file=sys.stderr)
-    print(f"sent {report.sent} records to {topic} ({schema}) in {report.seconds:.1f}s ({report.rate:,.0f}/s); "
-          f"{len(report.rejected)} rejected")  # fmt: skip
-    return 1 if report.rejected else 0
-
-
-# --- consume ------------------------------------------------------------------------------------
-def _consume(args: argparse.Namespace) -> int:
-    import logging
-    import os
-    import signal
-    import threading
-
-    from p13n.connections import check_redis
-    from p13n.kafka_client import check_kafka
-    from stream.consumer import run_consumer
-
-    cfg = _load(args)
-    check_redis(cfg.redis)
-    check_kafka(cfg.kafka)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum, frame) -> None:
-        if stop.is_set():
-            return
-        stop.set()
-        grace = cfg.consumer.shutdown_grace_s
-
-        def give_up() -> None:
-            print(f"p13n: consumer did not stop within {grace:g}s; exiting without committing", file=sys.stderr)
-            os._exit(1)
-
-        timer = threading.Timer(grace, give_up)
-        timer.daemon = True
-        timer.start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stats = run_consumer(cfg, stop=stop, metrics_port=args.metrics_port)
-    print(f"consumer stopped: {stats.batches} batches, {stats.applied} events applied, "
-          f"{stats.dead_letters} dead letters")  # fmt: skip
-    return 0
-
-
-# --- serve --------------------------------------------------------------------------------------
-def _serve(args: argparse.Namespace) -> int:
-    import os
-    import signal
-    import threading
-
-    from p13n.connections import check_redis
-    from serving.runner import start_serve
-
-    dev_stack = dev_stack_defaults(args)
-    cfg = Config.from_sources(file=args.config, defaults=dev_stack)
-    check_redis(cfg.redis)
-    # the replicas load their configuration from this environment: the dev stack's addresses, where they won
-    # above, reach them here
-    if cfg.redis.url == dev_stack.get("redis", {}).get("url"):
-        os.environ.setdefault("P13N_REDIS_URL", cfg.redis.url)
-    if cfg.kafka.bootstrap == dev_stack.get("kafka", {}).get("bootstrap"):
-        os.environ.setdefault("P13N_KAFKA_BOOTSTRAP", cfg.kafka.bootstrap)
-    if not (cfg.encoder.directory / "p13n_encoder.json").exists():
-        raise ConfigError(f"encoder.path: no exported encoder at {cfg.encoder.directory} (run `p13n encoder export`)")
-    if not cfg.serving.api_keys:
-        print("p13n: warning: serving.api_keys is empty; every API call will be refused with 401", file=sys.stderr)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    metrics_port = cfg.serving.metrics_port if args.metrics_port is None else args.metrics_port
-    url = start_serve(host=args.host, port=args.port or cfg.serving.port, num_cpus=args.num_cpus,
-                      personalizer=args.personalizer, metrics_port=metrics_port)  # fmt: skip
-    metrics = f"; metrics at http://{args.host}:{metrics_port}/metrics" if metrics_port else ""
-    print(f"p13n API ready at {url}{metrics}  (Ctrl-C or SIGTERM stops it)", flush=True)
-    stop.wait()
-    import ray
-
-    ray.shutdown()
-    return 0
-
-
-# --- eval / synth -------------------------------------------------------------------------------
-def _eval(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from features.evaluation.replay import evaluate, load_eval_inputs, variants_of
-    from p13n.cli_tune import eval_encode, tuned_config
-
-    cfg = Config.from_sources(file=args.config)
-    variants = variants_of(cfg)
-    tuned = tuned_config(args.config, args.tuned) if args.tuned else None
-    if tuned is not None and tuned.state == cfg.state:
-        variants["blend_tuned"] = dict(tuned.scoring.weights)
-    console = _console()
-    with console.status("loading encoder…") as status:
-        inputs = load_eval_inputs(args.events, args.items, encode=eval_encode(cfg), now_ms=wall_ms(),
-                                  progress=lambda step: status.update(step + "…"))  # fmt: skip
-        status.update(f"replaying {len(inputs.events):,} events…")
-        result = evaluate(inputs.events, inputs.items, cfg, text_vectors=inputs.text_vectors,
-                          negatives=args.negatives, seed=args.seed, at_end=args.at_end, variants=variants,
-                          progress=lambda n: status.update(f"replaying: {n:,} / {len(inputs.events):,} events…"))  # fmt: skip
-        if tuned is not None and tuned.state != cfg.state:  # tuned [state] settings (popularity_tau_s): a replay of its own
-            status.update("replaying with the tuned [state] settings…")
-            result.variants["blend_tuned"] = evaluate(inputs.events, inputs.items, tuned, text_vectors=inputs.text_vectors,
-                                                      negatives=args.negatives, seed=args.seed, at_end=args.at_end,
-                                                      variants={"blend_tuned": dict(tuned.scoring.weights)}).variants["blend_tuned"]  # fmt: skip
-    when = "after the whole replay" if args.at_end else "at each user's moment"
-    table = Table(title=f"{args.events}: held-out liked item among {args.negatives} sampled negatives, {when}")
-    for column in ("variant", "HR@10", "NDCG@10", "users"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for name, row in result.variants.items():
-        table.add_row(name, f"{row['hr@10']:.3f}", f"{row['ndcg@10']:.3f}", str(row["users"]))
-    console.print(table)
-    if inputs.rejected:
-        console.print(f"{inputs.rejected} invalid lines were skipped")
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
-
-
-def _synth(args: argparse.Namespace) -> int:
-    from features.datasets.synthetic import SyntheticSpec, generate
-
-    data = generate(SyntheticSpec(users=args.users, events_per_user=args.events_per_user, seed=args.seed))
-    args.directory.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("events.jsonl", data.events), ("items.jsonl", data.items)):
-        with (args.directory / name).open("w") as fh:
-            fh.writelines(json.dumps(row) + "\n" for row in rows)
-    print(f"wrote {len(data.events)} events and {len(data.items)} items to {args.directory}")
     return 0
 
 

@@ -18,19 +18,34 @@ __all__ = ["register"]
 
 def register(sub) -> None:
     """Add ``bench`` and its benchmarks to the top-level subparsers ``sub``."""
-    # bench -----------------------------------------------------------------------------
     bench = sub.add_parser("bench", help="benchmarks (results in benchmarks/out/*.json and benchmarks/RESULTS.md)")
     bench_sub = bench.add_subparsers(dest="action", metavar="BENCHMARK", required=True)
-    features = bench_sub.add_parser("features", help="fold throughput, Redis bytes per user, encoder latency")
-    features.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
-    features.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
-    features.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
-    features.set_defaults(handler=_bench_features)
-    ingest = bench_sub.add_parser("ingest", help="processing-stage throughput, broker ceiling, end-to-end freshness")
-    ingest.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
-    ingest.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
-    ingest.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
-    ingest.set_defaults(handler=_bench_ingest)
+    for name, what, handler in (("features", "fold throughput, Redis bytes per user, encoder latency", _bench_features),
+                                ("ingest", "processing-stage throughput, broker ceiling, end-to-end freshness",
+                                 _bench_ingest)):  # fmt: skip
+        parser = bench_sub.add_parser(name, help=what)
+        parser.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+        parser.add_argument("--out", type=Path, help="directory of the JSON result (default benchmarks/out)")
+        parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+        parser.set_defaults(handler=handler)
+    _register_load(bench_sub)
+    encoder, quality = _register_encoder(bench_sub), _register_quality(bench_sub)
+    memory = register_memory_bench(bench_sub)  # bench memory
+    everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
+    for sub_parser in (encoder, quality, everything, memory):
+        sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
+        sub_parser.add_argument("--out", type=Path, help="directory of the JSON results (default benchmarks/out)")
+        sub_parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
+    encoder.set_defaults(handler=_bench_encoder)
+    quality.set_defaults(handler=_bench_quality)
+    everything.add_argument("--key", default="p13n-demo-key", help="API key for the load test")
+    everything.add_argument("--users", type=_positive_int, default=200, help="synthetic users of the load test")
+    everything.add_argument("--url", help=argparse.SUPPRESS)
+    everything.set_defaults(handler=_bench_all)
+
+
+def _register_load(bench_sub) -> None:
+    """``bench load``: its steps, arrival process, request shapes and burst sizes."""
     load = bench_sub.add_parser("load", help="open-loop latency of /v1/score and /v1/rewrite on a running stack")
     load.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
     load.add_argument("--url", help="base URL of the API (default: the running dev stack's)")
@@ -55,11 +70,20 @@ def register(sub) -> None:
                       help="also write the /v1/score bodies as JSONL (for benchmarks/locustfile.py)")
     load.add_argument("--seed", type=int, default=0, help="seed of the Poisson gaps and negative sampling (0)")
     load.set_defaults(handler=_bench_load)
-    encoder_b = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched; "
-                                                     "catalog items/s")  # fmt: skip
-    encoder_b.add_argument("--movielens", type=Path, metavar="DIR",
-                           help="MovieLens directory whose titles the catalog step embeds (default: tests/data/movielens-tiny)")
-    encoder_b.add_argument("--catalog-only", action="store_true", help="only the catalog items/s (no torch, no Serve)")
+
+
+def _register_encoder(bench_sub) -> argparse.ArgumentParser:
+    """``bench encoder`` without the flags every bench command shares; returns its parser."""
+    encoder = bench_sub.add_parser("encoder", help="torch vs ONNX fp32/int8; Serve dynamic batching vs unbatched; "
+                                                   "catalog items/s")  # fmt: skip
+    encoder.add_argument("--movielens", type=Path, metavar="DIR",
+                         help="MovieLens directory whose titles the catalog step embeds (default: tests/data/movielens-tiny)")
+    encoder.add_argument("--catalog-only", action="store_true", help="only the catalog items/s (no torch, no Serve)")
+    return encoder
+
+
+def _register_quality(bench_sub) -> argparse.ArgumentParser:
+    """``bench quality`` without the flags every bench command shares; returns its parser."""
     quality = bench_sub.add_parser("quality", help="p13n eval on the synthetic dataset (and --events FILE)")
     quality.add_argument("--events", type=Path, action="append", default=[], help="also evaluate this JSONL event log")
     quality.add_argument("--items", type=Path, help="catalog of the --events log")
@@ -70,18 +94,7 @@ def register(sub) -> None:
                          help="with --movielens: skip the real path (no dev stack needed)")
     quality.add_argument("--url", help="with --movielens: base URL of the API for the real path (default: the dev stack's)")
     quality.add_argument("--key", default="p13n-demo-key", help="API key of the real path (default: the dev stack's demo key)")
-    memory = register_memory_bench(bench_sub)  # bench memory
-    everything = bench_sub.add_parser("all", help="every benchmark above, against the dev stack (started if needed)")
-    for sub_parser in (encoder_b, quality, everything, memory):
-        sub_parser.add_argument("--quick", action="store_true", help="a few seconds each, for smoke tests")
-        sub_parser.add_argument("--out", type=Path, help="directory of the JSON results (default benchmarks/out)")
-        sub_parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
-    encoder_b.set_defaults(handler=_bench_encoder)
-    quality.set_defaults(handler=_bench_quality)
-    everything.add_argument("--key", default="p13n-demo-key", help="API key for the load test")
-    everything.add_argument("--users", type=_positive_int, default=200, help="synthetic users of the load test")
-    everything.add_argument("--url", help=argparse.SUPPRESS)
-    everything.set_defaults(handler=_bench_all)
+    return quality
 
 
 # --- bench --------------------------------------------------------------------------------------

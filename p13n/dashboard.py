@@ -55,14 +55,11 @@ def _quantiles(metric: str, by: str, legend: str, where: str = "") -> list[tuple
             for q in (0.5, 0.99)]  # fmt: skip
 
 
-def build():
-    """The dashboard builder (call ``.build()`` for the model)."""
-    from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row
-    from grafana_foundation_sdk.builders.stat import Panel as Stat
-    from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef
-
+def _serve_panels() -> list:
+    """The Serve row: requests, latency per endpoint and stage, degraded answers, budget misses, encoder
+    batches, Redis errors."""
     endpoints = 'endpoint=~"score|rewrite|chat|events|users"'
-    serve = [
+    return [
         _timeseries("Requests by endpoint and status", "Answers per second, errors included "
                     "(ray_p13n_request_duration_seconds_count).", "reqps",
                     [(f"sum by (endpoint, status) (rate(ray_p13n_request_duration_seconds_count[{RATE}]))",
@@ -87,7 +84,11 @@ def build():
                     [(f"sum by (endpoint) (rate(ray_p13n_redis_errors_total[{RATE}]))", "serve {{endpoint}}"),
                      (f'sum(rate(p13n_consumer_retries_total{{dependency="redis"}}[{RATE}]))', "consumer retries")]),
     ]  # fmt: skip
-    consumer = [
+
+
+def _consumer_panels() -> list:
+    """The consumer row after its readiness stat: lag, freshness, outcomes, dead letters, batch sizes."""
+    return [
         _timeseries("Consumer lag", "Records behind the end of each partition, summed per topic.", "short",
                     [("sum by (topic) (p13n_consumer_lag)", "{{topic}}")], width=10),
         _timeseries("Freshness (p50, p99)", "Event time to state write, when the event was applied.", "s",
@@ -100,10 +101,24 @@ def build():
         _timeseries("Consumer batch sizes (p50, p99)", "Records per processed batch.", "short",
                     _quantiles("p13n_consumer_batch_size", "job", "batch")),
     ]  # fmt: skip
-    ready = (Stat().title("Consumers ready").description("Members whose Redis and Kafka answer, of all.")
+
+
+def _ready_stat():
+    """How many consumers are ready, of all members."""
+    from grafana_foundation_sdk.builders.stat import Panel as Stat
+    from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
+    return (Stat().title("Consumers ready").description("Members whose Redis and Kafka answer, of all.")
              .span(4).height(8).datasource(DataSourceRef(type_val="prometheus", uid=DS))
              .with_target(_query("sum(p13n_consumer_ready)", "ready", "A"))
              .with_target(_query("count(p13n_consumer_ready)", "members", "B")))  # fmt: skip
+
+
+def build():
+    """The dashboard builder (call ``.build()`` for the model)."""
+    from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row
+    from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
+
     dashboard = (
         Dashboard("p13n").uid(UID).tags(["p13n"])
         .description("Streaming personalization: the Serve app and the consumers")
@@ -111,10 +126,10 @@ def build():
         .with_variable(DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
         .with_row(Row("Serve (/v1/score, /v1/rewrite, /v1/chat/completions, /v1/events)"))
     )  # fmt: skip
-    for panel in serve:
+    for panel in _serve_panels():
         dashboard = dashboard.with_panel(panel)
-    dashboard = dashboard.with_row(Row("Consumer (Kafka → Redis)")).with_panel(ready)
-    for panel in consumer:
+    dashboard = dashboard.with_row(Row("Consumer (Kafka → Redis)")).with_panel(_ready_stat())
+    for panel in _consumer_panels():
         dashboard = dashboard.with_panel(panel)
     return dashboard
 

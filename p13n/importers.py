@@ -122,7 +122,15 @@ def import_movielens(
             raise InputError(f"{path} {problem} (expected a MovieLens directory with movies.csv and ratings.csv)")
     report = ImportReport()
     out.mkdir(parents=True, exist_ok=True)
+    _import_movies(movies_path, out / "items.jsonl", tenant, report, progress)
+    _import_ratings(ratings_path, out / "events.jsonl", tenant, now_ms, report, progress)
+    report.seconds = time.perf_counter() - started
+    return report
 
+
+def _import_movies(movies_path: Path, items_path: Path, tenant: str, report: ImportReport,
+                   progress: Callable[[str, int, int], None]) -> None:  # fmt: skip
+    """Write one catalog record per ``movies.csv`` row to ``items_path``; count them and the bad rows in ``report``."""
     items: list[bytes] = []
     total = _count_lines(movies_path)
     for number, cells in _rows(movies_path, _MOVIE_COLUMNS):
@@ -141,9 +149,14 @@ def import_movielens(
             report.bad_rows.append((movies_path.name, number, problem))
         if number % 1000 == 0:
             progress("movies", number, total)
-    (out / "items.jsonl").write_bytes(b"".join(line + b"\n" for line in items))
+    items_path.write_bytes(b"".join(line + b"\n" for line in items))
     report.items = len(items)
 
+
+def _import_ratings(ratings_path: Path, events_path: Path, tenant: str, now_ms: int, report: ImportReport,
+                    progress: Callable[[str, int, int], None]) -> None:  # fmt: skip
+    """Write one ``rating`` event per ``ratings.csv`` row to ``events_path``, in time order (then user, then
+    movie); count them, their users and the bad rows in ``report``."""
     events: list[tuple[int, int, int, bytes]] = []
     users: set[str] = set()
     total = _count_lines(ratings_path)
@@ -161,11 +174,9 @@ def import_movielens(
         if number % 10_000 == 0:
             progress("ratings", number, total)
     events.sort()
-    with (out / "events.jsonl").open("wb") as fh:
+    with events_path.open("wb") as fh:
         fh.writelines(line + b"\n" for *_, line in events)
     report.events, report.users = len(events), len(users)
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _rating_event(cells: list[str], tenant: str, now_ms: int) -> tuple[int, int, int, bytes] | str:
