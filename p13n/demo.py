@@ -26,7 +26,7 @@ DEMO_BUDGET_MS = 2000.0  # per request: the demo shows the full path, not the la
 
 
 def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int, console, services) -> int:
-    from p13n.seeding import publish, recent_synthetic, wait_folded
+    from p13n.seeding import publish, recent_synthetic, run_id, wait_folded
 
     with console.status("starting the embedded stack (Redis-compatible server, Kafka-compatible broker, consumer)…"):
         running, started = stack.up(topics=topics, services=services)
@@ -35,7 +35,7 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     cfg = Config.from_sources(overrides={"redis": {"url": running["redis"].url},
                                          "kafka": {"bootstrap": running["kafka"].url}})  # fmt: skip
 
-    run = int(time.time()) % 100_000
+    run = run_id()
     # users are named per run, so runs on a long-lived stack do not mix
     data = recent_synthetic(users=users, tenant=DEMO_TENANT, user_prefix=f"r{run}-user-", seed=run % 1000)
     talker, conversation = f"r{run}-talker", _conversation(run)
