@@ -83,7 +83,7 @@ class RewriteContext(msgspec.Struct):
 
     @classmethod
     def of(cls, context) -> RewriteContext:
-        """From a :class:`features.prompt.PromptContext` (whose entries are plain dicts of these fields)."""
+        """From a :class:`features.core.prompt.PromptContext` (whose entries are plain dicts of these fields)."""
         return cls(context.profile, context.preferences, [ContextMemory(**m) for m in context.memories],
                    [ContextItem(**h) for h in context.history])  # fmt: skip
 
@@ -135,7 +135,7 @@ class AttributeStrength(msgspec.Struct):
 
 class AttributeHorizons(msgspec.Struct):
     """The top attributes' strengths at the shortest and the longest horizon
-    (:func:`features.inspection.attribute_horizons`)."""
+    (:func:`features.core.inspection.attribute_horizons`)."""
 
     short: HorizonRef
     long: HorizonRef
@@ -143,7 +143,7 @@ class AttributeHorizons(msgspec.Struct):
 
     @classmethod
     def of(cls, horizons: dict) -> AttributeHorizons:
-        """From :func:`features.inspection.attribute_horizons`' plain dict of these fields."""
+        """From :func:`features.core.inspection.attribute_horizons`' plain dict of these fields."""
         return cls(HorizonRef(**horizons["short"]), HorizonRef(**horizons["long"]),
                    [AttributeStrength(**a) for a in horizons["top"]])  # fmt: skip
 
