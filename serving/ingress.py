@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
-
 from typing import Any, NamedTuple
 
 import msgspec
@@ -148,7 +146,7 @@ class Api:
         if route is None:
             raise ApiError(404, f"no route {method} {path}", code="not_found")
         if method not in route.methods:
-            where = path if path in ROUTES else f"{USERS}{{user_id}}"
+            where = f"{USERS}{{user_id}}" if route is ROUTES[USERS] else path
             raise ApiError(405, f"{where} accepts {' and '.join(route.methods)}", code="method_not_allowed")
         tenant = self._tenant(request)  # authentication first: nothing of the request is decoded before it
         return await getattr(self, route.handler)(request, tenant)
