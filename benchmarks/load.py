@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,9 +54,9 @@ class LoadTarget:
 
 def seed_users(config, *, users: int = 200, tenant: str = "demo", timeout_s: float = 300) -> tuple[list[str], list[str]]:
     """Publish a synthetic stream for ``users`` users to Kafka and wait until the consumer folded it."""
-    from p13n.seeding import publish, recent_synthetic, wait_folded
+    from p13n.seeding import publish, recent_synthetic, run_id, wait_folded
 
-    run = int(time.time()) % 100_000
+    run = run_id()
     data = recent_synthetic(users=users, tenant=tenant, user_prefix=f"load{run}-", seed=run % 997)
     publish(config, data)
     return wait_folded(config, data, timeout_s=timeout_s), [i["item_id"] for i in data.items]

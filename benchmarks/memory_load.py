@@ -35,9 +35,9 @@ def seed_memory_users(config, *, users: int = 20, memories: int = 500, tenant: s
     from features.evaluation.memory_recall import conversation_events
     from features.datasets.synthetic import SyntheticData
     from p13n.clock import now_ms
-    from p13n.seeding import publish, wait_folded
+    from p13n.seeding import publish, run_id, wait_folded
 
-    run = now_ms() // 1000 % 100_000
+    run = run_id()
     end = now_ms() - 60_000
     events: list[dict] = []
     ids, questions = [], []

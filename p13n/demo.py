@@ -26,7 +26,7 @@ DEMO_BUDGET_MS = 2000.0  # per request: the demo shows the full path, not the la
 
 
 def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int, console, services) -> int:
-    from p13n.seeding import publish, recent_synthetic, wait_folded
+    from p13n.seeding import publish, recent_synthetic, run_id, wait_folded
 
     with console.status("starting the embedded stack (Redis-compatible server, Kafka-compatible broker, consumer)…"):
         running, started = stack.up(topics=topics, services=services)
@@ -35,7 +35,7 @@ def run_demo(cfg: Config, *, stack: DevStack, topics: dict[str, int], users: int
     cfg = Config.from_sources(overrides={"redis": {"url": running["redis"].url},
                                          "kafka": {"bootstrap": running["kafka"].url}})  # fmt: skip
 
-    run = int(time.time()) % 100_000
+    run = run_id()
     # users are named per run, so runs on a long-lived stack do not mix
     data = recent_synthetic(users=users, tenant=DEMO_TENANT, user_prefix=f"r{run}-user-", seed=run % 1000)
     talker, conversation = f"r{run}-talker", _conversation(run)
@@ -146,7 +146,19 @@ class Client:
             raise ServiceError(f"POST {self.url}{path} failed: {exc}") from exc
 
 
-def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
+def _degraded(answer: dict) -> str:
+    """``; degraded: reason, …`` for an answer that skipped stages, else nothing (for a title).
+
+    >>> _degraded({"degraded": ["redis_timeout"]}), _degraded({"degraded": []})
+    ('; degraded: redis_timeout', '')
+    """
+    return f"; degraded: {', '.join(answer['degraded'])}" if answer["degraded"] else ""
+
+
+def _show_user(console, api: Client, cfg: Config, data, user_id: str, budget_ms: float = DEMO_BUDGET_MS) -> None:
+    """The user's top 5 of the catalog and a prompt rewritten for them. A degraded answer (from a lower rung:
+    the candidates in catalog order without ``features``, the prompt unchanged) is shown as it is, with the
+    stages it skipped in the titles."""
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
@@ -157,11 +169,10 @@ def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
     # The demo shows the whole path, so it gives each request a generous budget: on a busy machine the default
     # budgets would make p13n answer from a lower rung (non-personalized, without features), as designed.
     scored = api.post("/v1/score", {"user_id": user_id, "candidates": candidates, "k": 5, "explain": True,
-                                    "budget_ms": DEMO_BUDGET_MS})  # fmt: skip
+                                    "budget_ms": budget_ms})  # fmt: skip
     text = {i["item_id"]: i["text"] for i in data.items}
-    skipped = f"; degraded: {', '.join(scored['degraded'])}" if scored["degraded"] else ""
     table = Table(title=f"POST /v1/score: top 5 of {len(candidates)} catalog items "
-                        f"({scored['timings_ms']['total']:.1f} ms{skipped})")  # fmt: skip
+                        f"({scored['timings_ms']['total']:.1f} ms{_degraded(scored)})")  # fmt: skip
     for column in ("item", "text", "score", "why (largest weighted features)"):
         table.add_column(column)
     for item in scored["items"]:
@@ -171,11 +182,11 @@ def _show_user(console, api: Client, cfg: Config, data, user_id: str) -> None:
                       ", ".join(f"{k}={v:.2f}" for k, v in top))  # fmt: skip
     console.print(table, soft_wrap=False)
     messages = [{"role": "system", "content": "You are a helpful shopping assistant."}, {"role": "user", "content": QUESTION}]
-    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": messages, "budget_ms": DEMO_BUDGET_MS})
+    rewritten = api.post("/v1/rewrite", {"user_id": user_id, "messages": messages, "budget_ms": budget_ms})
     console.print(Panel(Text(json.dumps(messages, indent=1)), title="prompt before"), soft_wrap=False)
     console.print(Panel(Text("\n\n".join(f"({m['role']})\n{m['content']}" for m in rewritten["messages"])),
-                        title=f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms)"),
-                  soft_wrap=False)  # fmt: skip
+                        title=f"POST /v1/rewrite: prompt after ({rewritten['timings_ms']['total']:.1f} ms"
+                              f"{_degraded(rewritten)})"), soft_wrap=False)  # fmt: skip
 
 
 def _latency_table(console, api: Client, data, users: list[str], rate: float = 40.0, seconds: float = 3.0) -> None:

@@ -13,7 +13,17 @@ from features.datasets.synthetic import SyntheticData, SyntheticSpec, generate
 from p13n.clock import now_ms
 from p13n.config import Config
 
-__all__ = ["recent_synthetic", "publish", "wait_folded"]
+__all__ = ["run_id", "recent_synthetic", "publish", "wait_folded"]
+
+
+def run_id(clock: Callable[[], int] = now_ms) -> int:
+    """A number naming one seeding run (the wall clock's seconds, modulo 100,000): seeded users carry it in
+    their ids, so the users of runs on a long-lived stack do not mix. ``clock`` gives epoch milliseconds.
+
+    >>> run_id(lambda: 1_700_000_123_456)
+    123
+    """
+    return clock() // 1000 % 100_000
 
 
 def recent_synthetic(*, users: int, tenant: str, user_prefix: str, seed: int, days: float = 30.0) -> SyntheticData:

@@ -29,6 +29,7 @@ from serving.ingress import Api
 from serving.local_encoder import BatchingEncoder, EncoderProcess
 from serving.metrics import ServingMetrics
 from serving.personalizer import Personalizer
+from serving.responses import RewriteAnswer, ScoreAnswer, UserProfile
 
 __all__ = ["build_app", "Ingress", "PersonalizerDeployment", "EncoderDeployment"]
 
@@ -69,13 +70,13 @@ class PersonalizerDeployment:
     def __init__(self, encoder: DeploymentHandle) -> None:
         self.core = _personalizer(load_config(), encoder, ServingMetrics())
 
-    async def score(self, tenant: str, user_id: str, candidates: list[CandidateIn], **kwargs: Any) -> dict:
+    async def score(self, tenant: str, user_id: str, candidates: list[CandidateIn], **kwargs: Any) -> ScoreAnswer:
         return await self.core.score(tenant, user_id, candidates, **kwargs)
 
-    async def rewrite(self, tenant: str, user_id: str, messages: list[dict], **kwargs: Any) -> dict:
+    async def rewrite(self, tenant: str, user_id: str, messages: list[dict], **kwargs: Any) -> RewriteAnswer:
         return await self.core.rewrite(tenant, user_id, messages, **kwargs)
 
-    async def profile(self, tenant: str, user_id: str) -> dict | None:
+    async def profile(self, tenant: str, user_id: str) -> UserProfile | None:
         return await self.core.profile(tenant, user_id)
 
     async def delete(self, tenant: str, user_id: str) -> bool:
@@ -102,13 +103,13 @@ class _Remote:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
-    async def score(self, *args: Any, **kwargs: Any) -> dict:
+    async def score(self, *args: Any, **kwargs: Any) -> ScoreAnswer:
         return await self.handle.score.remote(*args, **kwargs)
 
-    async def rewrite(self, *args: Any, **kwargs: Any) -> dict:
+    async def rewrite(self, *args: Any, **kwargs: Any) -> RewriteAnswer:
         return await self.handle.rewrite.remote(*args, **kwargs)
 
-    async def profile(self, *args: Any) -> dict | None:
+    async def profile(self, *args: Any) -> UserProfile | None:
         return await _unwrapped(self.handle.profile.remote(*args))
 
     async def delete(self, *args: Any) -> bool:

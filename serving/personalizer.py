@@ -42,10 +42,12 @@ from p13n.connections import async_redis_client
 from p13n.clock import now_ms as wall_ms
 from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
+from serving.responses import (AttributeHorizons, HistoryEntry, Horizon, RewriteAnswer, RewriteContext, ScoreAnswer,
+                               ScoredItem, StatedPreference, UserMemory, UserProfile)  # fmt: skip
 from features.core.cache import TtlCache
 from features.core.inspection import attribute_horizons
 
-__all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS", "given_order"]
+__all__ = ["Personalizer", "REDIS_ERRORS", "DEPENDENCY_ERRORS"]
 
 #: RedisClusterException is no RedisError: a cluster client raises it when no node serves a slot.
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError, StageTimeout)
@@ -66,12 +68,6 @@ def _redis_reason(exc: BaseException) -> str:
     ('redis_timeout', 'redis_unavailable')
     """
     return "redis_timeout" if isinstance(exc, StageTimeout) else "redis_unavailable"
-
-
-def given_order(ids: Sequence[str], k: int | None, degraded: list[str], timings_ms: dict) -> dict:
-    """The non-personalized answer of the last rung: candidates in the order given, score 0."""
-    return {"items": [{"item_id": i, "score": 0.0} for i in (ids[:k] if k else ids)], "degraded": degraded,
-            "timings_ms": timings_ms}  # fmt: skip
 
 
 class Personalizer:
@@ -178,7 +174,7 @@ class Personalizer:
 
     # --- score ---------------------------------------------------------------------------------
     async def score(self, tenant: str, user_id: str, candidates: Sequence[CandidateIn], *, k: int | None,
-                    explain: bool, budget_ms: float, now_ms: int | None = None) -> dict:  # fmt: skip
+                    explain: bool, budget_ms: float, now_ms: int | None = None) -> ScoreAnswer:  # fmt: skip
         deadline = Deadline(budget_ms)
         now_ms = now_ms if now_ms is not None else wall_ms()
         ids = [c.item_id for c in candidates]
@@ -188,7 +184,7 @@ class Personalizer:
             if not isinstance(exc, StageTimeout):
                 log.warning("redis read failed: %s: %s", type(exc).__name__, exc)
             deadline.degrade(_redis_reason(exc))
-            return given_order(ids, k, deadline.degraded, deadline.finish())
+            return ScoreAnswer.in_given_order(ids, k, deadline.degraded, deadline.finish())
         view = user.view(now_ms, self.config.scoring.covisit_anchors) if user is not None else None
         covisit = None
         text_vectors = None
@@ -211,15 +207,11 @@ class Personalizer:
             ranked = rank_candidates(ids, items, popularity, view, covisit, dim=self.store.dim,
                                      weights=self.config.scoring.weights, k=k, explain=explain,
                                      text_vectors=text_vectors, covisit_recency=self.config.scoring.covisit_recency)  # fmt: skip
-        out = []
-        for item in ranked:
-            row: dict = {"item_id": item.item_id, "score": item.score}
-            if explain:
-                row["features"] = item.features
-            out.append(row)
+        out = [ScoredItem(item.item_id, item.score, item.features) if explain else ScoredItem(item.item_id, item.score)
+               for item in ranked]  # fmt: skip
         if user is None:
             deadline.degrade("unknown_user")
-        return {"items": out, "degraded": deadline.degraded, "timings_ms": deadline.finish()}
+        return ScoreAnswer(out, deadline.degraded, deadline.finish())
 
     async def _encode_many(self, texts: list[str], remaining_ms: float) -> list[np.ndarray]:
         async def one(text: str) -> np.ndarray:
@@ -251,7 +243,8 @@ class Personalizer:
 
     # --- rewrite -------------------------------------------------------------------------------
     async def rewrite(self, tenant: str, user_id: str, messages: list[dict], *, max_tokens: int,
-                      budget_ms: float, now_ms: int | None = None, context_role: str | None = None) -> dict:  # fmt: skip
+                      budget_ms: float, now_ms: int | None = None,
+                      context_role: str | None = None) -> RewriteAnswer:  # fmt: skip
         """``messages`` with the user's context added as ``context_role`` (default ``serving.context_role``;
         see :func:`features.core.prompt.rewrite_messages`)."""
         deadline = Deadline(budget_ms)
@@ -263,8 +256,7 @@ class Personalizer:
         results, failed = await self._gather(deadline, tasks)
         if "redis" not in results:
             deadline.degrade(_redis_reason(failed["redis"]))
-            return {"messages": messages, "context": {"profile": [], "preferences": [], "memories": [], "history": []},
-                    "degraded": deadline.degraded, "timings_ms": deadline.finish()}  # fmt: skip
+            return RewriteAnswer.unchanged(messages, deadline.degraded, deadline.finish())
         if query.strip() and "encode" not in results:
             deadline.degrade("query_encoding_skipped")
         user, items, stored_memories = results["redis"]
@@ -276,12 +268,11 @@ class Personalizer:
             rewritten = rewrite_messages(messages, context, context_role or self.config.serving.context_role)
         if user is None:
             deadline.degrade("unknown_user")
-        return {"messages": rewritten, "context": context.as_json(), "degraded": deadline.degraded,
-                "timings_ms": deadline.finish()}  # fmt: skip
+        return RewriteAnswer(rewritten, RewriteContext.of(context), deadline.degraded, deadline.finish())
 
     # --- users ---------------------------------------------------------------------------------
-    async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> dict | None:
-        """The user's state as JSON, None for an unknown user; raises :class:`StoreUnavailable`.
+    async def profile(self, tenant: str, user_id: str, now_ms: int | None = None) -> UserProfile | None:
+        """The user's state, None for an unknown user; raises :class:`StoreUnavailable`.
 
         ``as_of_ms`` is the read-out time (ages are ``as_of_ms - ts_ms``); ``attribute_horizons`` lists the top
         attributes' strengths at the shortest and the longest horizon (:func:`features.core.inspection.attribute_horizons`)."""
@@ -293,24 +284,24 @@ class Personalizer:
         if user is None:
             return None
         clock = user.interest_clock(now_ms)
-        return {
-            "user_id": user_id,
-            "tenant": tenant,
-            "as_of_ms": now_ms,
-            "events_applied": user.events_applied,
-            "attributes": {k: round(v, 4) for k, v in user.attribute_preferences(now_ms).items()},
-            "attribute_horizons": attribute_horizons(user, items, now_ms),
-            "event_counts": {k: round(v, 4) for k, v in user.event_counts(now_ms).items()},
-            "preferences": [{"text": p.text, "ts_ms": p.ts_ms} for p in user.preferences],
-            "history": [{"item_id": h.item_id, "type": h.type, "ts_ms": h.ts_ms,
-                         "text": items[h.item_id].text if h.item_id in items else None} for h in user.history],
-            "interest_clock_utc": [round(float(x), 4) for x in clock],
-            "horizons": {name: {"active": bool(np.any(vec))} for name, vec in user.embeddings(now_ms).items()},
-            "last_applied_offsets": {str(k): v for k, v in user.offsets.items()},
-            "memories": self._latest_memories(stored_memories),
-        }  # fmt: skip
+        return UserProfile(
+            user_id=user_id,
+            tenant=tenant,
+            as_of_ms=now_ms,
+            events_applied=user.events_applied,
+            attributes={k: round(v, 4) for k, v in user.attribute_preferences(now_ms).items()},
+            attribute_horizons=AttributeHorizons.of(attribute_horizons(user, items, now_ms)),
+            event_counts={k: round(v, 4) for k, v in user.event_counts(now_ms).items()},
+            preferences=[StatedPreference(p.text, p.ts_ms) for p in user.preferences],
+            history=[HistoryEntry(h.item_id, h.type, h.ts_ms, items[h.item_id].text if h.item_id in items else None)
+                     for h in user.history],
+            interest_clock_utc=[round(float(x), 4) for x in clock],
+            horizons={name: Horizon(bool(np.any(vec))) for name, vec in user.embeddings(now_ms).items()},
+            last_applied_offsets={str(k): v for k, v in user.offsets.items()},
+            memories=self._latest_memories(stored_memories),
+        )  # fmt: skip
 
-    def _latest_memories(self, blob: bytes | None, limit: int = 20) -> list[dict]:
+    def _latest_memories(self, blob: bytes | None, limit: int = 20) -> list[UserMemory]:
         """The ``limit`` memories said last, newest first (an unreadable blob lists none)."""
         if not blob:
             return []
@@ -320,9 +311,8 @@ class Personalizer:
             log.warning("unreadable memories not listed: %s", exc)
             return []
         memories.sort(key=lambda m: m.mentions[-1], reverse=True)
-        return [{"event_id": m.mentions[-1].event_id, "event_ids": m.event_ids, "text": m.text, "role": m.role,
-                 "timestamp": m.last_ms, "session_id": m.mentions[-1].session_id}
-                for m in memories[:limit]]  # fmt: skip
+        return [UserMemory(m.mentions[-1].event_id, m.event_ids, m.text, m.role, m.last_ms, m.mentions[-1].session_id)
+                for m in memories[:limit]]
 
     async def delete(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user; False when there was none. Raises :class:`StoreUnavailable`."""

@@ -27,13 +27,13 @@ from starlette.responses import Response, StreamingResponse
 
 from p13n.config import ServingConfig
 from p13n.errors import UpstreamUnavailable
-from serving.errors import ERROR_TYPES, error_body
+from serving.errors import ApiError
+from serving.responses import JSON
 
 __all__ = ["Upstream", "relayed_headers", "relayed_status", "upstream_error_body", "upstream_user_id",
            "context_role_for", "assistant_text"]  # fmt: skip
 
 log = logging.getLogger("p13n.serving")
-JSON = "application/json"
 RELAYED = ("retry-after", "retry-after-ms", "x-request-id")
 RELAYED_PREFIXES = ("x-ratelimit-", "openai-")
 
@@ -85,10 +85,7 @@ def upstream_error_body(status: int, data: bytes) -> bytes:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict) and "message" in parsed["error"]:
         return data
     text = data[:300].decode("utf-8", errors="replace").strip() or "(empty body)"
-    return msgspec.json.encode({"error": {"message": f"upstream LLM answered {status}: {text}",
-                                          "type": ERROR_TYPES.get(status, "api_error" if status >= 500 else
-                                                                  "invalid_request_error"),
-                                          "param": None, "code": "upstream_error"}})  # fmt: skip
+    return ApiError(status, f"upstream LLM answered {status}: {text}", code="upstream_error").body()
 
 
 def upstream_user_id(serving: ServingConfig, tenant: str, user_id: str) -> str | None:
@@ -240,7 +237,7 @@ class Upstream:
                     error = (self._timeout_error(started) if isinstance(exc, asyncio.TimeoutError) else
                              UpstreamUnavailable(f"upstream LLM failed mid-stream: {type(exc).__name__}"))  # fmt: skip
                     log.warning("upstream LLM failed mid-stream: %s", error)
-                    yield b"\n\ndata: " + msgspec.json.encode(error_body(error)) + b"\n\ndata: [DONE]\n\n"
+                    yield b"\n\ndata: " + ApiError.of(error).body() + b"\n\ndata: [DONE]\n\n"
                     seen = None
                 finally:
                     upstream.release()

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -149,11 +150,12 @@ async def request_path_answers(config: Config, interests: dict, items: list[byte
                                                   budget_ms=10_000, now_ms=NOW_MS)  # fmt: skip
                 rewritten = await personalizer.rewrite(tenant, user, [{"role": "user", "content": "what next?"}],
                                                        max_tokens=256, budget_ms=10_000, now_ms=NOW_MS)  # fmt: skip
-                for answer in (scored, rewritten):
+                for answer in (scored, rewritten):  # compared in their JSON types, as the API sends them
+                    answer = msgspec.to_builtins(answer)
                     answer.pop("timings_ms")
                     out.append(answer)
-            empty = await personalizer.score(tenant, users[0], [], k=None, explain=False, budget_ms=10_000,
-                                             now_ms=NOW_MS)
+            empty = msgspec.to_builtins(await personalizer.score(tenant, users[0], [], k=None, explain=False,
+                                                                 budget_ms=10_000, now_ms=NOW_MS))  # fmt: skip
             empty.pop("timings_ms")
             out.append(empty)
     finally:
@@ -250,7 +252,7 @@ def test_request_path_degrades_while_a_master_is_down_and_recovers(config, clust
                                               budget_ms=budget_ms, now_ms=NOW_MS)  # fmt: skip
             rewritten = await personalizer.rewrite(tenant, user, [{"role": "user", "content": "hi"}], max_tokens=128,
                                                    budget_ms=budget_ms, now_ms=NOW_MS)  # fmt: skip
-            return [scored["degraded"], rewritten["degraded"]]
+            return [scored.degraded, rewritten.degraded]
 
         try:
             assert await answers() == [[], []]

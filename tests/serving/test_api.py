@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -13,6 +16,7 @@ from features.encoder.runtime import Encoder, default_encoder_dir
 from features.core.personalize import CandidateIn
 from features.core.prompt import rewrite_messages
 from p13n.clock import now_ms as wall_ms
+from p13n.demo import QUESTION
 from p13n.devstack import wait_until
 from tests.serving.reference import context_for, score_candidates
 from tests.serving.test_metric_names import promtool_problems
@@ -168,6 +172,31 @@ def test_tiny_budget_is_answered_in_time_and_degraded(api, seeded):
         assert status == 200 and len(body["items"]) == 100
         assert body["degraded"], body
         assert body["timings_ms"]["total"] <= budget + 5
+
+
+def test_the_demo_shows_a_degraded_answer_as_it_is(api, seeded):
+    """``p13n demo`` prints what the API answered from a lower rung (candidates in catalog order, score 0, no
+    ``features``; the prompt unchanged) and what it skipped, instead of failing on the missing ``features``.
+    A budget under the 1 ms every stage keeps to answer back degrades both requests, every time."""
+    from rich.console import Console
+
+    from p13n.demo import Client, _show_user
+
+    user = a_user(seeded)
+    data = dataclasses.replace(seeded.data["shop"], items=seeded.data["shop"].items[:100])  # this Serve takes 300
+    out = io.StringIO()
+    _show_user(Console(file=out, width=200, color_system=None), Client(api.url, "key-shop"), seeded.config, data,
+               user, budget_ms=0.5)  # fmt: skip
+    shown = out.getvalue()
+    flat = " ".join(shown.split())  # a title may wrap at the table's width
+    lower_rung = r"[\d.]+ ms; degraded: (redis_timeout|deadline_exceeded)\)"
+    assert re.search(rf"top 5 of {len(data.items)} catalog items \({lower_rung}", flat), shown
+    assert re.search(rf"POST /v1/rewrite: prompt after \({lower_rung}", flat), shown
+    rows = [next(line for line in shown.splitlines() if f" {i['item_id']} " in line) for i in data.items[:5]]
+    assert all(" 0.000 " in row for row in rows), shown  # the catalog's first five, in its order, score 0
+    assert [shown.index(row) for row in rows] == sorted(shown.index(row) for row in rows)
+    assert not re.search(r"\w=-?\d+\.\d\d", shown), "a degraded answer has no features to explain"
+    assert shown.count(QUESTION) == 2 and "<user_context>" not in shown, "the prompt after is the prompt before"
 
 
 def test_events_endpoint_validates_and_produces(api, seeded):

@@ -1,6 +1,7 @@
 """Memories on the request path: the consumer folds messages, the Personalizer recalls them into the prompt.
 
-The Personalizer is called directly (no Serve instance): the HTTP layer only passes ``context`` through.
+The Personalizer is called directly (no Serve instance): the HTTP layer only passes ``context`` through, so
+its answers are checked in their JSON types (``msgspec.to_builtins``: what the API encodes).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import json
 import random
 
+import msgspec
 import pytest
 
 from features.encoder.runtime import Encoder, default_encoder_dir
@@ -55,7 +57,7 @@ def _run(config, coroutine_of):
     async def main():
         personalizer = Personalizer(config, encode, encoder.count_tokens, dim=encoder.dimension)
         try:
-            return await coroutine_of(personalizer)
+            return msgspec.to_builtins(await coroutine_of(personalizer))
         finally:
             await personalizer.close()
 
