@@ -23,7 +23,8 @@ import redis.exceptions as _redis_errors
 from p13n.config import RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "redacted_url"]
+__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "redacted_url",
+           "zset_listpack_entries", "covisit_rows_warning"]
 
 #: redis-py's errors that mean "Redis cannot serve this right now; retry later or answer degraded", a
 #: Redis Cluster's included: refused or reset connections, timeouts, LOADING while a restarted server reads
@@ -129,3 +130,42 @@ def check_redis(config: RedisConfig) -> None:
         raise ConfigError(f"redis.url: {redacted_url(config.url)} answered with an error ({exc})") from exc
     finally:
         client.close()
+
+
+def zset_listpack_entries(client) -> int | None:
+    """The server's ``zset-max-listpack-entries`` (``zset-max-ziplist-entries`` before Redis 7): sorted sets of
+    at most this many members are kept as a compact listpack. The smallest over every node of a Redis
+    Cluster client; None when the server does not say (CONFIG refused or renamed, as some managed services
+    do, or Redis unreachable: the consumer's loop deals with that)."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    values: list[str] = []
+    for name in ("zset-max-listpack-entries", "zset-max-ziplist-entries"):
+        try:
+            if isinstance(client, RedisCluster):
+                replies = list(client.config_get(name, target_nodes=RedisCluster.ALL_NODES).values())
+            else:
+                replies = [client.config_get(name)]
+        except (redis.ResponseError, *REDIS_UNAVAILABLE):
+            return None
+        values = [v for reply in replies if isinstance(reply, dict) for k, v in reply.items() if k in (name, name.encode())]
+        if values:
+            break
+    try:
+        return min(int(v) for v in values) if values else None
+    except ValueError:
+        return None
+
+
+def covisit_rows_warning(client, top_m: int) -> str | None:
+    """What to tell an operator whose Redis keeps co-visitation rows of ``top_m`` members
+    (``state.covisit_top_m``) as skiplists: ~7x the bytes of a listpack at 500 members (52 KB against
+    7 KB per row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or the server
+    does not say (:func:`zset_listpack_entries`)."""
+    entries = zset_listpack_entries(client)
+    if entries is None or entries >= top_m:
+        return None
+    return (f"Redis zset-max-listpack-entries is {entries}, below state.covisit_top_m = {top_m}: co-visitation rows "
+            f"past {entries} neighbours become skiplists (~100 B per neighbour instead of ~14 B); set "
+            f"zset-max-listpack-entries to at least {top_m} in the Redis configuration (README: Redis settings)")
