@@ -160,12 +160,12 @@ def zset_listpack_entries(client) -> int | None:
 
 def covisit_rows_warning(client, top_m: int) -> str | None:
     """What to tell an operator whose Redis keeps co-visitation rows of ``top_m`` members
-    (``state.covisit_top_m``) as skiplists: ~7x the bytes of a listpack at 500 members (52 KB against
-    7 KB per row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or the server
+    (``state.covisit_top_m``) as skiplists: ~11x the bytes of a listpack at 500 members (33 KB against
+    3 KB per MovieLens row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or the server
     does not say (:func:`zset_listpack_entries`)."""
     entries = zset_listpack_entries(client)
     if entries is None or entries >= top_m:
         return None
     return (f"Redis zset-max-listpack-entries is {entries}, below state.covisit_top_m = {top_m}: co-visitation rows "
-            f"past {entries} neighbours become skiplists (~100 B per neighbour instead of ~14 B); set "
+            f"past {entries} neighbours become skiplists (~65-105 B per neighbour instead of ~6-14 B); set "
             f"zset-max-listpack-entries to at least {top_m} in the Redis configuration (README: Redis settings)")

@@ -156,13 +156,13 @@ class StateConfig(_Section):
         int, Meta(ge=1, le=200),
         _doc("Preceding history items paired with a new item (bounded by history_size; each pair costs the "
              "consumer's Redis ~2 updates: `p13n bench ingest`)."),
-    ] = 20  # with rows of 500: MovieLens validation NDCG@10 of co-visitation alone 0.488 -> 0.554 (window 5, rows of 100)
+    ] = 5  # 20 with rows of 500 ranks better on MovieLens at 2-5x the Redis CPU: benchmarks/movielens.toml
     covisit_top_m: Annotated[
         int, Meta(ge=1, le=1000),
         _doc("Co-visited items kept per item: a Space-Saving summary (a new neighbour of a full row replaces the "
              "weakest and inherits its count). Redis keeps a row as a compact listpack while it has at most "
              "`zset-max-listpack-entries` members (default 128; set it to 512, README: Redis settings)."),
-    ] = 500
+    ] = 100
     vector_dtype: Annotated[str, Meta(pattern="^(float32|float16)$"), _doc("Storage type of item vectors.")] = "float32"
 
     def __post_init__(self) -> None:

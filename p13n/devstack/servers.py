@@ -42,7 +42,7 @@ def redis_server_binary(choice: str = "auto") -> str:
 
 
 #: Sorted sets of up to this many members stay listpack-encoded (Redis' default is 128): a co-visitation row
-#: of ``state.covisit_top_m`` = 500 neighbours takes ~7 KB as a listpack against ~52 KB as a skiplist
+#: of ``state.covisit_top_m`` = 500 MovieLens neighbours takes ~3 KB as a listpack against ~33 KB as a skiplist
 #: (``MEMORY USAGE``, benchmarks/QUALITY-EXPERIMENTS.md). Production Redis needs the same setting
 #: (README, k8s/overlays/dev/redis.yaml); ``p13n consume`` warns when it is lower than the row size.
 ZSET_LISTPACK_ENTRIES = 512
