@@ -143,13 +143,15 @@ def zset_listpack_entries(client) -> int | None:
     values: list[str] = []
     for name in ("zset-max-listpack-entries", "zset-max-ziplist-entries"):
         try:
-            if isinstance(client, RedisCluster):
-                replies = list(client.config_get(name, target_nodes=RedisCluster.ALL_NODES).values())
+            if isinstance(client, RedisCluster):  # node -> reply, or the reply alone when there is one node
+                reply = client.config_get(name, target_nodes=RedisCluster.ALL_NODES)
             else:
-                replies = [client.config_get(name)]
+                reply = client.config_get(name)
         except (redis.ResponseError, *REDIS_UNAVAILABLE):
             return None
-        values = [v for reply in replies if isinstance(reply, dict) for k, v in reply.items() if k in (name, name.encode())]
+        keys = (name, name.encode())
+        replies = [reply] if any(k in reply for k in keys) else list(reply.values())
+        values = [v for r in replies if isinstance(r, dict) for k, v in r.items() if k in keys]
         if values:
             break
     try:
@@ -161,8 +163,8 @@ def zset_listpack_entries(client) -> int | None:
 def covisit_rows_warning(client, top_m: int) -> str | None:
     """What to tell an operator whose Redis keeps co-visitation rows of ``top_m`` members
     (``state.covisit_top_m``) as skiplists: ~11x the bytes of a listpack at 500 members (33 KB against
-    3 KB per MovieLens row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or the server
-    does not say (:func:`zset_listpack_entries`)."""
+    3 KB per MovieLens row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or
+    the server does not say (:func:`zset_listpack_entries`)."""
     entries = zset_listpack_entries(client)
     if entries is None or entries >= top_m:
         return None
