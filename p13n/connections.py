@@ -23,7 +23,8 @@ import redis.exceptions as _redis_errors
 from p13n.config import RedisConfig
 from p13n.errors import ConfigError
 
-__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "redacted_url"]
+__all__ = ["redis_client", "async_redis_client", "REDIS_UNAVAILABLE", "check_redis", "redacted_url",
+           "zset_listpack_entries", "covisit_rows_warning"]
 
 #: redis-py's errors that mean "Redis cannot serve this right now; retry later or answer degraded", a
 #: Redis Cluster's included: refused or reset connections, timeouts, LOADING while a restarted server reads
@@ -129,3 +130,44 @@ def check_redis(config: RedisConfig) -> None:
         raise ConfigError(f"redis.url: {redacted_url(config.url)} answered with an error ({exc})") from exc
     finally:
         client.close()
+
+
+def zset_listpack_entries(client) -> int | None:
+    """The server's ``zset-max-listpack-entries`` (``zset-max-ziplist-entries`` before Redis 7): sorted sets of
+    at most this many members are kept as a compact listpack. The smallest over every node of a Redis
+    Cluster client; None when the server does not say (CONFIG refused or renamed, as some managed services
+    do, or Redis unreachable: the consumer's loop deals with that)."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    values: list[str] = []
+    for name in ("zset-max-listpack-entries", "zset-max-ziplist-entries"):
+        try:
+            if isinstance(client, RedisCluster):  # node -> reply, or the reply alone when there is one node
+                reply = client.config_get(name, target_nodes=RedisCluster.ALL_NODES)
+            else:
+                reply = client.config_get(name)
+        except (redis.ResponseError, *REDIS_UNAVAILABLE):
+            return None
+        keys = (name, name.encode())
+        replies = [reply] if any(k in reply for k in keys) else list(reply.values())
+        values = [v for r in replies if isinstance(r, dict) for k, v in r.items() if k in keys]
+        if values:
+            break
+    try:
+        return min(int(v) for v in values) if values else None
+    except ValueError:
+        return None
+
+
+def covisit_rows_warning(client, top_m: int) -> str | None:
+    """What to tell an operator whose Redis keeps co-visitation rows of ``top_m`` members
+    (``state.covisit_top_m``) as skiplists: ~11x the bytes of a listpack at 500 members (33 KB against
+    3 KB per MovieLens row, benchmarks/QUALITY-EXPERIMENTS.md). None when the setting covers ``top_m`` or
+    the server does not say (:func:`zset_listpack_entries`)."""
+    entries = zset_listpack_entries(client)
+    if entries is None or entries >= top_m:
+        return None
+    return (f"Redis zset-max-listpack-entries is {entries}, below state.covisit_top_m = {top_m}: co-visitation rows "
+            f"past {entries} neighbours become skiplists (~65-105 B per neighbour instead of ~6-14 B); set "
+            f"zset-max-listpack-entries to at least {top_m} in the Redis configuration (README: Redis settings)")

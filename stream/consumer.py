@@ -335,10 +335,13 @@ def run_consumer(config: Config, *, stop: threading.Event, metrics_port: int | N
     """Build everything from configuration and run the loop (used by ``p13n consume``)."""
     from features.encoder.runtime import Encoder
     from features.redis.store import RedisStore
-    from p13n.connections import redis_client
+    from p13n.connections import covisit_rows_warning, redis_client
 
     encoder = Encoder.for_consumer(config.encoder)
     store = RedisStore(redis_client(config.redis), config, dim=encoder.dimension)
+    warning = covisit_rows_warning(store.client, config.state.covisit_top_m)
+    if warning is not None:
+        log.warning(warning)
     crash = CrashPoints.from_env()  # recovery tests only: off unless P13N_CRASH_AT is set
     processor = BatchProcessor(store, config, encoder.encode, crash=crash)
     metrics = ConsumerMetrics()

@@ -14,7 +14,8 @@ key                             type    holds
 ``P:{T:g}:meta``                hash    ``landmark`` of the popularity decay
 ``P:{T:g}:off``                 hash    partition -> last offset whose global deltas are applied
 ``P:{T:g}:cv:<item>``           zset    co-visited items of ``item``: a Space-Saving summary of at most
-                                        ``state.covisit_top_m`` members (listpack-encoded up to 128)
+                                        ``state.covisit_top_m`` members (a compact listpack while the
+                                        server's ``zset-max-listpack-entries`` covers it: README)
 ``P:{T:g}:cvn``                 hash    item -> occurrences ``n`` (co-visitation's cosine normalisation)
 ``P:{T:i<shard>}``              hash    items: ``v:<id>`` vector bytes, ``m:<id>`` text+attributes
 ==============================  ======  =====================================================

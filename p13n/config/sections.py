@@ -156,11 +156,12 @@ class StateConfig(_Section):
         int, Meta(ge=1, le=200),
         _doc("Preceding history items paired with a new item (bounded by history_size; each pair costs the "
              "consumer's Redis ~2 updates: `p13n bench ingest`)."),
-    ] = 5
+    ] = 5  # 20 with rows of 500 ranks better on MovieLens at 2-5x the Redis CPU: benchmarks/movielens.toml
     covisit_top_m: Annotated[
         int, Meta(ge=1, le=1000),
         _doc("Co-visited items kept per item: a Space-Saving summary (a new neighbour of a full row replaces the "
-             "weakest and inherits its count). Up to 128 Redis keeps a row as a listpack, ~15 B per neighbour."),
+             "weakest and inherits its count). Redis keeps a row as a compact listpack while it has at most "
+             "`zset-max-listpack-entries` members (default 128; set it to 512, README: Redis settings)."),
     ] = 100
     vector_dtype: Annotated[str, Meta(pattern="^(float32|float16)$"), _doc("Storage type of item vectors.")] = "float32"
 

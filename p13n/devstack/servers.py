@@ -41,12 +41,20 @@ def redis_server_binary(choice: str = "auto") -> str:
     return found
 
 
+#: Sorted sets of up to this many members stay listpack-encoded (Redis' default is 128): a co-visitation row
+#: of ``state.covisit_top_m`` = 500 MovieLens neighbours takes ~3 KB as a listpack against ~33 KB as a skiplist
+#: (``MEMORY USAGE``, benchmarks/QUALITY-EXPERIMENTS.md). Production Redis needs the same setting
+#: (README, k8s/overlays/dev/redis.yaml); ``p13n consume`` warns when it is lower than the row size.
+ZSET_LISTPACK_ENTRIES = 512
+
+
 def redis_argv(binary: str, port: int, directory: Path, *, durable: bool = False) -> list[str]:
     """Command line of a local Redis-compatible server; ``durable`` fsyncs an append-only file on every
-    write, so the server can be killed and restarted without losing acknowledged writes."""
+    write, so the server can be killed and restarted without losing acknowledged writes. Co-visitation rows
+    stay compact listpacks up to :data:`ZSET_LISTPACK_ENTRIES` members."""
     persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--save", "",
-            *persistence, "--dir", str(directory)]  # fmt: skip
+            "--zset-max-listpack-entries", str(ZSET_LISTPACK_ENTRIES), *persistence, "--dir", str(directory)]  # fmt: skip
 
 
 def kafka_broker_binary() -> str:

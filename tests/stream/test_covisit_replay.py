@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from features.evaluation.replay import replay
 from features.core.events import parse_event
 from features.core.signals import CoVisitation
 from features.redis.store import RedisStore
+from p13n.connections import covisit_rows_warning, zset_listpack_entries
+from p13n.devstack.servers import ZSET_LISTPACK_ENTRIES
 from p13n.importers import import_movielens
 from stream.processing import BatchProcessor
 from stream.records import records_from_lines
@@ -39,3 +43,24 @@ def test_eval_covisitation_equals_what_the_consumer_stores(config, redis_client,
     assert offline.occurrences(items).sum() == len(events)  # every rating counts, a low one too
     widest = max(len(r) for r in rows.values())
     assert 100 < widest < config.state.covisit_top_m  # the wide window pairs many items, and no row is full
+
+
+def test_full_covisit_rows_stay_compact_and_the_consumer_checks_the_redis_setting(config, redis_client):
+    """A row of ``state.covisit_top_m`` neighbours stays a listpack on a server started as the dev stack starts
+    it (``zset-max-listpack-entries`` 512); the consumer's start-up check names a setting below the row size."""
+    top_m = config.state.covisit_top_m
+    entries = zset_listpack_entries(redis_client)
+    assert entries is not None
+    if "P13N_REDIS_URL" not in os.environ:  # the session's own server, started by redis_argv
+        assert entries == ZSET_LISTPACK_ENTRIES >= top_m
+    store = RedisStore(redis_client, config, dim=4)
+    assert store.apply_globals("default", 0, 0, [], [("x", f"item-{i:05d}") for i in range(top_m + 7)])
+    row = store.keys.covisit("default", "x")
+    assert redis_client.zcard(row) == top_m  # bounded: the 7 extra neighbours replaced the weakest
+    encoding = redis_client.object("encoding", row)
+    assert encoding == (b"listpack" if entries >= top_m else b"skiplist")
+    if entries >= top_m:
+        assert covisit_rows_warning(redis_client, top_m) is None
+        assert redis_client.memory_usage(row, samples=0) < 20 * top_m  # ~14 B per 10-character neighbour
+    warning = covisit_rows_warning(redis_client, entries + 1)
+    assert warning is not None and f"zset-max-listpack-entries is {entries}" in warning
