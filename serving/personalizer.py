@@ -29,7 +29,7 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
 from features.core.personalize import CandidateIn, needs_text_vectors, rank_candidates
-from features.core.signals import cosine
+from features.core.covisit_cache import CovisitTable
 from features.core.prompt import TokenCounter, build_context, query_text, rewrite_messages
 from features.core.memory_codec import MemoryFormatError, decode_memories
 from features.core.memory_retrieval import PackedMemories, RetrievalSpec
@@ -70,6 +70,17 @@ def _redis_reason(exc: BaseException) -> str:
     return "redis_timeout" if isinstance(exc, StageTimeout) else "redis_unavailable"
 
 
+def _score_pairs(reply: list) -> tuple[list[str], list[float]]:
+    """(members, scores) of a raw ``ZRANGE … WITHSCORES`` reply: RESP3 pairs or RESP2's flat list.
+
+    >>> _score_pairs([[b"a", 2.0], [b"b", 1.0]]), _score_pairs([b"a", b"2", b"b", b"1"])
+    ((['a', 'b'], [2.0, 1.0]), (['a', 'b'], [2.0, 1.0]))
+    """
+    if reply and isinstance(reply[0], list):
+        return [m.decode() for m, _ in reply], [float(score) for _, score in reply]
+    return [m.decode() for m in reply[0::2]], [float(score) for score in reply[1::2]]
+
+
 class Personalizer:
     """Request-path logic; ``encode(text, remaining_ms)`` is the async query encoder (local batcher or the
     Encoder deployment); it may refuse at once when it could not finish in time."""
@@ -85,9 +96,8 @@ class Personalizer:
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
-        self.covisit_rows: TtlCache[str, dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
+        self.covisit: dict[str, CovisitTable] = {}  # tenant -> its co-visitation rows and counts
         self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
-        self.covisit_n: TtlCache[str, float] = TtlCache(200_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -106,44 +116,33 @@ class Personalizer:
             self.items.put(f"{tenant}\0{item_id}", info)
         return user, {**cached, **fetched}, popularity
 
+    def _covisit_table(self, tenant: str) -> CovisitTable:
+        table = self.covisit.get(tenant)
+        if table is None or table.full:  # a fresh table: requests in flight keep the ids of the old one
+            table = self.covisit[tenant] = CovisitTable(COVISIT_TTL_S)
+        return table
+
     async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
         """Cosine co-visitation (:func:`~features.core.signals.cosine`); each anchor's (top-M bounded) row and
-        each item's occurrence count are cached for ``COVISIT_TTL_S``, so hot anchors and items cost no round trip."""
+        each item's occurrence count are held for ``COVISIT_TTL_S`` (:class:`~features.core.covisit_cache.CovisitTable`),
+        so hot anchors and items cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
-        rows: dict[str, dict[str, float]] = {}
-        missing = []
-        for anchor in anchors:
-            row = self.covisit_rows.get(f"{tenant}\0{anchor}")
-            if row is None:
-                missing.append(anchor)
-            else:
-                rows[anchor] = row
-        counted: dict[str, float] = {}
-        uncounted = []
-        for item in dict.fromkeys([*anchors, *ids]):
-            n = self.covisit_n.get(f"{tenant}\0{item}")
-            if n is None:
-                uncounted.append(item)
-            else:
-                counted[item] = n
+        table = self._covisit_table(tenant)
+        missing = table.stale_rows(anchors)
+        uncounted = table.stale_counts([*anchors, *ids])
         if missing or uncounted:
             pipe = self.client.pipeline(transaction=False)
-            for anchor in missing:
-                pipe.zrange(self.store.keys.covisit(tenant, anchor), 0, -1, withscores=True)
+            for anchor in missing:  # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score (RESP3)
+                pipe.execute_command("ZRANGE", self.store.keys.covisit(tenant, anchor), 0, -1, "WITHSCORES")
             if uncounted:
                 pipe.hmget(self.store.keys.covisit_counts(tenant), uncounted)
             replies = await pipe.execute()
-            for anchor, pairs in zip(missing, replies):
-                row = {member.decode(): float(score) for member, score in pairs}
-                self.covisit_rows.put(f"{tenant}\0{anchor}", row)
-                rows[anchor] = row
+            for anchor, reply in zip(missing, replies):
+                table.put_row(anchor, *_score_pairs(reply))
             if uncounted:
-                for item, n in zip(uncounted, replies[len(missing)]):
-                    counted[item] = float(n) if n is not None else 0.0
-                    self.covisit_n.put(f"{tenant}\0{item}", counted[item])
-        counts = np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
-        return cosine(counts, np.array([counted[a] for a in anchors]), np.array([counted[i] for i in ids]))
+                table.put_counts(uncounted, replies[len(missing)])
+        return table.cosine(anchors, ids)
 
     async def _user_and_history(self, tenant: str, user_id: str):
         """(user state or None, its history's items, its stored memories' bytes or None)."""
