@@ -226,7 +226,13 @@ class Personalizer:
         """Run stages concurrently within the deadline: (results, failures) — a failed or late stage is
         absent from the results and named in the failures."""
         names = list(tasks)
-        results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
+        if len(names) == 1:  # awaited in place: gather would wrap it in a task (more trips through the event loop)
+            try:
+                results: list = [await within(deadline, names[0], tasks[names[0]])]
+            except Exception as exc:  # as gather(return_exceptions=True) returns it; a cancellation propagates
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
         out: dict = {}
         failed: dict[str, BaseException] = {}
         for name, result in zip(names, results):
