@@ -129,8 +129,10 @@ class Personalizer:
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
         table = self._covisit_table(tenant)
+        items = [*anchors, *ids]
+        item_ids = table.ids(items)
         missing = table.stale_rows(anchors)
-        uncounted = table.stale_counts([*anchors, *ids])
+        uncounted = table.stale_counts(items, item_ids)
         if missing or uncounted:
             pipe = self.client.pipeline(transaction=False)
             for anchor in missing:  # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score (RESP3)
@@ -142,7 +144,7 @@ class Personalizer:
                 table.put_row(anchor, *_score_pairs(reply))
             if uncounted:
                 table.put_counts(uncounted, replies[len(missing)])
-        return table.cosine(anchors, ids)
+        return table.cosine(anchors, ids, item_ids)
 
     async def _user_and_history(self, tenant: str, user_id: str):
         """(user state or None, its history's items, its stored memories' bytes or None)."""

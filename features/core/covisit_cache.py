@@ -53,6 +53,7 @@ class CovisitTable:
         self._ids: dict[str, int] = {}
         self._n = np.zeros(1024, dtype=np.float64)  # occurrence count by item id
         self._n_at = np.full(1024, -np.inf)  # when it was read (clock seconds); -inf: never
+        self._column = np.full(1024, -1, dtype=_ID)  # scratch of _counts: item id -> candidate column
         self._rows: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}  # anchor id -> (read at, ids, counts)
 
     @property
@@ -63,16 +64,17 @@ class CovisitTable:
     def ids(self, items: Sequence[str]) -> np.ndarray:
         """Integer ids of ``items`` (new items get the next ids), shape (len(items),)."""
         known = self._ids
-        out = [known.get(item, -1) for item in items]
-        if -1 in out:
+        out = list(map(known.get, items))
+        if None in out:
             for n, item in enumerate(items):
-                if out[n] == -1:
+                if out[n] is None:
                     out[n] = known.setdefault(item, len(known))
             if len(known) > self._n.size:
                 grow = max(len(known), 2 * self._n.size) - self._n.size
                 self._n = np.concatenate([self._n, np.zeros(grow)])
                 self._n_at = np.concatenate([self._n_at, np.full(grow, -np.inf)])
-        return np.array(out, dtype=_ID)
+                self._column = np.concatenate([self._column, np.full(grow, -1, dtype=_ID)])
+        return np.fromiter(out, dtype=_ID, count=len(out))
 
     def stale_rows(self, anchors: Sequence[str]) -> list[str]:
         """The anchors whose row is not held or older than ``ttl_s``."""
@@ -85,11 +87,12 @@ class CovisitTable:
                 out.append(anchor)
         return out
 
-    def stale_counts(self, items: Sequence[str]) -> list[str]:
-        """The distinct ``items`` whose occurrence count is not held or older than ``ttl_s``, in order."""
-        unique = list(dict.fromkeys(items))
-        stale = self._n_at[self.ids(unique)] < self.clock() - self.ttl_s
-        return [item for item, old in zip(unique, stale.tolist()) if old]
+    def stale_counts(self, items: Sequence[str], ids: np.ndarray | None = None) -> list[str]:
+        """The distinct ``items`` (with their :meth:`ids`, when known) whose occurrence count is not held or older
+        than ``ttl_s``, in order."""
+        ids = self.ids(items) if ids is None else ids
+        stale = np.flatnonzero(self._n_at[ids] < self.clock() - self.ttl_s)
+        return list(dict.fromkeys(items[n] for n in stale.tolist())) if stale.size else []
 
     def put_row(self, anchor: str, members: Sequence[str], counts: Sequence[float]) -> None:
         """Hold ``anchor``'s row: its neighbours and their co-visitation counts (aligned)."""
@@ -108,23 +111,34 @@ class CovisitTable:
     def counts(self, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """Co-visitation counts ``c(a, x)``, shape (len(anchors), len(candidates)); an anchor without a held
         row counts 0 everywhere."""
-        out = np.zeros((len(anchors), len(candidates)), dtype=np.float64)
-        rows = [self._rows.get(a) for a in self.ids(anchors).tolist()]
-        held = [(n, row) for n, row in enumerate(rows) if row is not None and row[1].size]
-        if not held or not len(candidates):
+        return self._counts(self.ids(anchors), self.ids(candidates))
+
+    def _counts(self, anchor_ids: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
+        out = np.zeros((anchor_ids.size, candidate_ids.size), dtype=np.float64)
+        rows = self._rows
+        held = [(n, row) for n, row in enumerate(map(rows.get, anchor_ids.tolist())) if row is not None]
+        if not held or not candidate_ids.size:
             return out
-        unique, column = np.unique(self.ids(candidates), return_inverse=True)  # duplicates share one column
         members = np.concatenate([row[1] for _, row in held])
         values = np.concatenate([row[2] for _, row in held])
-        row_of = np.repeat([n for n, _ in held], [row[1].size for _, row in held])
-        at = np.minimum(np.searchsorted(unique, members), unique.size - 1)
-        hit = unique[at] == members
-        dense = np.zeros((len(anchors), unique.size), dtype=np.float64)
-        dense[row_of[hit], at[hit]] = values[hit]
-        out[:] = dense[:, column]
+        row_of = np.repeat(np.array([n for n, _ in held]), np.array([row[1].size for _, row in held]))
+        column = self._column  # -1 everywhere between calls; the candidates' columns during this one
+        column[candidate_ids] = np.arange(candidate_ids.size, dtype=_ID)
+        try:
+            at = column[members]
+            winner = column[candidate_ids]  # a duplicate candidate: the last of its columns
+        finally:
+            column[candidate_ids] = -1
+        hit = at >= 0
+        out[row_of[hit], at[hit]] = values[hit]
+        if (winner != np.arange(winner.size)).any():
+            out = out[:, winner]  # every copy of a duplicate gets its counts
         return out
 
-    def cosine(self, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        """:func:`~features.core.signals.cosine` of :meth:`counts` with the held occurrence counts."""
-        n = self._n[self.ids([*anchors, *candidates])]
-        return cosine(self.counts(anchors, candidates), n[: len(anchors)], n[len(anchors) :])
+    def cosine(self, anchors: Sequence[str], candidates: Sequence[str], ids: np.ndarray | None = None) -> np.ndarray:
+        """:func:`~features.core.signals.cosine` of :meth:`counts` with the held occurrence counts; ``ids``: the
+        :meth:`ids` of ``[*anchors, *candidates]`` when known."""
+        ids = self.ids([*anchors, *candidates]) if ids is None else ids
+        n = self._n[ids]
+        a = len(anchors)
+        return cosine(self._counts(ids[:a], ids[a:]), n[:a], n[a:])
