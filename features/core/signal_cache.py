@@ -1,18 +1,24 @@
-"""Co-visitation rows and occurrence counts held in process as arrays, trusted for a bounded time.
+"""A tenant's global signals held in process as arrays, trusted for a bounded time: co-visitation rows and
+occurrence counts, and item popularity.
 
 The request path weighs the cosine co-visitation ``c(a, x) / sqrt(n(a)·n(x))`` of up to
 ``scoring.covisit_anchors`` (30) anchors against ~100 candidates. Built from per-anchor dicts that is
 ~3,000 dict look-ups per request (~1 ms of CPU on the 2-core machine); here items get integer ids once,
 a row is two arrays (its neighbours' ids and their counts) and the matrix is filled by one
-``searchsorted`` over all rows together (:meth:`CovisitTable.counts`).
+``searchsorted`` over all rows together (:meth:`SignalTable.counts`).
 
-Nothing here reads Redis: the caller asks which rows and counts are missing or older than ``ttl_s``
-(:meth:`CovisitTable.stale_rows`, :meth:`CovisitTable.stale_counts`), fetches them, and puts them back.
+Popularity is held as Redis stores it: forward-decayed scores relative to the tenant's landmark
+(:class:`~features.core.signals.Popularity`), trusted for ``popularity_ttl_s``; scores read against another
+landmark (a rescale) drop every held score. ``ZMSCORE`` of ~100 candidates was ~8% of a request's CPU.
+
+Nothing here reads Redis: the caller asks which rows, counts and scores are missing or older than their
+time to live (:meth:`SignalTable.stale_rows`, :meth:`SignalTable.stale_counts`,
+:meth:`SignalTable.stale_popularity`), fetches them, and puts them back.
 A table holds at most ``max_items`` item ids and ``max_rows`` rows: past ``max_items`` the owner starts a
-fresh table (:meth:`CovisitTable.full`), so ids held by a request still in flight stay valid in the old one.
+fresh table (:meth:`SignalTable.full`), so ids held by a request still in flight stay valid in the old one.
 
 >>> now = [0.0]
->>> table = CovisitTable(ttl_s=30, clock=lambda: now[0])
+>>> table = SignalTable(ttl_s=30, clock=lambda: now[0])
 >>> table.stale_rows(["a"]), table.stale_counts(["a", "x", "y"])
 (['a'], ['a', 'x', 'y'])
 >>> table.put_row("a", ["x", "z"], [2.0, 5.0]); table.put_counts(["a", "x", "y"], [4.0, 1.0, None])
@@ -34,19 +40,24 @@ import numpy as np
 
 from features.core.signals import cosine
 
-__all__ = ["CovisitTable"]
+__all__ = ["SignalTable"]
 
 _ID = np.int32
 
 
-class CovisitTable:
+class SignalTable:
     """One tenant's co-visitation rows (anchor → neighbours' counts) and occurrence counts ``n``."""
 
-    def __init__(self, ttl_s: float, *, max_items: int = 500_000, max_rows: int = 50_000,
+    def __init__(self, ttl_s: float, *, popularity_ttl_s: float = 0.0, max_items: int = 500_000, max_rows: int = 50_000,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        if ttl_s < 0 or max_items < 1 or max_rows < 1:
-            raise ValueError(f"ttl_s >= 0, max_items >= 1 and max_rows >= 1 expected, got {ttl_s}, {max_items}, {max_rows}")
+        if ttl_s < 0 or popularity_ttl_s < 0 or max_items < 1 or max_rows < 1:
+            raise ValueError(f"ttl_s >= 0, popularity_ttl_s >= 0, max_items >= 1 and max_rows >= 1 expected, got "
+                             f"{ttl_s}, {popularity_ttl_s}, {max_items}, {max_rows}")  # fmt: skip
         self.ttl_s = ttl_s
+        self.popularity_ttl_s = popularity_ttl_s
+        self._pop = np.zeros(1024, dtype=np.float64)  # stored popularity score by item id (0: none)
+        self._pop_at = np.full(1024, -np.inf)
+        self._landmark: float | None = None  # the landmark the held scores are relative to
         self.max_items = max_items
         self.max_rows = max_rows
         self.clock = clock
@@ -74,6 +85,8 @@ class CovisitTable:
                 self._n = np.concatenate([self._n, np.zeros(grow)])
                 self._n_at = np.concatenate([self._n_at, np.full(grow, -np.inf)])
                 self._column = np.concatenate([self._column, np.full(grow, -1, dtype=_ID)])
+                self._pop = np.concatenate([self._pop, np.zeros(grow)])
+                self._pop_at = np.concatenate([self._pop_at, np.full(grow, -np.inf)])
         return np.fromiter(out, dtype=_ID, count=len(out))
 
     def stale_rows(self, anchors: Sequence[str]) -> list[str]:
@@ -107,6 +120,30 @@ class CovisitTable:
         ids = self.ids(items)
         self._n[ids] = [0.0 if c is None else float(c) for c in counts]
         self._n_at[ids] = self.clock()
+
+    def stale_popularity(self, items: Sequence[str], ids: np.ndarray) -> list[str]:
+        """The ``items`` (with their :meth:`ids`) whose popularity score is not held or older than
+        ``popularity_ttl_s``, in order."""
+        stale = np.flatnonzero(self._pop_at[ids] < self.clock() - self.popularity_ttl_s)
+        return [items[n] for n in stale.tolist()] if stale.size else []
+
+    def put_popularity(self, items: Sequence[str], scores: Sequence[float | None], landmark: float | None) -> None:
+        """Hold the stored popularity ``scores`` of ``items`` (None: none), read against ``landmark`` (None: the
+        tenant has no popularity yet); scores held against another landmark are dropped."""
+        if landmark != self._landmark:
+            self._pop_at[:] = -np.inf
+            self._landmark = landmark
+        if items:
+            ids = self.ids(items)
+            self._pop[ids] = [s or 0.0 for s in scores]
+            self._pop_at[ids] = self.clock()
+
+    def popularity(self, ids: np.ndarray, landmark: float | None) -> np.ndarray | None:
+        """The held stored scores of ``ids`` — None unless every one is held against ``landmark`` (the caller
+        reads them all again: the landmark moved since some were read)."""
+        if landmark != self._landmark or np.isneginf(self._pop_at[ids]).any():
+            return None
+        return self._pop[ids]
 
     def counts(self, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """Co-visitation counts ``c(a, x)``, shape (len(anchors), len(candidates)); an anchor without a held
