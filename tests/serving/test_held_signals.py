@@ -31,8 +31,8 @@ def _popularity_features(config, writes) -> list[dict[str, float]]:
                 write()
                 body = await personalizer.score("shop", "nobody", CANDIDATES, k=None, explain=True, budget_ms=5000,
                                                 now_ms=NOW_MS)  # fmt: skip
-                assert body["degraded"] == ["unknown_user"]
-                out.append({i["item_id"]: i["features"]["popularity"] for i in body["items"]})
+                assert body.degraded == ["unknown_user"]
+                out.append({i.item_id: i.features["popularity"] for i in body.items})
             return out
         finally:
             await personalizer.close()
