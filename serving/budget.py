@@ -70,6 +70,9 @@ async def within(deadline: Deadline, stage: str, awaitable: Awaitable[T], *, res
                 awaitable.close()
             raise StageTimeout(stage)
         try:
-            return await asyncio.wait_for(awaitable, timeout=left / 1000.0)
-        except asyncio.TimeoutError as exc:
+            # a timeout scope, not wait_for: no task of its own, so a stage that needs no I/O (cached reads)
+            # finishes without a trip through the event loop (each costs an epoll call, ~10-25 µs here)
+            async with asyncio.timeout(left / 1000.0):
+                return await awaitable
+        except TimeoutError as exc:
             raise StageTimeout(stage) from exc

