@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from typing import Any
 
 from ray import serve
@@ -32,7 +31,7 @@ from serving.metrics import ServingMetrics
 from serving.personalizer import Personalizer
 from serving.responses import RewriteAnswer, ScoreAnswer, UserProfile
 
-__all__ = ["build_app", "sized_to_cores", "Ingress", "PersonalizerDeployment", "EncoderDeployment"]
+__all__ = ["build_app", "Ingress", "PersonalizerDeployment", "EncoderDeployment"]
 
 
 def _personalizer(config: Config, encoder: DeploymentHandle, metrics: ServingMetrics) -> Personalizer:
@@ -136,32 +135,14 @@ DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "user_config", "ra
                       "autoscaling_config", "max_queued_requests")  # fmt: skip
 
 
-def sized_to_cores(options: dict[str, Any], cores: int | None = None) -> dict[str, Any]:
-    """``options`` of a deployment with an ``autoscaling_config`` whose replica bounds are at most ``cores`` (default:
-    this machine's): on one machine, replicas beyond its cores only add processes that contend for them.
-
-    >>> sized_to_cores({"autoscaling_config": {"min_replicas": 2, "max_replicas": 4}}, cores=2)
-    {'autoscaling_config': {'min_replicas': 2, 'max_replicas': 2}}
-    >>> sized_to_cores({"num_replicas": 3}, cores=1)
-    {'num_replicas': 3}
-    """
-    scaling = options.get("autoscaling_config")
-    if not scaling:
-        return options
-    cores = max(1, cores or os.cpu_count() or 1)
-    bounded = {**scaling, **{k: min(int(scaling[k]), cores) for k in ("min_replicas", "max_replicas") if k in scaling}}
-    return {**options, "autoscaling_config": bounded}
-
-
 def build_app(args: dict[str, Any] | None = None, deployments: list[dict] | None = None):
     """Application builder for the Serve config (``import_path: serving.app:build_app``).
 
     ``deployments`` (the config file's per-deployment settings) is applied here when the app is started by
-    ``p13n serve``, with replica bounds sized to the machine's cores (:func:`sized_to_cores`); under KubeRay,
-    Serve applies the same list itself."""
+    ``p13n serve``; under KubeRay, Serve applies the same list itself."""
     config = load_config()
     mode = (args or {}).get("personalizer", config.serving.personalizer)
-    options = {d["name"]: sized_to_cores({k: v for k, v in d.items() if k in DEPLOYMENT_OPTIONS}) for d in deployments or []}
+    options = {d["name"]: {k: v for k, v in d.items() if k in DEPLOYMENT_OPTIONS} for d in deployments or []}
 
     def configured(deployment):
         return deployment.options(**options[deployment.name]) if deployment.name in options else deployment
