@@ -32,7 +32,7 @@ from features.core.personalize import CandidateIn, needs_text_vectors, rank_cand
 from features.core.signal_cache import SignalTable
 from features.core.prompt import TokenCounter, build_context, query_text, rewrite_messages
 from features.core.memory_codec import MemoryFormatError, decode_memories
-from features.core.memory_retrieval import PackedMemories, RetrievalSpec
+from features.core.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec
 from features.core.personalize import memories_for_prompt
 from features.core.state import ItemInfo
 from features.core.state_codec import decode_state
@@ -44,6 +44,7 @@ from p13n.errors import StoreUnavailable
 from serving.budget import Deadline, StageTimeout, within
 from serving.responses import (AttributeHorizons, HistoryEntry, Horizon, RewriteAnswer, RewriteContext, ScoreAnswer,
                                ScoredItem, StatedPreference, UserMemory, UserProfile)  # fmt: skip
+from serving.memory_tables import MemoryTables
 from features.core.cache import TtlCache
 from features.core.inspection import attribute_horizons
 
@@ -102,6 +103,7 @@ class Personalizer:
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
         self.signals: dict[str, SignalTable] = {}  # tenant -> its co-visitation rows and counts, popularity
         self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
+        self.memory_tables = MemoryTables(config.memory.cache_users, dim)  # decoded memories, by their ``mv`` token
 
     # --- reads ---------------------------------------------------------------------------------
     async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
@@ -176,26 +178,37 @@ class Personalizer:
                 table.put_counts(uncounted, replies[len(missing)])
         return table.cosine(anchors, ids, item_ids)
 
-    async def _user_and_history(self, tenant: str, user_id: str):
-        """(user state or None, its history's items, its stored memories' bytes or None)."""
+    async def _user_and_history(self, tenant: str, user_id: str, *, cached: bool = False):
+        """(user state or None, its history's items, its memories, their ``mv`` token or None). The memories are
+        the stored bytes or None; with ``cached``, this replica's decoded table when the token still matches
+        (:class:`~serving.memory_tables.MemoryTables`: then the blob does not travel)."""
+        key = self.store.keys.user(tenant, user_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.store.keys.user(tenant, user_id), "s", "m")
-        blob, memories = (await pipe.execute())[0]
+        pipe.hmget(key, "s", "mv")
+        blob, token = (await pipe.execute())[0]
         if blob is None:
-            return None, {}, None
+            return None, {}, None, None
         user = decode_state(blob, self.store.spec)
         ids = sorted({h.item_id for h in user.history})
+        table = self.memory_tables.get(tenant, user_id, token) if cached else None
         pipe = self.client.pipeline(transaction=False)
         self.store.queue_items(pipe, tenant, ids)
-        return user, self.store.parse_items(await pipe.execute(), ids), memories
+        if table is None:
+            pipe.hget(key, "m")  # read after the token: never older than it
+        replies = await pipe.execute()
+        memories = table if table is not None else replies[len(ids)]
+        return user, self.store.parse_items(replies[: len(ids)], ids), memories, token
 
-    def _memories(self, blob: bytes | None, query: str, query_vector, *, max_tokens: int, now_ms: int,
-                  deadline: Deadline) -> PackedMemories | None:  # fmt: skip
+    def _memories(self, blob: bytes | MemoryTable | None, query: str, query_vector, *, max_tokens: int, now_ms: int,
+                  deadline: Deadline, key: tuple[str, str, bytes | None]) -> PackedMemories | None:  # fmt: skip
         """:func:`~features.core.personalize.memories_for_prompt` within the deadline; ``memory_skipped`` when it
-        skipped them (too few tokens or too little time left, unreadable bytes)."""
+        skipped them (too few tokens or too little time left, unreadable bytes). Bytes are decoded and kept
+        under ``key`` (tenant, user, token) for the next rewrite."""
         if not self.config.memory.enabled or not blob:
             return None
         with deadline.stage("memory"):
+            if isinstance(blob, bytes) and deadline.remaining_ms() >= self.config.memory.min_budget_ms:
+                blob = self.memory_tables.decode(*key, blob)
             packed, skipped = memories_for_prompt(self.config.memory, self.store.dim, blob, query, query_vector,
                                                   now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
                                                   remaining_ms=deadline.remaining_ms(), spec=self.retrieval)  # fmt: skip
@@ -287,7 +300,7 @@ class Personalizer:
         deadline = Deadline(budget_ms)
         now_ms = now_ms if now_ms is not None else wall_ms()
         query = query_text(messages)
-        tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id)}
+        tasks: dict[str, Awaitable] = {"redis": self._user_and_history(tenant, user_id, cached=True)}
         if query.strip():
             tasks["encode"] = self.encode(query, deadline.remaining_ms() - 1)
         results, failed = await self._gather(deadline, tasks)
@@ -296,9 +309,9 @@ class Personalizer:
             return RewriteAnswer.unchanged(messages, deadline.degraded, deadline.finish())
         if query.strip() and "encode" not in results:
             deadline.degrade("query_encoding_skipped")
-        user, items, stored_memories = results["redis"]
+        user, items, stored_memories, token = results["redis"]
         memories = self._memories(stored_memories, query, results.get("encode"), max_tokens=max_tokens, now_ms=now_ms,
-                                  deadline=deadline) if user is not None else None  # fmt: skip
+                                  deadline=deadline, key=(tenant, user_id, token)) if user is not None else None  # fmt: skip
         with deadline.stage("build"):
             context = build_context(user, items, now_ms=now_ms, max_tokens=max_tokens, count_tokens=self.count_tokens,
                                     query_vector=results.get("encode"), memories=memories)  # fmt: skip
@@ -315,7 +328,7 @@ class Personalizer:
         attributes' strengths at the shortest and the longest horizon (:func:`features.core.inspection.attribute_horizons`)."""
         now_ms = now_ms if now_ms is not None else wall_ms()
         try:
-            user, items, stored_memories = await self._user_and_history(tenant, user_id)
+            user, items, stored_memories, _ = await self._user_and_history(tenant, user_id)
         except (redis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         if user is None:
@@ -353,6 +366,7 @@ class Personalizer:
 
     async def delete(self, tenant: str, user_id: str) -> bool:
         """Remove every key of the user; False when there was none. Raises :class:`StoreUnavailable`."""
+        self.memory_tables.drop(tenant, user_id)
         try:
             return bool(await self.client.delete(self.store.keys.user(tenant, user_id)))
         except (redis.RedisError, OSError) as exc:

@@ -107,12 +107,14 @@ def needs_text_vectors(candidates: Sequence[CandidateIn], items: Mapping[str, It
     return [c for c in candidates if c.text and (c.item_id not in items or items[c.item_id].vector is None)]
 
 
-def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | None, query: str, query_vector: np.ndarray | None,
+def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | MemoryTable | None, query: str,
+                        query_vector: np.ndarray | None,
                         *, now_ms: int, max_tokens: int, count_tokens: Callable[[str], int],
                         remaining_ms: float = math.inf, spec: RetrievalSpec | None = None,
                         ) -> tuple[PackedMemories | None, bool]:  # fmt: skip
     """A user's stored memories (``blob``, :mod:`features.core.memory_codec`) for ``query``, packed into their share
-    of ``max_tokens`` (``config.context_share``); ``(packed or None, skipped)``. Skipped — the rung of the
+    of ``max_tokens`` (``config.context_share``); ``(packed or None, skipped)``. ``blob`` may be an already decoded
+    :class:`~features.core.memory_retrieval.MemoryTable` (a reader's cached copy). Skipped — the rung of the
     ladder that drops memories — when the share is below ``config.min_tokens``, less than
     ``config.min_budget_ms`` is left (``remaining_ms``), or the bytes are unreadable (never an error)."""
     if not config.enabled or not blob:
@@ -120,9 +122,12 @@ def memories_for_prompt(config: MemoryConfig, dim: int, blob: bytes | None, quer
     share = int(max_tokens * config.context_share)
     if share < config.min_tokens or remaining_ms < config.min_budget_ms:
         return None, True
-    try:
-        table = MemoryTable(decode_columns(blob, dim))
-    except MemoryFormatError:
-        return None, True
+    if isinstance(blob, MemoryTable):
+        table = blob
+    else:
+        try:
+            table = MemoryTable(decode_columns(blob, dim))
+        except MemoryFormatError:
+            return None, True
     return retrieve(table, query, query_vector, now_ms=now_ms, max_tokens=share, count_tokens=count_tokens,
                     spec=spec), False

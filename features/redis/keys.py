@@ -8,8 +8,9 @@ key                             type    holds
 ==============================  ======  =====================================================
 ``P:{T/U}``                     hash    one user: ``v`` version, ``s`` state blob (with the user's last
                                         applied offset per partition), ``m`` memories blob (written with
-                                        ``s``) — one key per user, so delete is one DEL (hashes written
-                                        before also hold ``o:<partition>`` fields, no longer used)
+                                        ``s``), ``mv`` the version that last wrote ``m`` (readers keep decoded
+                                        memories while it holds) — one key per user, so delete is one DEL
+                                        (hashes written before also hold ``o:<partition>`` fields, no longer used)
 ``P:{T:g}:pop``                 zset    forward-decayed item popularity
 ``P:{T:g}:meta``                hash    ``landmark`` of the popularity decay
 ``P:{T:g}:off``                 hash    partition -> last offset whose global deltas are applied

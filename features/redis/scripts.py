@@ -10,7 +10,8 @@ __all__ = ["APPLY_USERS", "APPLY_GLOBALS"]
 #: KEYS = user hashes (one or more; a Redis Cluster client sends one per call, their slots differ).
 #: ARGV[1] = ttl ms; then per user four: expected version ("0" when the user did not exist), the new
 #: version (a random token from the writer), state blob, memories blob (field ``m``; empty: the memories
-#: did not change and are left as they are). Each user is a compare-and-set of its own, atomic (the
+#: did not change and are left as they are; else field ``mv`` takes the new version, the token readers
+#: validate a decoded copy of the memories with). Each user is a compare-and-set of its own, atomic (the
 #: script is): written only if its version is still the one the writer folded on. Returns a flat array,
 #: per user: {1, new version} applied; {-1, version} the user changed since it was read (nothing
 #: written; re-read and fold again). A stored version that is not a number (no writer makes one) is
@@ -36,7 +37,7 @@ for i = 1, #KEYS do
     local version = ARGV[at + 1]
     redis.call('HSET', key, 'v', version, 's', ARGV[at + 2])
     if ARGV[at + 3] ~= '' then
-      redis.call('HSET', key, 'm', ARGV[at + 3])
+      redis.call('HSET', key, 'm', ARGV[at + 3], 'mv', version)
     end
     redis.call('PEXPIRE', key, ttl)
     out[#out + 1] = 1

@@ -373,6 +373,12 @@ class MemoryConfig(_Section):
     min_budget_ms: Annotated[
         float, Meta(ge=0), _doc("Memories are skipped (`memory_skipped`) when less time than this is left.")
     ] = 4.0
+    cache_users: Annotated[
+        int,
+        Meta(ge=0),
+        _doc("Users whose decoded memories each serving replica keeps, reused while the token written beside "
+             "them (`mv`) is unchanged (0 = read and decode them on every rewrite)."),
+    ] = 128
 
 
 class DevConfig(_Section):

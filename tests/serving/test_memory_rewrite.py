@@ -7,6 +7,7 @@ its answers are checked in their JSON types (``msgspec.to_builtins``: what the A
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 
@@ -99,3 +100,60 @@ def test_the_profile_lists_the_latest_memories_and_delete_removes_them(talker, c
     assert len(latest) == 20 and latest[0]["event_id"] == "t500" and latest[1]["event_id"] == "t499"
     assert deleted and after is None
     assert not talker.client.exists(talker.keys.user("default", "talker"))
+
+
+def _fold(store: RedisStore, config, encoder, events: list[dict]) -> None:
+    """Fold ``events`` as records after the ``talker`` fixture's (offsets from 10,000 on)."""
+    processor = BatchProcessor(store, config, encoder.encode, clock_ms=lambda: NOW_MS)
+    records = records_from_lines([json.dumps(e).encode() for e in events], "events")
+    outcome = processor.process_events([dataclasses.replace(r, offset=r.offset + 10_000) for r in records])
+    assert not outcome.dead_letters
+
+
+def _recalled(body: dict) -> list[str]:
+    return [i for m in body["context"]["memories"] for i in m["event_ids"]]
+
+
+def test_decoded_memories_are_reused_until_a_write_changes_them(talker, config, consumer_encoder):
+    """The blob is read once per token: bytes changed behind the token are not read again, a folded message is."""
+    key = talker.keys.user("default", "talker")
+    sister = [{"role": "user", "content": "Where did my sister Olga move to?"}]
+    dog = [{"role": "user", "content": "What's the name of my dog?"}]
+
+    async def steps(p):
+        first = await p.rewrite("default", "talker", dog, max_tokens=256, budget_ms=2000, now_ms=NOW_MS)
+        token, stored = talker.client.hmget(key, "mv", "m")
+        talker.client.hset(key, "m", b"not a memories blob")  # not how anything writes: shows the blob is not re-read
+        cached = await p.rewrite("default", "talker", dog, max_tokens=256, budget_ms=2000, now_ms=NOW_MS)
+        talker.client.hset(key, "m", stored)  # the consumer folds onto what is stored
+        _fold(talker, config, consumer_encoder, [
+            {"event_id": "n1", "user_id": "talker", "type": "message", "session_id": "s99",
+             "text": "My sister Olga moved to Lisbon last spring", "timestamp": NOW_MS - DAY // 2}])  # fmt: skip
+        after = await p.rewrite("default", "talker", sister, max_tokens=256, budget_ms=2000, now_ms=NOW_MS)
+        return first, token, cached, after
+
+    (first, token, cached, after), _ = _run(config, steps)
+    assert token is not None and "t166" in _recalled(first)
+    assert cached["context"]["memories"] == first["context"]["memories"] and cached["degraded"] == []
+    assert talker.client.hget(key, "mv") != token
+    assert "n1" in _recalled(after) and after["degraded"] == [], after["degraded"]
+
+
+def test_no_memory_is_served_after_the_user_is_deleted_elsewhere(talker, config, consumer_encoder):
+    """Deleted by another replica (this one keeps its decoded copy) and re-created: no old memory recalled."""
+    dog = [{"role": "user", "content": "What's the name of my dog?"}]
+
+    async def steps(p):
+        before = await p.rewrite("default", "talker", dog, max_tokens=256, budget_ms=2000, now_ms=NOW_MS)
+        assert talker.delete_user("default", "talker")
+        _fold(talker, config, consumer_encoder, [
+            {"event_id": "w1", "user_id": "talker", "type": "view", "item_id": "i1", "timestamp": NOW_MS - 1000},
+            {"event_id": "w2", "user_id": "talker", "type": "message", "text": "I would like a cat one day",
+             "timestamp": NOW_MS - 500}])  # fmt: skip
+        after = await p.rewrite("default", "talker", dog, max_tokens=256, budget_ms=2000, now_ms=NOW_MS)
+        return before, after
+
+    (before, after), _ = _run(config, steps)
+    assert "t166" in _recalled(before)
+    assert _recalled(after) in ([], ["w2"]) and "Biscuit" not in json.dumps(after["messages"])
+    assert after["context"]["history"] and "unknown_user" not in after["degraded"]
