@@ -11,11 +11,12 @@ import socket
 from contextlib import closing
 from pathlib import Path
 
-__all__ = ["free_port", "ephemeral_range", "LOWEST"]
+__all__ = ["free_port", "ephemeral_range", "LOWEST", "HIGHEST"]
 
 # Ray's workers bind ports 10002-19999 (``ray start --min/max-worker-port`` defaults), its dashboard 8265 and
-# metrics 8080: the ports handed out here start above them.
+# metrics 8080, Serve's replicas 30000-31000 (serving.runner): the ports handed out here lie between them.
 LOWEST = 20_000
+HIGHEST = 29_999
 _GIVEN: set[int] = set()  # ports this process has handed out: never again, whoever binds them first
 _PICK = random.Random()  # its own generator: a test that seeds `random` must not make two processes pick alike
 
@@ -43,7 +44,7 @@ def free_port() -> int:
     while it starts (Serve: "Failed to bind to address"), and the kernel once offered one port twice to one
     process (the consumer's metrics server then answered the demo's ``POST /v1/score`` with 405). Below the
     range the kernel never hands a port out by itself, so only another explicit pick can take it: a random
-    one among ~12,000, checked by binding it, never repeated by this process. A random pick also keeps ports
+    one of 20000..29999 (below Serve's replica ports too), checked by binding it, never repeated by this process. A random pick also keeps ports
     that an earlier broker just released (Tansu cannot rebind them) unlikely to come back soon.
 
     Raises :class:`OSError` when no port of the range could be bound after 1,000 tries.
@@ -51,7 +52,7 @@ def free_port() -> int:
     >>> len({free_port() for _ in range(50)})
     50
     """
-    high = max(ephemeral_range()[0], LOWEST + 1_000)
+    high = max(min(ephemeral_range()[0], HIGHEST + 1), LOWEST + 1_000)
     for _ in range(1_000):
         port = _PICK.randrange(LOWEST, high)
         if port in _GIVEN:
