@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from p13n.cli_common import console as _console, dev_stack_defaults, load_config as _load
-from p13n.cli_common import positive_float as _positive_float
+from p13n.cli_common import positive_float as _positive_float, positive_int as _positive_int
 from p13n.config import Config
 from p13n.errors import ConfigError
 
@@ -41,6 +41,8 @@ def register(sub) -> None:
     serve.add_argument("--personalizer", choices=["inline", "deployment"], help="override serving.personalizer")
     serve.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port of the local Ray node (default: serving.metrics_port)")
+    serve.add_argument("--ingress-replicas", type=_positive_int, default=1,
+                       help="Ingress replicas on this machine, in place of the Serve config's autoscaling (default 1)")
     serve.set_defaults(handler=_serve)
 
 
@@ -147,7 +149,8 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     metrics_port = cfg.serving.metrics_port if args.metrics_port is None else args.metrics_port
     url = start_serve(host=args.host, port=args.port or cfg.serving.port, num_cpus=args.num_cpus,
-                      personalizer=args.personalizer, metrics_port=metrics_port)  # fmt: skip
+                      personalizer=args.personalizer, metrics_port=metrics_port,
+                      ingress_replicas=args.ingress_replicas)  # fmt: skip
     metrics = f"; metrics at http://{args.host}:{metrics_port}/metrics" if metrics_port else ""
     print(f"p13n API ready at {url}{metrics}  (Ctrl-C or SIGTERM stops it)", flush=True)
     stop.wait()

@@ -44,8 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-__all__ = ["SERVE_CONFIG", "PORT_VARIABLES", "SECRET_VARIABLES", "is_secret", "runtime_env_vars", "load_serve_config",
-           "start_serve"]  # fmt: skip
+__all__ = ["SERVE_CONFIG", "PORT_VARIABLES", "SECRET_VARIABLES", "CLUSTER_ONLY", "is_secret", "runtime_env_vars",
+           "load_serve_config", "single_machine", "start_serve"]  # fmt: skip
 
 SERVE_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
 
@@ -100,11 +100,37 @@ def load_serve_config(path: Path = SERVE_CONFIG) -> dict[str, Any]:
     return data
 
 
+#: What a cluster's Serve config sets for the Ingress that one machine does not use (serving/serve_config.yaml).
+CLUSTER_ONLY = ("autoscaling_config", "ray_actor_options")
+
+
+def single_machine(deployments: list[dict] | None, ingress_replicas: int) -> list[dict] | None:
+    """The Serve config's deployment options for one machine: the Ingress runs ``ingress_replicas`` replicas
+    instead of the cluster's autoscaling, with the code's actor options (no CPU reserved), the rest as given.
+
+    >>> single_machine([{"name": "Ingress", "autoscaling_config": {"min_replicas": 2}, "ray_actor_options": {"num_cpus": 1},
+    ...                  "max_ongoing_requests": 512}, {"name": "Encoder", "num_replicas": 1}], 1)
+    [{'name': 'Ingress', 'max_ongoing_requests': 512, 'num_replicas': 1}, {'name': 'Encoder', 'num_replicas': 1}]
+    """
+    if deployments is None:
+        return None
+    out = []
+    for options in deployments:
+        if options.get("name") == "Ingress":
+            options = {k: v for k, v in options.items() if k not in CLUSTER_ONLY} | {"num_replicas": ingress_replicas}
+        out.append(options)
+    return out
+
+
 def start_serve(*, host: str = "127.0.0.1", port: int = 8000, config_path: Path = SERVE_CONFIG,
-                num_cpus: int | None = None, personalizer: str | None = None, metrics_port: int = 0) -> str:  # fmt: skip
+                num_cpus: int | None = None, personalizer: str | None = None, metrics_port: int = 0,
+                ingress_replicas: int = 1) -> str:  # fmt: skip
     """Start Ray (or connect to ``RAY_ADDRESS``) and run the app; returns the base URL. Non-blocking.
 
-    ``metrics_port``: where the Ray node started here serves every replica's metrics (Prometheus text)."""
+    ``metrics_port``: where the Ray node started here serves every replica's metrics (Prometheus text).
+    ``ingress_replicas``: fixed Ingress replicas in place of the Serve config's autoscaling (:func:`single_machine`);
+    one by default: on this project's 2-core machine the load generator, HAProxy, Redis and the query encoder
+    share the cores, and two replicas were not shown to shorten the tail (issue 17's notes)."""
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
@@ -137,6 +163,7 @@ def start_serve(*, host: str = "127.0.0.1", port: int = 8000, config_path: Path 
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port or None,
                  log_to_driver=False, **options)  # fmt: skip
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args, app_spec.get("deployments")), name=app_spec.get("name", "p13n"),
+    deployments = single_machine(app_spec.get("deployments"), ingress_replicas)
+    serve.run(build_app(args, deployments), name=app_spec.get("name", "p13n"),
               route_prefix=app_spec.get("route_prefix", "/"), blocking=False)  # fmt: skip
     return f"http://{host}:{port}"
