@@ -26,6 +26,7 @@ from features.redis.store import RedisStore
 from features.datasets.synthetic import SyntheticSpec, generate
 from p13n.clock import now_ms
 from p13n.config import Config
+from p13n.vocabulary import user_key
 from stream.processing import BatchProcessor, records_from_lines
 
 __all__ = ["bench_processing", "bench_broker_ceiling", "bench_end_to_end", "run_ingest", "ingest_markdown"]
@@ -139,7 +140,7 @@ def bench_broker_ceiling(config: Config, *, records: int = 20000) -> dict:
     producer = make_producer(cfg.kafka)
     start = time.perf_counter()
     for n in range(records):
-        producer.send(topic, key=f"default/u{n % 997}".encode(), value=value)
+        producer.send(topic, key=user_key("default", f"u{n % 997}").encode(), value=value)
     producer.flush()
     produce_s = time.perf_counter() - start
     producer.close()
@@ -193,7 +194,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
     try:
         # wait for the group join so the measured window is steady state
         warm = dict(template[0], event_id="warmup", timestamp=now_ms())
-        producer.send(cfg.kafka.events_topic, key=f"{warm['tenant']}/{warm['user_id']}".encode(), value=json.dumps(warm).encode())
+        producer.send(cfg.kafka.events_topic, key=user_key(warm["tenant"], warm["user_id"]).encode(), value=json.dumps(warm).encode())
         producer.flush()
         deadline = time.monotonic() + 60
         while not freshness and time.monotonic() < deadline:
@@ -206,7 +207,7 @@ def bench_end_to_end(config: Config, client, *, rate: float = 1000.0, seconds: f
                 stop.wait(due - elapsed)
             lag_ms.append(max(0.0, (time.perf_counter() - start - due) * 1000))
             event = dict(template[sent % len(template)], event_id=f"e2e-{sent}", timestamp=now_ms())
-            producer.send(cfg.kafka.events_topic, key=f"{event['tenant']}/{event['user_id']}".encode(), value=json.dumps(event).encode())
+            producer.send(cfg.kafka.events_topic, key=user_key(event["tenant"], event["user_id"]).encode(), value=json.dumps(event).encode())
             sent += 1
         producer.flush()
         deadline = time.monotonic() + 60

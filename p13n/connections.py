@@ -3,6 +3,8 @@
 
 >>> from p13n.config import RedisConfig
 >>> client = redis_client(RedisConfig(url="redis://127.0.0.1:1/0"))   # no connection is made yet
+>>> type(client).__module__, type(redis_client(RedisConfig(url="redis://127.0.0.1:1/0"), asyncio=True)).__module__
+('redis.client', 'redis.asyncio.client')
 >>> check_redis(RedisConfig(url="redis://127.0.0.1:1/0", timeout_ms=200))
 Traceback (most recent call last):
 ...
@@ -65,53 +67,52 @@ def redacted_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
-def redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
-    """A redis-py client with its own connections: ``redis.Redis`` over a blocking pool of
-    ``max_connections`` (a caller waits up to the timeout for a free connection), or, with
-    ``redis.cluster``, a ``redis.cluster.RedisCluster`` (``max_connections`` per node) that learns the
-    slot map from the node in ``redis.url`` (at once: it raises ``RedisClusterException`` when no node
-    answers). ``timeout_ms`` overrides ``redis.timeout_ms``. A single-node client connects on its first
-    command."""
+def redis_client(config: RedisConfig, *, timeout_ms: float | None = None, asyncio: bool = False):
+    """The one Redis client factory: a redis-py client with its own connections, sync or (``asyncio``, the Serve
+    app's request path) ``redis.asyncio``, a single node or, with ``redis.cluster``, a Redis Cluster — the same
+    timeouts (``timeout_ms`` overrides ``redis.timeout_ms``; connecting waits at most 1 s) and
+    ``max_connections`` (per node on a cluster) either way.
+
+    - sync, single node: ``redis.Redis`` over a blocking pool (a caller waits up to the timeout for a free
+      connection); it connects on its first command.
+    - sync, cluster: ``redis.cluster.RedisCluster``, which learns the slot map from the node in ``redis.url``
+      at once (it raises ``RedisClusterException`` when no node answers).
+    - asyncio: ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``, whose pool does not block:
+      with every connection busy a command fails at once (``MaxConnectionsError``, one of
+      :data:`REDIS_UNAVAILABLE`) instead of queueing past a request's latency budget. Connections broken by a
+      Redis restart are dropped and re-opened by redis-py's retry on the next command.
+    """
+    timeout, connect_timeout = _timeouts(config, timeout_ms)
+    options = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout,
+               "max_connections": config.max_connections}  # fmt: skip
+    if asyncio:
+        return _async_client(config, options)
     import redis
     from redis.cluster import RedisCluster
 
-    timeout, connect_timeout = _timeouts(config, timeout_ms)
     if config.cluster:
-        return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                     max_connections=config.max_connections)  # fmt: skip
-    pool = redis.BlockingConnectionPool.from_url(
-        config.url,
-        max_connections=config.max_connections,
-        socket_timeout=timeout,
-        socket_connect_timeout=connect_timeout,
-        timeout=timeout,
-    )
-    return redis.Redis(connection_pool=pool)
+        return RedisCluster.from_url(config.url, **options)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(config.url, timeout=timeout, **options))
 
 
 def async_redis_client(config: RedisConfig, *, timeout_ms: float | None = None):
-    """The asyncio twin of :func:`redis_client` (the Serve app's request path): ``redis.asyncio.Redis`` or,
-    with ``redis.cluster``, ``redis.asyncio.cluster.RedisCluster``, same timeouts and ``max_connections``.
+    """:func:`redis_client` with ``asyncio=True``."""
+    return redis_client(config, timeout_ms=timeout_ms, asyncio=True)
 
-    The pool does not block: with every connection busy a command fails at once
-    (``MaxConnectionsError``, one of :data:`REDIS_UNAVAILABLE`) instead of queueing past a request's
-    latency budget. Connections broken by a Redis restart are dropped and re-opened by redis-py's retry
-    on the next command."""
+
+def _async_client(config: RedisConfig, options: dict):
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    timeout, connect_timeout = _timeouts(config, timeout_ms)
     if config.cluster:
         # No cluster-level retries: redis-py's closes every connection of the client and sleeps 250 ms per
         # attempt (a request waited ~2.5 s on a dead master, past any latency budget, and disturbed the
         # requests sharing the client). A failed read degrades this request; the next one tries again.
         # MOVED and ASK redirections are still followed.
-        return RedisCluster.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                     max_connections=config.max_connections, retry=Retry(NoBackoff(), 0))  # fmt: skip
-    return aioredis.Redis.from_url(config.url, socket_timeout=timeout, socket_connect_timeout=connect_timeout,
-                                   max_connections=config.max_connections)  # fmt: skip
+        return RedisCluster.from_url(config.url, retry=Retry(NoBackoff(), 0), **options)
+    return aioredis.Redis.from_url(config.url, **options)
 
 
 def check_redis(config: RedisConfig) -> None:

@@ -31,13 +31,7 @@ _IN_PROGRESS = "not split yet: issue 15's next slice (ARCHITECTURE.md, 'Still ou
 #: What may pass its limit, and why (``path`` for a module, ``path::qualified.name`` for a function). A reason
 #: says what the length holds that splitting would scatter — not that splitting is hard.
 ALLOWED: dict[str, str] = {
-    "features/redis/store.py": _IN_PROGRESS,
     "features/redis/store.py::RedisStore.globals_call": _IN_PROGRESS,
-    "features/core/memory_retrieval.py::pack": _IN_PROGRESS,
-    "features/evaluation/replay.py::replay": _IN_PROGRESS,
-    "features/core/prompt.py::build_context": _IN_PROGRESS,
-    "tests/features/test_accumulator_contracts.py": "one contract suite: each accumulator is described once and "
-    "every check runs over all of them, so a new accumulator is added in one place (ARCHITECTURE.md points here)",
 }
 
 

@@ -248,77 +248,101 @@ class PackedMemories:
     tokens: int = 0
 
 
+class _Placement:
+    """The rows taken so far into one budget, and what they cost: :func:`pack`'s working state.
+
+    ``taken`` maps a row to the score shown for it, a merged near-duplicate included; ``rows`` are the rows
+    shown (in the order taken), ``merged`` the near-duplicates each shown row absorbed; ``used`` counts
+    tokens, the title's included."""
+
+    def __init__(self, table: MemoryTable, *, now_ms: int, max_tokens: int, count_tokens: Callable[[str], int],
+                 spec: RetrievalSpec) -> None:  # fmt: skip
+        self.table = table
+        self.now_ms = now_ms
+        self.max_tokens = max_tokens
+        self.count_tokens = count_tokens
+        self.spec = spec
+        self.used = count_tokens(TITLE) + 1
+        self.taken: dict[int, float] = {}  # row -> score shown
+        self.merged: dict[int, list[int]] = {}  # taken row -> rows merged into it
+        self.rows: list[int] = []
+        self.vectors = np.zeros((max(1, min(len(table), 64)), table.vectors.shape[1]), dtype=np.float32)
+        self.lines: dict[int, str] = {}
+        self.costs: dict[int, int] = {}
+
+    def take(self, row: int, shown: float) -> bool:
+        """Take ``row`` (or merge it into the taken row it nearly repeats); False when its line does not fit."""
+        if row in self.taken:
+            return True
+        table, rows = self.table, self.rows
+        if rows and table.has_vector[row]:
+            cos = self.vectors[: len(rows)] @ table.vectors[row]
+            best = int(cos.argmax())
+            if cos[best] >= self.spec.dedup_cosine and table.has_vector[rows[best]]:
+                self.merged.setdefault(rows[best], []).append(row)
+                self.taken[row] = shown
+                return True
+        if row in self.costs:  # tried before and did not fit
+            return False
+        line = render_line(table.texts[row], int(table.last_ms[row]), self.now_ms, self.spec.max_chars)
+        self.lines[row] = line
+        cost = self.costs[row] = self.count_tokens(line) + 1
+        if self.used + cost > self.max_tokens:
+            return False
+        self.used += cost
+        self.taken[row] = shown
+        if len(rows) == len(self.vectors):
+            self.vectors = np.concatenate([self.vectors, np.zeros_like(self.vectors)])
+        self.vectors[len(rows)] = table.vectors[row]
+        rows.append(row)
+        return True
+
+    def take_neighbours(self, row: int) -> None:
+        for other in self.table.neighbours(row, self.spec.neighbour_gap_ms):
+            self.take(other, 0.0)
+
+    def packed(self) -> PackedMemories:
+        """The taken rows in the order they were said, title first (nothing when no row was taken)."""
+        out = PackedMemories()
+        if not self.rows:
+            return out
+        table = self.table
+        out.lines.append(TITLE)
+        for row in sorted(self.rows, key=lambda r: (int(table.last_ms[r]), r)):
+            ids = table.event_ids(row)
+            for other in self.merged.get(row, []):
+                ids += table.event_ids(other)
+            out.lines.append(self.lines[row])
+            out.entries.append({"event_id": table.last_event_id(row), "event_ids": ids, "text": table.texts[row],
+                                "timestamp": int(table.last_ms[row]), "score": round(self.taken[row], 6)})  # fmt: skip
+        out.tokens = self.used
+        return out
+
+
 def pack(table: MemoryTable, ranked: np.ndarray, score: np.ndarray, *, now_ms: int, max_tokens: int,
          count_tokens: Callable[[str], int], spec: RetrievalSpec) -> PackedMemories:  # fmt: skip
     """Place ``ranked`` rows (best first) into ``max_tokens`` (module docstring). Returns nothing when not
     even the title and one memory fit."""
-    out = PackedMemories()
-    used = count_tokens(TITLE) + 1
-    taken: dict[int, float] = {}  # row -> score shown
-    merged: dict[int, list[int]] = {}  # taken row -> rows merged into it
-    taken_rows: list[int] = []
-    taken_vectors = np.zeros((max(1, min(len(table), 64)), table.vectors.shape[1]), dtype=np.float32)
-    lines: dict[int, str] = {}
-    costs: dict[int, int] = {}
-    misses = 0
-    has_vector, vectors, texts, last_ms = table.has_vector, table.vectors, table.texts, table.last_ms
-
-    def take(row: int, shown: float) -> bool:
-        nonlocal used, taken_vectors
-        if row in taken:
-            return True
-        if taken_rows and has_vector[row]:
-            cos = taken_vectors[: len(taken_rows)] @ vectors[row]
-            best = int(cos.argmax())
-            if cos[best] >= spec.dedup_cosine and has_vector[taken_rows[best]]:
-                merged.setdefault(taken_rows[best], []).append(row)
-                taken[row] = shown
-                return True
-        if row in costs:  # tried before and did not fit
-            return False
-        line = lines[row] = render_line(texts[row], int(last_ms[row]), now_ms, spec.max_chars)
-        cost = costs[row] = count_tokens(line) + 1
-        if used + cost > max_tokens:
-            return False
-        used += cost
-        taken[row] = shown
-        if len(taken_rows) == len(taken_vectors):
-            taken_vectors = np.concatenate([taken_vectors, np.zeros_like(taken_vectors)])
-        taken_vectors[len(taken_rows)] = vectors[row]
-        taken_rows.append(row)
-        return True
-
+    place = _Placement(table, now_ms=now_ms, max_tokens=max_tokens, count_tokens=count_tokens, spec=spec)
     hits: list[int] = []
+    misses = 0
     for row in ranked.tolist():
-        if row in taken:
+        if row in place.taken:
             continue
-        if not take(row, float(score[row])):
+        if not place.take(row, float(score[row])):
             misses += 1
-            if misses >= 4 or max_tokens - used < 16:
+            if misses >= 4 or max_tokens - place.used < 16:
                 break
             continue
         hits.append(row)
         if len(hits) <= spec.neighbour_hits:  # the best hits bring their context at once
-            for other in table.neighbours(row, spec.neighbour_gap_ms):
-                take(other, 0.0)
-    smallest = min(costs.values(), default=1)
+            place.take_neighbours(row)
+    smallest = min(place.costs.values(), default=1)
     for row in hits[spec.neighbour_hits :]:  # then, while the budget allows, the others' neighbours
-        if max_tokens - used < max(16, smallest):
+        if max_tokens - place.used < max(16, smallest):
             break
-        for other in table.neighbours(row, spec.neighbour_gap_ms):
-            take(other, 0.0)
-    if not taken_rows:
-        return out
-    out.lines.append(TITLE)
-    for row in sorted(taken_rows, key=lambda r: (int(table.last_ms[r]), r)):
-        ids = table.event_ids(row)
-        for other in merged.get(row, []):
-            ids += table.event_ids(other)
-        out.lines.append(lines[row])
-        out.entries.append({"event_id": table.last_event_id(row), "event_ids": ids, "text": table.texts[row],
-                            "timestamp": int(table.last_ms[row]), "score": round(taken[row], 6)})  # fmt: skip
-    out.tokens = used
-    return out
+        place.take_neighbours(row)
+    return place.packed()
 
 
 def retrieve(table: MemoryTable, query: str, query_vector: np.ndarray | None, *, now_ms: int, max_tokens: int,

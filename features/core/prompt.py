@@ -221,6 +221,63 @@ def _history_candidates(user: UserState, items: Mapping[str, ItemInfo], query: n
     return scored
 
 
+class _Lines:
+    """Prompt lines placed within ``max_tokens``, each counted with its newline; the closing tag is counted from
+    the start."""
+
+    def __init__(self, lines: list[str], max_tokens: int, count_tokens: Callable[[str], int]) -> None:
+        self.lines = lines
+        self.max_tokens = max_tokens
+        self.count_tokens = count_tokens
+        self.used = count_tokens("\n".join(lines)) + count_tokens("</user_context>") + 2
+
+    def fits(self, line: str) -> bool:
+        """Append ``line`` if it fits in what is left; False (nothing appended) when it does not."""
+        cost = self.count_tokens(line) + 1
+        if self.used + cost > self.max_tokens:
+            return False
+        self.used += cost
+        self.lines.append(line)
+        return True
+
+    def section(self, title: str, entries: Sequence[tuple[str, object]], target: list, keep=None) -> None:
+        """The title and as many of ``entries`` (line, payload) as fit, each payload (``keep(payload)`` when
+        given) appended to ``target``; a title no entry fits under is taken back."""
+        if not entries or not self.fits(title):
+            return
+        added = 0
+        for line, payload in entries:
+            if not self.fits(line):
+                break
+            added += 1
+            target.append(keep(payload) if keep is not None else payload)
+        if added == 0:
+            self.lines.pop()  # the title alone is no use
+            self.used -= self.count_tokens(title) + 1
+
+
+def _sections(user: UserState, items: Mapping[str, ItemInfo], *, now_ms: int, query_vector: np.ndarray | None,
+              relevance_weight: float, max_history: int, max_profile: int,
+              memories: PackedMemories | None) -> list[tuple[str, list[tuple[str, object]]]]:  # fmt: skip
+    """(title, [(line, payload)]) of each section in prompt order: standing preferences, memories, history,
+    profile."""
+    return [
+        ("Standing preferences (stated by the user, newest last):",
+         [(f"- {sanitize(p.text)}", p.text) for p in user.preferences]),
+        (memories.lines[0] if memories and memories.lines else "",
+         list(zip(memories.lines[1:], memories.entries)) if memories else []),
+        ("History items relevant to this request:",
+         [(f"- {sanitize(h['text'])} ({h['type']}, {_ago(now_ms - h['ts_ms'])})", h)
+          for h in _history_candidates(user, items, query_vector, now_ms, relevance_weight)[:max_history]]),
+        ("Profile (time-decayed interests):",
+         [(f"- {line}", line) for line in _profile_lines(user, items, now_ms, limit=max_profile)]),
+    ]  # fmt: skip
+
+
+def _history_entry(candidate: dict) -> dict:
+    return {k: candidate[k] for k in ("item_id", "text", "score")}
+
+
 def build_context(
     user: UserState | None,
     items: Mapping[str, ItemInfo],
@@ -241,48 +298,16 @@ def build_context(
     if user is None:
         return PromptContext()
     context = PromptContext()
-    lines = ["<user_context>", HEADER]
-    used = count_tokens("\n".join(lines)) + count_tokens("</user_context>") + 2
-
-    def fits(line: str) -> bool:
-        nonlocal used
-        cost = count_tokens(line) + 1
-        if used + cost > max_tokens:
-            return False
-        used += cost
-        lines.append(line)
-        return True
-
-    sections: list[tuple[str, list[tuple[str, object]]]] = [
-        ("Standing preferences (stated by the user, newest last):",
-         [(f"- {sanitize(p.text)}", p.text) for p in user.preferences]),
-        (memories.lines[0] if memories and memories.lines else "",
-         list(zip(memories.lines[1:], memories.entries)) if memories else []),
-        ("History items relevant to this request:",
-         [(f"- {sanitize(h['text'])} ({h['type']}, {_ago(now_ms - h['ts_ms'])})", h)
-          for h in _history_candidates(user, items, query_vector, now_ms, relevance_weight)[:max_history]]),
-        ("Profile (time-decayed interests):",
-         [(f"- {line}", line) for line in _profile_lines(user, items, now_ms, limit=max_profile)]),
-    ]  # fmt: skip
+    placed = _Lines(["<user_context>", HEADER], max_tokens, count_tokens)
+    sections = _sections(user, items, now_ms=now_ms, query_vector=query_vector, relevance_weight=relevance_weight,
+                         max_history=max_history, max_profile=max_profile, memories=memories)  # fmt: skip
     targets = (context.preferences, context.memories, context.history, context.profile)
     for (title, entries), target in zip(sections, targets):
-        if not entries or not fits(title):
-            continue
-        added = 0
-        for line, payload in entries:
-            if not fits(line):
-                break
-            added += 1
-            if target is context.history:
-                payload = {k: payload[k] for k in ("item_id", "text", "score")}
-            target.append(payload)
-        if added == 0:
-            lines.pop()  # the title alone is no use
-            used -= count_tokens(title) + 1
-    if len(lines) == 2:  # nothing fitted or nothing known
+        placed.section(title, entries, target, keep=_history_entry if target is context.history else None)
+    if len(placed.lines) == 2:  # nothing fitted or nothing known
         return PromptContext()
-    lines.append("</user_context>")
-    context.text = "\n".join(lines)
+    placed.lines.append("</user_context>")
+    context.text = "\n".join(placed.lines)
     context.tokens = count_tokens(context.text)
     return context
 

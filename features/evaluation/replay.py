@@ -165,6 +165,91 @@ def sample_negatives(users: Sequence[str], truth: Mapping[str, str], rated: Mapp
     return out
 
 
+def _negatives(ordered: Sequence[Event], holdout: Mapping[str, str], catalog: list[str], index: Mapping[str, int],
+               negatives: int, seed: int) -> dict[str, list[str]]:  # fmt: skip
+    """:func:`sample_negatives` for every user whose held-out item (``holdout``: user key -> its event id) is in the
+    catalog, excluding every item the user touched."""
+    truth: dict[str, str] = {}
+    rated: dict[str, set[str]] = {}
+    for event in ordered:
+        if event.item_id is not None:
+            rated.setdefault(event.key, set()).add(event.item_id)
+            if holdout.get(event.key) == event.event_id:
+                truth[event.key] = event.item_id
+    return sample_negatives([u for u in truth if truth[u] in index], truth, rated, catalog, index, negatives, seed)
+
+
+class _Replayer:
+    """The replay's running state: every user's state and plain liked-vector sum, the global signals, and the
+    cases scored so far. ``vectors`` rows follow ``index`` (item id -> row); ``sampled`` holds each held-out
+    user's negatives."""
+
+    def __init__(self, items: Mapping[str, ItemInfo], config: Config, spec: StateSpec, index: Mapping[str, int],
+                 vectors: np.ndarray, sampled: Mapping[str, list[str]], *, signals: Sequence[Signal],
+                 text_vectors: Mapping[str, np.ndarray], covisitation: CoVisitation | None,
+                 popularity_days: Sequence[float]) -> None:  # fmt: skip
+        self.items, self.config, self.spec, self.index, self.vectors = items, config, spec, index, vectors
+        self.sampled, self.signals, self.text_vectors = sampled, signals, text_vectors
+        self.dim = vectors.shape[1]
+        self.users: dict[str, UserState] = {}
+        self.means: dict[str, np.ndarray] = {}
+        self.popularity = Popularity(config.state.popularity_tau_s)
+        self.covisits = covisitation if covisitation is not None else CoVisitation(config.state.covisit_top_m)
+        self.popularities = {popularity_feature(days): Popularity(days * 86400.0) for days in popularity_days}
+        self.cases: list[Case] = []
+        self.last_ms = 0
+
+    def case(self, key: str, item_id: str, now_ms: int) -> None:
+        """Score the held-out ``item_id`` among the user's negatives at ``now_ms`` (nothing for a user never folded
+        or without negatives)."""
+        user = self.users.get(key)
+        if user is None or key not in self.sampled:
+            return
+        config, items = self.config, self.items
+        ids = [item_id, *self.sampled[key]]
+        rows = [self.index[i] for i in ids]
+        view = user.view(now_ms, config.scoring.covisit_anchors)
+        mean = self.means.get(key)
+        view.embeddings = {**view.embeddings,
+                           "mean": _unit(mean) if mean is not None else np.zeros(self.dim, np.float32)}  # fmt: skip
+        cands = Candidates(item_ids=ids, vectors=self.vectors[rows],
+                           attribute_keys=[items[i].attribute_keys for i in ids],
+                           popularity=np.array(self.popularity.read(ids, now_ms)),
+                           covisit=self.covisits.cosine_matrix(view.recent_items, ids))  # fmt: skip
+        features = dict(score(view, cands, {}, covisit_recency=config.scoring.covisit_recency).features)
+        for name, other in self.popularities.items():
+            cands.popularity = np.array(other.read(ids, now_ms))
+            features[name] = score(None, cands, {}).features["popularity"]
+        for signal in self.signals:
+            features.update(signal.features(key, ids, now_ms))
+        self.cases.append(Case(user=key, item_id=item_id, features=features, candidates=ids))
+
+    def fold(self, event: Event) -> None:
+        """Fold one (not held-out) event into its user, the global signals, the signals and the liked mean."""
+        user = self.users.get(event.key)
+        if user is None:
+            user = self.users[event.key] = UserState.new(self.spec)
+        result = user.fold([event], self.items, self.text_vectors)
+        if not result.applied:
+            return
+        self.last_ms = max(self.last_ms, event.ts_ms)
+        for item_id, ts_ms, weight, _ in result.popularity:
+            self.popularity.add(item_id, ts_ms, weight)
+            for other in self.popularities.values():
+                other.add(item_id, ts_ms, weight)
+        # one event's runs per call, as the consumer's script sums a batch
+        self.covisits.add_runs(result.covisit_runs)
+        if event.item_id is None:
+            return
+        weight = self.spec.signed_weight(event)
+        for signal in self.signals:
+            signal.observe(event, weight)
+        if event.item_id in self.items and event.type not in NEGATIVE_TYPES and weight > 0:
+            vector = self.items[event.item_id].vector
+            if vector is not None:
+                self.means[event.key] = self.means.get(event.key, np.zeros(self.dim)) + weight * vector
+
+
 def replay(
     events: list[Event],
     items: Mapping[str, ItemInfo],
@@ -200,81 +285,26 @@ def replay(
     for item, i in index.items():
         if items[item].vector is not None:
             vectors[i] = items[item].vector
-    signals = [_Baselines(), *signals]
-
     ordered = sorted(events, key=lambda e: (e.ts_ms, e.event_id))
     holdout = held_out_events(ordered, spec, min_events=min_events, min_rating=min_rating)
-    truth: dict[str, str] = {}
-    rated: dict[str, set[str]] = {}
-    for event in ordered:
-        if event.item_id is not None:
-            rated.setdefault(event.key, set()).add(event.item_id)
-            if holdout.get(event.key) == event.event_id:
-                truth[event.key] = event.item_id
-    sampled = sample_negatives([u for u in truth if truth[u] in index], truth, rated, catalog, index, negatives, seed)
+    sampled = _negatives(ordered, holdout, catalog, index, negatives, seed)
 
-    users: dict[str, UserState] = {}
-    means: dict[str, np.ndarray] = {}
-    popularity = Popularity(config.state.popularity_tau_s)
-    covisits = covisitation if covisitation is not None else CoVisitation(config.state.covisit_top_m)
-    popularities = {popularity_feature(days): Popularity(days * 86400.0) for days in popularity_days}
-    cases: list[Case] = []
+    run = _Replayer(items, config, spec, index, vectors, sampled, signals=[_Baselines(), *signals],
+                    text_vectors=text_vectors or {}, covisitation=covisitation,
+                    popularity_days=popularity_days)  # fmt: skip
     pending: list[tuple[str, str]] = []
-
-    def case(key: str, item_id: str, now_ms: int) -> None:
-        user = users.get(key)
-        if user is None or key not in sampled:
-            return
-        ids = [item_id, *sampled[key]]
-        rows = [index[i] for i in ids]
-        view = user.view(now_ms, config.scoring.covisit_anchors)
-        mean = means.get(key)
-        view.embeddings = {**view.embeddings, "mean": _unit(mean) if mean is not None else np.zeros(dim, np.float32)}
-        cands = Candidates(item_ids=ids, vectors=vectors[rows], attribute_keys=[items[i].attribute_keys for i in ids],
-                           popularity=np.array(popularity.read(ids, now_ms)),
-                           covisit=covisits.cosine_matrix(view.recent_items, ids))  # fmt: skip
-        features = dict(score(view, cands, {}, covisit_recency=config.scoring.covisit_recency).features)
-        for name, other in popularities.items():
-            cands.popularity = np.array(other.read(ids, now_ms))
-            features[name] = score(None, cands, {}).features["popularity"]
-        for signal in signals:
-            features.update(signal.features(key, ids, now_ms))
-        cases.append(Case(user=key, item_id=item_id, features=features, candidates=ids))
-
-    last_ms = 0
     for n, event in enumerate(ordered, 1):
         if n % 1000 == 0:
             progress(n)
-        if holdout.get(event.key) == event.event_id:
-            if at_end:
-                pending.append((event.key, event.item_id))
-            else:
-                case(event.key, event.item_id, event.ts_ms)
-            continue
-        user = users.get(event.key)
-        if user is None:
-            user = users[event.key] = UserState.new(spec)
-        result = user.fold([event], items, text_vectors or {})
-        if not result.applied:
-            continue
-        last_ms = max(last_ms, event.ts_ms)
-        for item_id, ts_ms, weight, _ in result.popularity:
-            popularity.add(item_id, ts_ms, weight)
-            for other in popularities.values():
-                other.add(item_id, ts_ms, weight)
-        covisits.add_runs(result.covisit_runs)  # one event's runs per call, as the consumer's script sums a batch
-        if event.item_id is None:
-            continue
-        weight = spec.signed_weight(event)
-        for signal in signals:
-            signal.observe(event, weight)
-        if event.item_id in items and event.type not in NEGATIVE_TYPES and weight > 0:
-            vector = items[event.item_id].vector
-            if vector is not None:
-                means[event.key] = means.get(event.key, np.zeros(dim)) + weight * vector
+        if holdout.get(event.key) != event.event_id:
+            run.fold(event)
+        elif at_end:
+            pending.append((event.key, event.item_id))
+        else:
+            run.case(event.key, event.item_id, event.ts_ms)
     for key, item_id in pending:
-        case(key, item_id, last_ms)
-    return cases
+        run.case(key, item_id, run.last_ms)
+    return run.cases
 
 
 def popularity_feature(days: float) -> str:

@@ -1,89 +1,54 @@
-"""Redis store of user state, item vectors and global signals (layout in :mod:`features.redis.keys`).
+"""The sync executor of the Redis layer: :class:`RedisStore` sends the commands of the sans-I/O modules on a
+redis-py client and parses their replies with them; :class:`WriteBatch` sends script calls on a
+:class:`~features.redis.deferred.DeferredPipeline`.
 
-The client (and its connection pool) is passed in — built from configuration by
-the caller, never at import. Writes go through the Lua scripts of
-:mod:`features.redis.scripts`, so a user's batch is applied atomically and exactly
-once; reads for a request are pipelined (one round trip for the user's state,
-the candidates' vectors and their popularity; a second one for co-visitation,
-whose anchors are only known once the user's history has been read).
+The layer, bottom up: the key layout (:mod:`features.redis.keys`), the Lua scripts
+(:mod:`features.redis.scripts`), commands as values and the one way to queue them
+(:mod:`features.redis.commands`), then per concern the commands to send and their replies parsed, no I/O —
+a user's hash (:mod:`features.redis.users`), items (:mod:`features.redis.items`), the global signals' reads
+(:mod:`features.redis.global_signals`) and the request path's one read (:mod:`features.redis.request`).
+The Serve app's asyncio executor runs the same functions (through :meth:`RedisStore.queue_request` and
+:meth:`RedisStore.parse_request`) on a ``redis.asyncio`` pipeline; both clients come from one factory,
+:func:`p13n.connections.redis_client`, which honours ``redis.cluster``.
+
+The client (and its connection pool) is passed in — built from configuration by the caller, never at import.
+Writes go through the Lua scripts, so a user's batch is applied atomically and exactly once; reads for a
+request are pipelined (one round trip for the user's state, the candidates' vectors and their popularity; a
+second one for co-visitation, whose anchors are only known once the user's history has been read).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
 
 import msgspec
 import numpy as np
 
+from features.core.memory import MemorySet, MemorySpec
+from features.core.signals import RESCALE_EXPONENT
+from features.core.state import ItemInfo, StateSpec, UserState
+from features.redis import global_signals, request
+from features.redis import items as _items
+from features.redis import users as _users
+from features.redis.commands import queue, run
 from features.redis.deferred import DeferredPipeline, is_cluster_client
 from features.redis.keys import KeyLayout
-from features.core.memory import MemorySet, MemorySpec
-from features.core.memory_codec import decode_memories, encode_memories
-from features.redis.scripts import APPLY_GLOBALS, APPLY_USERS
-from features.core.signals import RESCALE_EXPONENT, cosine
-from features.core.state import ItemInfo, StateSpec, UserState
-from features.core.state_codec import decode_state, encode_state
+from features.redis.scripts import APPLY_GLOBALS
+from features.redis.users import APPLIED, CONFLICT, USERS_PER_CALL, UserWrite, new_version_token, new_version_tokens
 from p13n.config import Config
 
+# UserWrite, the version tokens and the write statuses are defined in features.redis.users; the writers import
+# them from here, beside the store they hand them to.
 __all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "CONFLICT"]
 
-APPLIED, CONFLICT = 1, -1
-USERS_PER_CALL = 50
-
-
-class UserWrite(NamedTuple):
-    """A folded user state to write, guarded by the version it was read at (a compare-and-set).
-
-    The state carries the Kafka offsets it applied (``UserState.offsets``), so the version guards them
-    too: the one record of what was applied to the user.
-
-    Versions are random tokens, not counters (0: no state yet): a writer that chains a write on one
-    of its own not yet acknowledged writes expects that write's token, which another writer cannot
-    have produced, so the chained write fails whenever the one before it did."""
-
-    tenant: str
-    user_id: str
-    expected_version: int
-    state: UserState
-    new_version: int | None = None  # None: a fresh random token
-
-
-def new_version_token() -> int:
-    """A random version token, never 0 (62 bits: two writers picking the same one is a ~1e-18 chance).
-
-    >>> 0 < new_version_token() < 2**62 + 1
-    True
-    """
-    return secrets.randbits(62) + 1
-
-
-def new_version_tokens(n: int) -> list[int]:
-    """``n`` tokens as :func:`new_version_token` gives them, from one read of the OS's random source
-    (one ``os.urandom`` call per token was ~2% of the consumer's time at one event per user write).
-
-    >>> tokens = new_version_tokens(3)
-    >>> len(tokens), all(0 < t < 2**62 + 1 for t in tokens)
-    (3, True)
-    """
-    return [(word >> 2) + 1 for word in struct.unpack(f"<{n}Q", os.urandom(8 * n))]
-
-
-class _ItemMeta(msgspec.Struct, array_like=True):
-    text: str | None
-    attributes: dict[str, str | int | float | bool | list[str]]
-
-
-_meta_encoder = msgspec.msgpack.Encoder()
-_meta_decoder = msgspec.msgpack.Decoder(_ItemMeta)
+_meta_encoder = msgspec.msgpack.Encoder()  # the global-deltas call's packed arguments
 
 
 class RedisStore:
-    """All of p13n's Redis access. ``client`` is a redis-py ``Redis`` (or ``RedisCluster``)."""
+    """The sync executor of the Redis layer. ``client`` is a redis-py ``Redis`` (or ``RedisCluster``); ``keys``,
+    ``spec``, ``dim``, ``vector_dtype`` and ``memory_spec`` are what the sans-I/O functions are given, and what
+    the Serve app's asyncio executor reads from a store built on its ``redis.asyncio`` client."""
 
     def __init__(self, client, config: Config, dim: int) -> None:
         self.client = client
@@ -110,18 +75,9 @@ class RedisStore:
         if not users:
             return []
         with DeferredPipeline(self.client) as pipe:
-            pipe.send([("HMGET", self.keys.user(tenant, user_id), "v", "s") for tenant, user_id in users])
+            pipe.send(_users.read_commands(self.keys, users))
             replies = pipe.replies()
-        out: list[tuple[int, UserState | None]] = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            version, blob = reply
-            if blob is None:
-                out.append((0, None))
-            else:
-                out.append((int(version), decode_state(blob, self.spec)))
-        return out
+        return _users.parse_users(replies, self.spec)
 
     def load_user(self, tenant: str, user_id: str) -> UserState | None:
         return self.read_users([(tenant, user_id)])[0][1]
@@ -138,28 +94,12 @@ class RedisStore:
         return batch.finish()
 
     def _users_call(self, writes: Sequence[UserWrite]) -> tuple[str, list, list]:
-        keys = [self.keys.user(w.tenant, w.user_id) for w in writes]
-        args: list = [self.ttl_ms]
-        for w in writes:
-            version = w.new_version or new_version_token()
-            args += (w.expected_version, version, encode_state(w.state), self._memories_blob(w.state))
-        return (APPLY_USERS, keys, args)
-
-    def _memories_blob(self, state: UserState) -> bytes:
-        """The user's memories to store with the state, or b"" when they did not change (left as stored)."""
-        memories = state.memories
-        if memories is None or not memories.changed:
-            return b""
-        memories.changed = False  # a write that fails is re-folded from what Redis holds
-        return encode_memories(memories, self.config.memory.vector_type)
+        return _users.write_call(self.keys, writes, self.ttl_ms, self.config.memory.vector_type)
 
     def read_memories(self, users: Sequence[tuple[str, str]]) -> list[MemorySet]:
         """Each (tenant, user_id)'s memories (empty when none are stored), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for tenant, user_id in users:
-            pipe.hget(self.keys.user(tenant, user_id), "m")
-        return [decode_memories(blob, self.memory_spec, self.dim) if blob else MemorySet(self.memory_spec, self.dim)
-                for blob in pipe.execute()]  # fmt: skip
+        replies = run(self.client, _users.memories_commands(self.keys, users))
+        return _users.parse_memories(replies, self.memory_spec, self.dim)
 
     def write_users(self, writes: Sequence[UserWrite]) -> list[int]:
         """Apply each write atomically; returns APPLIED or CONFLICT per write."""
@@ -173,7 +113,7 @@ class RedisStore:
 
         The user's past contributions to the tenant-wide popularity and co-visitation
         counts are anonymous aggregates and stay."""
-        return bool(self.client.delete(self.keys.user(tenant, user_id)))
+        return bool(run(self.client, [_users.delete_command(self.keys, tenant, user_id)])[0])
 
     # --- global signals ----------------------------------------------------------------------
     def apply_globals(
@@ -260,146 +200,83 @@ class RedisStore:
 
     def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Last offset whose global deltas are applied, per (tenant, partition); -1 if none."""
-        pipe = self.client.pipeline(transaction=False)
-        for tenant, partition in pairs:
-            pipe.hget(self.keys.global_offsets(tenant), str(partition))
-        return {pair: int(v) if v is not None else -1 for pair, v in zip(pairs, pipe.execute())}
+        replies = run(self.client, global_signals.global_offsets_commands(self.keys, pairs))
+        return global_signals.parse_global_offsets(replies, pairs)
 
     def popularity(self, tenant: str, item_ids: Sequence[str], now_ms: int) -> np.ndarray:
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_popularity(pipe, tenant, item_ids)
-        return self._popularity_from(pipe.execute(), now_ms)
-
-    def _queue_popularity(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
-        pipe.hget(self.keys.global_meta(tenant), "landmark")
-        if item_ids:
-            pipe.zmscore(self.keys.popularity(tenant), list(item_ids))
-        else:  # ZMSCORE needs a member; the stand-in has a key (a cluster client cannot route ECHO)
-            pipe.exists(self.keys.popularity(tenant))
-
-    def _popularity_from(self, replies: Sequence, now_ms: int) -> np.ndarray:
-        landmark, scores = replies
-        if landmark is None or not isinstance(scores, list) or not scores:
-            return np.zeros(len(scores) if isinstance(scores, list) else 0, dtype=np.float64)
-        factor = np.exp(-(now_ms / 1000.0 - float(landmark)) / self.config.state.popularity_tau_s)
-        return np.array([s or 0.0 for s in scores], dtype=np.float64) * factor
+        """The items' forward-decayed popularity read at ``now_ms``."""
+        replies = run(self.client, global_signals.popularity_commands(self.keys, tenant, item_ids))
+        return global_signals.parse_popularity(replies, now_ms, tau_s=self.config.state.popularity_tau_s)
 
     def covisit_matrix(self, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """Cosine co-visitation ``c(a, x) / sqrt(n(a)·n(x))`` (:func:`~features.core.signals.cosine`), shape
         (len(anchors), len(candidates)) — what the scorer's ``covisit`` feature weighs."""
         if not anchors or not candidates:
             return np.zeros((len(anchors), len(candidates)), dtype=np.float64)
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_covisit(pipe, tenant, anchors, candidates)
-        return self.parse_covisit(pipe.execute(), len(anchors), len(candidates))
+        replies = run(self.client, global_signals.covisit_commands(self.keys, tenant, anchors, candidates))
+        return global_signals.parse_covisit(replies, len(anchors), len(candidates))
 
     def covisit_neighbours(self, tenant: str, item_id: str) -> dict[str, float]:
         """The item's co-visitation row: neighbour -> count (at most ``state.covisit_top_m``)."""
-        pairs = self.client.zrevrange(self.keys.covisit(tenant, item_id), 0, -1, withscores=True)
-        return {m.decode(): float(s) for m, s in pairs}
+        reply = self.client.execute_command(*global_signals.covisit_row_command(self.keys, tenant, item_id))
+        return global_signals.parse_covisit_row(reply)
 
     def covisit_occurrences(self, tenant: str, item_ids: Sequence[str]) -> np.ndarray:
         """How often each item occurred in co-visitation (its ``n``; 0 when never)."""
         if not item_ids:
             return np.zeros(0, dtype=np.float64)
-        return _occurrences(self.client.hmget(self.keys.covisit_counts(tenant), list(item_ids)))
+        reply = self.client.execute_command(*global_signals.occurrences_command(self.keys, tenant, item_ids))
+        return global_signals.parse_occurrences(reply)
 
     # --- items -------------------------------------------------------------------------------
     def put_items(self, tenant: str, items: Mapping[str, ItemInfo]) -> None:
         """Store vectors (where given) and text/attributes of items."""
-        pipe = self.client.pipeline(transaction=False)
-        for item_id, info in items.items():
-            mapping = {f"m:{item_id}": _meta_encoder.encode(_ItemMeta(info.text, dict(info.attributes)))}
-            if info.vector is not None:
-                mapping[f"v:{item_id}"] = np.asarray(info.vector, dtype=self.vector_dtype).tobytes()
-            pipe.hset(self.keys.item_shard(tenant, item_id), mapping=mapping)
-        pipe.execute()
+        run(self.client, _items.put_commands(self.keys, tenant, items, self.vector_dtype))
 
     def put_item_vectors(self, tenant: str, items: Mapping[str, tuple[str, np.ndarray]]) -> None:
         """Store vectors of first-seen items embedded from event text; catalog text and
         attributes already stored are kept (the text is only set when none is there)."""
-        pipe = self.client.pipeline(transaction=False)
-        for item_id, (text, vector) in items.items():
-            key = self.keys.item_shard(tenant, item_id)
-            pipe.hset(key, f"v:{item_id}", np.asarray(vector, dtype=self.vector_dtype).tobytes())
-            pipe.hsetnx(key, f"m:{item_id}", _meta_encoder.encode(_ItemMeta(text, {})))
-        pipe.execute()
+        run(self.client, _items.put_vector_commands(self.keys, tenant, items, self.vector_dtype))
 
     def delete_items(self, tenant: str, item_ids: Iterable[str]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for item_id in item_ids:
-            pipe.hdel(self.keys.item_shard(tenant, item_id), f"v:{item_id}", f"m:{item_id}")
-        pipe.execute()
+        run(self.client, _items.delete_commands(self.keys, tenant, item_ids))
 
     def get_items(self, tenant: str, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
         """Known items among ``item_ids`` (unknown ones are absent)."""
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_items(pipe, tenant, item_ids)
-        return self.parse_items(pipe.execute(), item_ids)
+        return self.parse_items(run(self.client, _items.get_commands(self.keys, tenant, item_ids)), item_ids)
 
     def queue_items(self, pipe, tenant: str, item_ids: Sequence[str]) -> None:
-        for item_id in item_ids:
-            pipe.hmget(self.keys.item_shard(tenant, item_id), f"v:{item_id}", f"m:{item_id}")
+        """Queue :func:`features.redis.items.get_commands` on ``pipe`` (sync or asyncio) for :meth:`parse_items`."""
+        queue(pipe, _items.get_commands(self.keys, tenant, item_ids))
 
     def parse_items(self, replies: Sequence, item_ids: Sequence[str]) -> dict[str, ItemInfo]:
-        found: dict[str, ItemInfo] = {}
-        for item_id, (vector, meta) in zip(item_ids, replies):
-            if vector is None and meta is None:
-                continue
-            decoded = _meta_decoder.decode(meta) if meta is not None else _ItemMeta(None, {})
-            vec = np.frombuffer(vector, dtype=self.vector_dtype).astype(np.float32) if vector is not None else None
-            found[item_id] = ItemInfo(vector=vec, attributes=decoded.attributes, text=decoded.text)
-        return found
+        return _items.parse_items(replies, item_ids, self.vector_dtype)
 
     def items_with_vectors(self, tenant: str, item_ids: Sequence[str]) -> set[str]:
         """Which of ``item_ids`` already have a stored vector (so need no encoding)."""
-        pipe = self.client.pipeline(transaction=False)
-        for item_id in item_ids:
-            pipe.hexists(self.keys.item_shard(tenant, item_id), f"v:{item_id}")
-        return {item_id for item_id, present in zip(item_ids, pipe.execute()) if present}
+        return _items.parse_has_vector(run(self.client, _items.has_vector_commands(self.keys, tenant, item_ids)),
+                                       item_ids)  # fmt: skip
 
     # --- request path ------------------------------------------------------------------------
-    # Each read is a (queue, parse) pair so the async reader of the Serve app runs the very same
-    # commands and decoding on a redis.asyncio pipeline.
-    def queue_request(self, pipe, tenant: str, user_id: str, popular_ids: Sequence[str], item_ids: Sequence[str]) -> None:
-        pipe.hget(self.keys.user(tenant, user_id), "s")
-        self._queue_popularity(pipe, tenant, popular_ids)
-        self.queue_items(pipe, tenant, item_ids)
+    # The asyncio executor of the Serve app queues the same commands (queue_request) on a redis.asyncio
+    # pipeline and parses its replies with the same code (parse_request): features.redis.request.
+    def queue_request(self, pipe, tenant: str, user_id: str, popular_ids: Sequence[str],
+                      item_ids: Sequence[str]) -> None:  # fmt: skip
+        """Queue :func:`features.redis.request.request_commands` on ``pipe`` (sync or asyncio)."""
+        queue(pipe, request.request_commands(self.keys, tenant, user_id, popular_ids, item_ids))
 
     def parse_request(
         self, replies: Sequence, popular_ids: Sequence[str], item_ids: Sequence[str], now_ms: int
     ) -> tuple[UserState | None, dict[str, ItemInfo], np.ndarray]:
-        blob = replies[0]
-        user = decode_state(blob, self.spec) if blob is not None else None
-        popularity = self._popularity_from(replies[1:3], now_ms)
-        items = self.parse_items(replies[3:], item_ids)
-        return user, items, popularity
-
-    def queue_covisit(self, pipe, tenant: str, anchors: Sequence[str], candidates: Sequence[str]) -> None:
-        for anchor in anchors:
-            pipe.zmscore(self.keys.covisit(tenant, anchor), list(candidates))
-        pipe.hmget(self.keys.covisit_counts(tenant), [*anchors, *candidates])
-
-    @staticmethod
-    def parse_covisit(rows: Sequence, anchors: int, candidates: int) -> np.ndarray:
-        """The cosine matrix from :meth:`queue_covisit`'s replies (rows, then the occurrences)."""
-        if not rows or not anchors:
-            return np.zeros((anchors, candidates), dtype=np.float64)
-        counts = np.array([[c or 0.0 for c in row] for row in rows[:anchors]], dtype=np.float64)
-        n = _occurrences(rows[anchors])
-        return cosine(counts, n[:anchors], n[anchors:])
+        return request.parse_request(replies, item_ids, now_ms, spec=self.spec, dtype=self.vector_dtype,
+                                     tau_s=self.config.state.popularity_tau_s)  # fmt: skip
 
     def read_request(
         self, tenant: str, user_id: str, candidate_ids: Sequence[str], now_ms: int
     ) -> tuple[UserState | None, dict[str, ItemInfo], np.ndarray]:
         """The user's state, the candidates' items and their popularity — one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        self.queue_request(pipe, tenant, user_id, candidate_ids, candidate_ids)
-        return self.parse_request(pipe.execute(), candidate_ids, candidate_ids, now_ms)
-
-
-def _occurrences(replies: Sequence) -> np.ndarray:
-    return np.array([float(v) if v is not None else 0.0 for v in replies], dtype=np.float64)
+        replies = run(self.client, request.request_commands(self.keys, tenant, user_id, candidate_ids, candidate_ids))
+        return self.parse_request(replies, candidate_ids, candidate_ids, now_ms)
 
 
 class WriteBatch:
@@ -438,11 +315,7 @@ class WriteBatch:
         positions = self.send([self._store._users_call(chunk) for chunk in chunks])
         return [(at, 2 * j) for at, chunk in zip(positions, chunks) for j in range(len(chunk))]
 
-    @staticmethod
-    def user_result(replies: Sequence, ref: tuple[int, int]) -> tuple[int, int]:
-        """(status, version) of the user write at ``ref`` (see ``APPLY_USERS``)."""
-        call, at = ref
-        return int(replies[call][at]), int(replies[call][at + 1])
+    user_result = staticmethod(_users.write_result)  # (status, version) of the user write at a ref
 
     def finish(self, *, raise_on_error: bool = True) -> list:
         """Every call's result, in order; raises the first error (``raise_on_error``), or leaves each
