@@ -181,13 +181,14 @@ for _, pair in ipairs(order) do
   end
 end
 local pad = string.rep('~', 1024)  -- longer than any {zset,hash}-max-listpack-value: converts the key
-local encoding = redis.call('OBJECT', 'ENCODING', KEYS[1])
-if encoding and encoding ~= 'skiplist' then
+-- pcall: a server that refuses OBJECT (renamed or disabled) keeps the compact encodings, and the call runs
+local encoding = redis.pcall('OBJECT', 'ENCODING', KEYS[1])
+if type(encoding) == 'string' and encoding ~= 'skiplist' then
   redis.call('ZADD', KEYS[1], 0, pad)
   redis.call('ZREM', KEYS[1], pad)
 end
-encoding = redis.call('OBJECT', 'ENCODING', KEYS[4])
-if encoding and encoding ~= 'hashtable' then
+encoding = redis.pcall('OBJECT', 'ENCODING', KEYS[4])
+if type(encoding) == 'string' and encoding ~= 'hashtable' then
   redis.call('HSET', KEYS[4], pad, 0)
   redis.call('HDEL', KEYS[4], pad)
 end
