@@ -19,30 +19,25 @@ second one for co-visitation, whose anchors are only known once the user's histo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import msgspec
 import numpy as np
 
 from features.core.memory import MemorySet, MemorySpec
-from features.core.signals import RESCALE_EXPONENT
 from features.core.state import ItemInfo, StateSpec, UserState
 from features.redis import global_signals, request
 from features.redis import items as _items
 from features.redis import users as _users
 from features.redis.commands import queue, run
 from features.redis.deferred import DeferredPipeline, is_cluster_client
+from features.redis.globals_write import globals_call
 from features.redis.keys import KeyLayout
-from features.redis.scripts import APPLY_GLOBALS
 from features.redis.users import APPLIED, CONFLICT, USERS_PER_CALL, UserWrite, new_version_token, new_version_tokens
 from p13n.config import Config
 
 # UserWrite, the version tokens and the write statuses are defined in features.redis.users; the writers import
 # them from here, beside the store they hand them to.
 __all__ = ["RedisStore", "WriteBatch", "UserWrite", "new_version_token", "new_version_tokens", "APPLIED", "CONFLICT"]
-
-_meta_encoder = msgspec.msgpack.Encoder()  # the global-deltas call's packed arguments
 
 
 class RedisStore:
@@ -134,69 +129,10 @@ class RedisStore:
         """:meth:`apply_globals` with co-visits as :class:`~features.core.history.CovisitRun` (occurrences too)."""
         return bool(self._run_scripts([self.globals_call(tenant, partition, offset, popularity, covisit_runs)])[0])
 
-    def globals_call(
-        self,
-        tenant: str,
-        partition: int,
-        offset: int,
-        popularity: Iterable[tuple],
-        covisit_runs: Iterable[tuple],
-        *,
-        force: bool = False,
-    ) -> tuple[str, list, list]:
-        """The script call that adds a batch's popularity ``(item, ts_ms, weight, …)`` and co-visitation deltas,
-        once per (tenant, partition, offset). Co-visits come as runs ``(later, earlier items, delta, event_id, count)``
-        (:class:`~features.core.history.CovisitRun`): each earlier item and ``later`` gain ``delta`` in each other's row
-        (a Space-Saving summary of ``state.covisit_top_m`` members), and ``later``'s occurrences gain ``count``.
-
-        Popularity is aggregated here — per item ``Σ wᵢ·exp((tᵢ − t_max)/τ)`` at the item's latest time, which
-        is exactly what the forward-decay script would add event by event; co-visitation deltas are summed
-        per unordered pair by the script — so it does one update per item and two per pair, whatever the
-        batch size.
-
-        ``force`` repairs a call known not to have run (it failed): applied whatever the partition's offset.
-        Non-finite deltas are sent as they are: the script rejects the call, naming them."""
-        cfg = self.config.state
-        tau = cfg.popularity_tau_s
-        per_item: dict[str, list[tuple[float, float]]] = {}
-        for delta in popularity:
-            item_id, t, weight = delta[0], delta[1] / 1000.0, float(delta[2])
-            seen = per_item.get(item_id)
-            if seen is None:
-                per_item[item_id] = [(t, weight)]
-            else:
-                seen.append((t, weight))
-        pop_args: list = []
-        for item_id, obs in per_item.items():
-            if len(obs) == 1:
-                pop_args += [item_id, *obs[0]]
-                continue
-            t_max = max([t for t, _ in obs])
-            try:
-                total = math.fsum([w * math.exp((t - t_max) / tau) for t, w in obs])
-            except (OverflowError, ValueError):  # fsum raises on overflow and on inf - inf: the script names it
-                total = math.nan
-            pop_args += [item_id, t_max, total]
-        names: dict[str, int] = {}  # item -> its 1-based position in the script's list
-        position = names.get
-        pair_args: list = []  # per run: later's position, delta, count, n, the n earlier items' positions
-        add = pair_args.extend
-        for run in covisit_runs:
-            later = position(run[0])
-            if later is None:
-                later = names[run[0]] = len(names) + 1
-            earlier = run[1]
-            add((later, float(run[2]), float(run[4]) if len(run) > 4 else 0.0, len(earlier)))
-            for item in earlier:
-                at = position(item)
-                if at is None:
-                    at = names[item] = len(names) + 1
-                pair_args.append(at)
-        keys = [self.keys.popularity(tenant), self.keys.global_meta(tenant), self.keys.global_offsets(tenant),
-                self.keys.covisit_counts(tenant), *self.keys.covisits(tenant, names)]  # fmt: skip
-        args = [partition, offset, tau, RESCALE_EXPONENT, cfg.covisit_top_m,
-                _meta_encoder.encode([pop_args, list(names), pair_args]), "1" if force else "0"]  # fmt: skip
-        return (APPLY_GLOBALS, keys, args)
+    def globals_call(self, tenant: str, partition: int, offset: int, popularity: Iterable[tuple],
+                     covisit_runs: Iterable[tuple], *, force: bool = False) -> tuple[str, list, list]:  # fmt: skip
+        """:func:`features.redis.globals_write.globals_call` with this store's keys and state settings."""
+        return globals_call(self.keys, self.config.state, tenant, partition, offset, popularity, covisit_runs, force=force)
 
     def read_global_offsets(self, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Last offset whose global deltas are applied, per (tenant, partition); -1 if none."""

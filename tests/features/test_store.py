@@ -150,6 +150,24 @@ def test_popularity_rescales_far_in_the_future(store):
     assert pop[0] == pytest.approx(np.exp(-100.0), rel=1e-6)
 
 
+def test_tenant_aggregates_leave_the_compact_encoding_with_their_values(store, redis_client):
+    """The tenant's popularity zset and occurrences hash (one entry per item) are converted to Redis's hashed
+    encodings by the global-deltas script, where an update does not scan every item; nothing else changes:
+    the same members and values, no stand-in left behind. A key that is compact again (as an RDB load can
+    make it) is converted on the next call."""
+    pop_key, counts_key = store.keys.popularity("default"), store.keys.covisit_counts("default")
+    redis_client.zadd(pop_key, {"z": 5.0})  # as a restart may leave it: small, compact
+    assert redis_client.object("encoding", pop_key) == b"listpack"
+    runs = [("b", ("a",), 1.0, "e1", 1.0), ("c", ("a", "b"), 1.0, "e2", 1.0)]
+    assert store.apply_globals_runs("default", 0, 1, runs, [("a", 1_000, 2.0), ("b", 2_000, 1.0)]) is True
+    assert redis_client.object("encoding", pop_key) == b"skiplist"
+    assert redis_client.object("encoding", counts_key) == b"hashtable"
+    assert sorted(redis_client.zrange(pop_key, 0, -1)) == [b"a", b"b", b"z"]
+    assert redis_client.zscore(pop_key, "z") == 5.0
+    assert redis_client.hgetall(counts_key) == {b"b": b"1", b"c": b"1"}
+    assert store.covisit_neighbours("default", "a") == {"b": 1.0, "c": 1.0}
+
+
 def test_items_round_trip_and_request_read(store):
     items = {
         "a": ItemInfo(vector=vec(1), attributes={"category": "jazz", "tags": ["vinyl"]}, text="Jazz vinyl"),
