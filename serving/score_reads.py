@@ -119,7 +119,8 @@ class ScoreReads:
         """The user's state (None: unknown) and the candidates ``ids`` at ``now_ms``."""
         item_ids = table.ids(ids)
         fetch = table.stale_items(ids, item_ids)
-        unread = table.stale_popularity(ids, item_ids)
+        unread_at = table.stale_popularity_at(item_ids).tolist()
+        unread = [ids[n] for n in unread_at]
         keys = self.keys
         commands = [("HGET", keys.user(tenant, user_id), "s"), ("HGET", keys.global_meta(tenant), "landmark")]
         if unread:
@@ -128,7 +129,7 @@ class ScoreReads:
         replies = await self.execute(commands)
         blob, raw_landmark = replies[0], replies[1]
         landmark = float(raw_landmark) if raw_landmark is not None else None
-        table.put_popularity(unread, _floats(replies[2]) if unread else [], landmark)
+        table.put_popularity(unread, _floats(replies[2]) if unread else [], landmark, item_ids[unread_at])
         if fetch:
             table.put_items(fetch, self.store.parse_items(replies[2 + bool(unread) :], fetch))
         vectors, has_vector, key_index = table.candidates(item_ids)
@@ -162,8 +163,9 @@ class ScoreReads:
         held for ``COVISIT_TTL_S``, so hot anchors and items cost no round trip."""
         if not anchors or not ids:
             return np.zeros((len(anchors), len(ids)))
-        every = np.concatenate([table.ids(anchors), item_ids])
-        missing = table.stale_rows(anchors)
+        anchor_ids = table.ids(anchors)
+        every = np.concatenate([anchor_ids, item_ids])
+        missing = table.stale_rows(anchors, anchor_ids)
         uncounted = table.stale_counts([*anchors, *ids], every)
         if missing or uncounted:
             # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score

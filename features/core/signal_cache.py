@@ -90,6 +90,7 @@ class SignalTable:
         self._n_at = np.full(1024, -np.inf)  # when it was read (clock seconds); -inf: never
         self._column = np.full(1024, -1, dtype=_ID)  # scratch of _counts: item id -> candidate column
         self._rows: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}  # anchor id -> (read at, ids, counts)
+        self._row_at = np.full(1024, -np.inf)  # when each item's row was read (-inf: not held)
 
     @property
     def full(self) -> bool:
@@ -111,6 +112,7 @@ class SignalTable:
                 self._column = np.concatenate([self._column, np.full(grow, -1, dtype=_ID)])
                 self._pop = np.concatenate([self._pop, np.zeros(grow)])
                 self._pop_at = np.concatenate([self._pop_at, np.full(grow, -np.inf)])
+                self._row_at = np.concatenate([self._row_at, np.full(grow, -np.inf)])
                 self._items.grow(grow)
         return np.fromiter(out, dtype=_ID, count=len(out))
 
@@ -119,16 +121,11 @@ class SignalTable:
         now = self.clock()
         return now - self._rng.random(n) * (self.jitter * ttl_s) if self.jitter and ttl_s else now
 
-    def stale_rows(self, anchors: Sequence[str]) -> list[str]:
-        """The anchors whose row is not held or older than ``ttl_s``."""
-        oldest = self.clock() - self.ttl_s
-        rows, known = self._rows, self._ids
-        out = []
-        for anchor in anchors:
-            entry = rows.get(known.get(anchor, -1))
-            if entry is None or entry[0] < oldest:
-                out.append(anchor)
-        return out
+    def stale_rows(self, anchors: Sequence[str], ids: np.ndarray | None = None) -> list[str]:
+        """The anchors (with their :meth:`ids`, when known) whose row is not held or older than ``ttl_s``."""
+        ids = self.ids(anchors) if ids is None else ids
+        stale = np.flatnonzero(self._row_at[ids] < self.clock() - self.ttl_s)
+        return [anchors[n] for n in stale.tolist()] if stale.size else []
 
     def stale_counts(self, items: Sequence[str], ids: np.ndarray | None = None) -> list[str]:
         """The distinct ``items`` (with their :meth:`ids`, when known) whose occurrence count is not held or older
@@ -141,31 +138,39 @@ class SignalTable:
         """Hold ``anchor``'s row: its neighbours and their co-visitation counts (aligned)."""
         key = int(self.ids([anchor])[0])
         self._rows.pop(key, None)  # re-inserted last: the rows stay in the order they were read
-        self._rows[key] = (float(self._read_at(1, self.ttl_s)[0]) if self.jitter and self.ttl_s else self.clock(),
-                           self.ids(members), np.asarray(counts, dtype=np.float64))  # fmt: skip
+        read_at = float(self._read_at(1, self.ttl_s)[0]) if self.jitter and self.ttl_s else self.clock()
+        self._rows[key] = (read_at, self.ids(members), np.asarray(counts, dtype=np.float64))
+        self._row_at[key] = read_at
         if len(self._rows) > self.max_rows:
-            del self._rows[next(iter(self._rows))]
+            oldest = next(iter(self._rows))
+            del self._rows[oldest]
+            self._row_at[oldest] = -np.inf
 
-    def put_counts(self, items: Sequence[str], counts: Sequence[float | None]) -> None:
-        """Hold the occurrence counts of ``items`` (None: never occurred, 0)."""
-        ids = self.ids(items)
+    def put_counts(self, items: Sequence[str], counts: Sequence[float | None], ids: np.ndarray | None = None) -> None:
+        """Hold the occurrence counts of ``items`` (with their :meth:`ids`, when known; None: never occurred, 0)."""
+        ids = self.ids(items) if ids is None else ids
         self._n[ids] = [0.0 if c is None else float(c) for c in counts]
         self._n_at[ids] = self._read_at(ids.size, self.ttl_s)
 
     def stale_popularity(self, items: Sequence[str], ids: np.ndarray) -> list[str]:
         """The ``items`` (with their :meth:`ids`) whose popularity score is not held or older than
         ``popularity_ttl_s``, in order."""
-        stale = np.flatnonzero(self._pop_at[ids] < self.clock() - self.popularity_ttl_s)
-        return [items[n] for n in stale.tolist()] if stale.size else []
+        return [items[n] for n in self.stale_popularity_at(ids).tolist()]
 
-    def put_popularity(self, items: Sequence[str], scores: Sequence[float | None], landmark: float | None) -> None:
-        """Hold the stored popularity ``scores`` of ``items`` (None: none), read against ``landmark`` (None: the
-        tenant has no popularity yet); scores held against another landmark are dropped."""
+    def stale_popularity_at(self, ids: np.ndarray) -> np.ndarray:
+        """:meth:`stale_popularity` as positions in ``ids``."""
+        return np.flatnonzero(self._pop_at[ids] < self.clock() - self.popularity_ttl_s)
+
+    def put_popularity(self, items: Sequence[str], scores: Sequence[float | None], landmark: float | None,
+                       ids: np.ndarray | None = None) -> None:  # fmt: skip
+        """Hold the stored popularity ``scores`` of ``items`` (with their :meth:`ids`, when known; None: none), read
+        against ``landmark`` (None: the tenant has no popularity yet); scores held against another landmark are
+        dropped."""
         if landmark != self._landmark:
             self._pop_at[:] = -np.inf
             self._landmark = landmark
         if items:
-            ids = self.ids(items)
+            ids = self.ids(items) if ids is None else ids
             self._pop[ids] = [s or 0.0 for s in scores]
             self._pop_at[ids] = self._read_at(ids.size, self.popularity_ttl_s)
 
