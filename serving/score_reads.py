@@ -4,7 +4,8 @@ Per tenant, one :class:`~features.core.signal_cache.SignalTable` holds, with bou
 slowly and is shared by every user:
 
 * items (vector, attribute keys; or "not stored") for ``consumer.item_cache_ttl_s`` (60 s): a catalog change
-  shows in scores at most that late;
+  shows in scores at most that late (``consumer.item_cache_size`` items at most: past it the tenant's table
+  starts afresh; 0 reads items on every request);
 * co-visitation rows and occurrence counts for ``COVISIT_TTL_S`` (30 s);
 * popularity scores for ``POPULARITY_TTL_S`` (5 s), relative to the tenant's landmark, which is read on every
   request, so a rescale is never mixed with older scores (every score is read again).
@@ -94,10 +95,11 @@ class ScoreReads:
     def table(self, tenant: str) -> SignalTable:
         table = self.tables.get(tenant)
         if table is None or table.full:  # a fresh table: requests in flight keep the ids of the old one
-            consumer = self.config.consumer
+            held = self.config.consumer.item_cache_size  # 0: items are read on every request
+            item_ttl_s = self.config.consumer.item_cache_ttl_s if held else 0.0
             table = self.tables[tenant] = SignalTable(COVISIT_TTL_S, popularity_ttl_s=POPULARITY_TTL_S,
-                                                      item_ttl_s=consumer.item_cache_ttl_s, dim=self.store.dim,
-                                                      max_held=max(1, consumer.item_cache_size), jitter=self.jitter)  # fmt: skip
+                                                      item_ttl_s=item_ttl_s, dim=self.store.dim,
+                                                      max_held=held or 100_000, jitter=self.jitter)  # fmt: skip
         return table
 
     async def execute(self, commands: Sequence[tuple]) -> list:
