@@ -28,13 +28,12 @@ import redis
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
-from features.core.personalize import CandidateIn, needs_text_vectors, rank_candidates
-from features.core.signal_cache import SignalTable
+from features.core.personalize import CandidateIn, rank_scored
+from features.core.scorer import Candidates
 from features.core.prompt import TokenCounter, build_context, query_text, rewrite_messages
 from features.core.memory_codec import MemoryFormatError, decode_memories
 from features.core.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec
 from features.core.personalize import memories_for_prompt
-from features.core.state import ItemInfo
 from features.core.state_codec import decode_state
 from features.redis.store import RedisStore
 from p13n.config import Config
@@ -45,6 +44,7 @@ from serving.budget import Deadline, StageTimeout, within
 from serving.responses import (AttributeHorizons, HistoryEntry, Horizon, RewriteAnswer, RewriteContext, ScoreAnswer,
                                ScoredItem, StatedPreference, UserMemory, UserProfile)  # fmt: skip
 from serving.memory_tables import MemoryTables
+from serving.score_reads import ScoreReads
 from features.core.cache import TtlCache
 from features.core.inspection import attribute_horizons
 
@@ -55,14 +55,6 @@ REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSErro
 #: A dependency (Redis, the Encoder deployment) failed or ran out of time: skip the stage, say so.
 DEPENDENCY_ERRORS = (*REDIS_ERRORS, RayError, RayServeException, asyncio.TimeoutError)
 log = logging.getLogger("p13n.serving")
-# Co-visitation counts move slowly: rows and counts are trusted for 30 s (bounded staleness), which saves
-# the round trip and the parse of up to 5 anchor rows of 100 scored members per request (at 5 s, most
-# anchors of MovieLens users had expired before their user came back).
-COVISIT_TTL_S = 30.0
-# Popularity (forward-decayed, tau of days) is trusted for 5 s: a new item's first events show in its score at
-# most 5 s late, and the ZMSCORE of ~100 candidates (~0.3 ms of CPU per /v1/score here) is read only for items
-# not held; the landmark is read on every request, so a rescale is never mixed with older scores.
-POPULARITY_TTL_S = 5.0
 Encode = Callable[[str, float], Awaitable[np.ndarray]]  # (text, milliseconds left) -> vector
 
 
@@ -73,17 +65,6 @@ def _redis_reason(exc: BaseException) -> str:
     ('redis_timeout', 'redis_unavailable')
     """
     return "redis_timeout" if isinstance(exc, StageTimeout) else "redis_unavailable"
-
-
-def _score_pairs(reply: list) -> tuple[list[str], list[float]]:
-    """(members, scores) of a raw ``ZRANGE … WITHSCORES`` reply: RESP3 pairs or RESP2's flat list.
-
-    >>> _score_pairs([[b"a", 2.0], [b"b", 1.0]]), _score_pairs([b"a", b"2", b"b", b"1"])
-    ((['a', 'b'], [2.0, 1.0]), (['a', 'b'], [2.0, 1.0]))
-    """
-    if reply and isinstance(reply[0], list):
-        return [m.decode() for m, _ in reply], [float(score) for _, score in reply]
-    return [m.decode() for m in reply[0::2]], [float(score) for score in reply[1::2]]
 
 
 class Personalizer:
@@ -99,85 +80,12 @@ class Personalizer:
                              else TokenCounter(count_tokens, cache_size=100_000))  # fmt: skip
         self.client = async_redis_client(config.redis)  # a cluster client with redis.cluster
         self.store = RedisStore(self.client, config, dim=dim)  # layout, queue/parse; executed here on asyncio
-        self.items: TtlCache[str, ItemInfo] = TtlCache(config.consumer.item_cache_size, config.consumer.item_cache_ttl_s)
+        self.reads = ScoreReads(self.client, self.store, config)  # held items and signals per tenant (bounded staleness)
         self.text_vectors: TtlCache[str, np.ndarray] = TtlCache(10_000, float("inf"))  # candidate texts seen before
-        self.signals: dict[str, SignalTable] = {}  # tenant -> its co-visitation rows and counts, popularity
         self.retrieval = RetrievalSpec(max_chars=config.memory.max_chars)
         self.memory_tables = MemoryTables(config.memory.cache_users, dim)  # decoded memories, by their ``mv`` token
 
     # --- reads ---------------------------------------------------------------------------------
-    async def _read(self, tenant: str, user_id: str, ids: Sequence[str], now_ms: int):
-        cached: dict[str, ItemInfo] = {}
-        fetch: list[str] = []
-        for item_id in ids:
-            info = self.items.get(f"{tenant}\0{item_id}")
-            if info is None:
-                fetch.append(item_id)
-            else:
-                cached[item_id] = info
-        table = self._signal_table(tenant)
-        item_ids = table.ids(ids)
-        unread = table.stale_popularity(ids, item_ids)
-        pipe = self.client.pipeline(transaction=False)
-        self.store.queue_request(pipe, tenant, user_id, unread, fetch)
-        replies = await pipe.execute()
-        user, fetched, _ = self.store.parse_request(replies, unread, fetch, now_ms)
-        for item_id, info in fetched.items():
-            self.items.put(f"{tenant}\0{item_id}", info)
-        landmark = float(replies[1]) if replies[1] is not None else None
-        table.put_popularity(unread, replies[2] if unread else [], landmark)
-        return user, {**cached, **fetched}, await self._popularity(tenant, table, ids, item_ids, landmark, now_ms)
-
-    async def _popularity(self, tenant: str, table: SignalTable, ids: Sequence[str], item_ids: np.ndarray,
-                          landmark: float | None, now_ms: int) -> np.ndarray:  # fmt: skip
-        """The candidates' popularity at ``now_ms`` from the held scores (as ``RedisStore.parse_request`` computes
-        it); when the landmark moved since some were read, all are read again."""
-        if landmark is None or not ids:
-            return np.zeros(len(ids), dtype=np.float64)
-        stored = table.popularity(item_ids, landmark)
-        if stored is None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hget(self.store.keys.global_meta(tenant), "landmark")
-            pipe.zmscore(self.store.keys.popularity(tenant), list(ids))
-            raw_landmark, scores = await pipe.execute()
-            landmark = float(raw_landmark) if raw_landmark is not None else None
-            table.put_popularity(ids, scores, landmark)
-            if landmark is None:
-                return np.zeros(len(ids), dtype=np.float64)
-            stored = np.array([s or 0.0 for s in scores], dtype=np.float64)
-        factor = np.exp(-(now_ms / 1000.0 - landmark) / self.config.state.popularity_tau_s)
-        return stored * factor
-
-    def _signal_table(self, tenant: str) -> SignalTable:
-        table = self.signals.get(tenant)
-        if table is None or table.full:  # a fresh table: requests in flight keep the ids of the old one
-            table = self.signals[tenant] = SignalTable(COVISIT_TTL_S, popularity_ttl_s=POPULARITY_TTL_S)
-        return table
-
-    async def _covisit(self, tenant: str, anchors: Sequence[str], ids: Sequence[str]) -> np.ndarray:
-        """Cosine co-visitation (:func:`~features.core.signals.cosine`); each anchor's (top-M bounded) row and
-        each item's occurrence count are held for ``COVISIT_TTL_S`` (:class:`~features.core.signal_cache.SignalTable`),
-        so hot anchors and items cost no round trip."""
-        if not anchors or not ids:
-            return np.zeros((len(anchors), len(ids)))
-        table = self._signal_table(tenant)
-        items = [*anchors, *ids]
-        item_ids = table.ids(items)
-        missing = table.stale_rows(anchors)
-        uncounted = table.stale_counts(items, item_ids)
-        if missing or uncounted:
-            pipe = self.client.pipeline(transaction=False)
-            for anchor in missing:  # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score (RESP3)
-                pipe.execute_command("ZRANGE", self.store.keys.covisit(tenant, anchor), 0, -1, "WITHSCORES")
-            if uncounted:
-                pipe.hmget(self.store.keys.covisit_counts(tenant), uncounted)
-            replies = await pipe.execute()
-            for anchor, reply in zip(missing, replies):
-                table.put_row(anchor, *_score_pairs(reply))
-            if uncounted:
-                table.put_counts(uncounted, replies[len(missing)])
-        return table.cosine(anchors, ids, item_ids)
-
     async def _user_and_history(self, tenant: str, user_id: str, *, cached: bool = False):
         """(user state or None, its history's items, its memories, their ``mv`` token or None). The memories are
         the stored bytes or None; with ``cached``, this replica's decoded table when the token still matches
@@ -219,11 +127,13 @@ class Personalizer:
     # --- score ---------------------------------------------------------------------------------
     async def score(self, tenant: str, user_id: str, candidates: Sequence[CandidateIn], *, k: int | None,
                     explain: bool, budget_ms: float, now_ms: int | None = None) -> ScoreAnswer:  # fmt: skip
+        """Candidates ranked for the user (:mod:`serving.score_reads`: what is read, and how stale it may be)."""
         deadline = Deadline(budget_ms)
         now_ms = now_ms if now_ms is not None else wall_ms()
         ids = [c.item_id for c in candidates]
+        table = self.reads.table(tenant)
         try:
-            user, items, popularity = await within(deadline, "redis", self._read(tenant, user_id, ids, now_ms))
+            user, held = await within(deadline, "redis", self.reads.read(table, tenant, user_id, ids, now_ms))
         except REDIS_ERRORS as exc:
             if not isinstance(exc, StageTimeout):
                 log.warning("redis read failed: %s: %s", type(exc).__name__, exc)
@@ -231,10 +141,10 @@ class Personalizer:
             return ScoreAnswer.in_given_order(ids, k, deadline.degraded, deadline.finish())
         view = user.view(now_ms, self.config.scoring.covisit_anchors) if user is not None else None
         covisit = None
-        text_vectors = None
+        vectors = held.vectors
         if view is not None:
-            tasks = {"covisit": self._covisit(tenant, list(view.recent_items), ids)}
-            missing = needs_text_vectors(candidates, items)
+            tasks = {"covisit": self.reads.covisit(table, tenant, list(view.recent_items), ids, held.ids)}
+            missing = [c for c, has in zip(candidates, held.has_vector.tolist()) if c.text and not has]
             if missing:
                 tasks["encode"] = self._encode_many([c.text or "" for c in missing], deadline.remaining_ms() - 1)
             results, _ = await self._gather(deadline, tasks)
@@ -242,15 +152,19 @@ class Personalizer:
             if covisit is None:
                 deadline.degrade("covisit_skipped")
             if missing:
-                vectors = results.get("encode")
-                if vectors is None:
+                encoded = results.get("encode")
+                if encoded is None:
                     deadline.degrade("candidate_encoding_skipped")
                 else:
-                    text_vectors = dict(zip([c.item_id for c in missing], vectors))
+                    text_vectors = dict(zip([c.item_id for c in missing], encoded))
+                    for n in np.flatnonzero(~held.has_vector).tolist():  # as candidates_from fills them in
+                        if ids[n] in text_vectors:
+                            vectors[n] = text_vectors[ids[n]]
         with deadline.stage("score"):
-            ranked = rank_candidates(ids, items, popularity, view, covisit, dim=self.store.dim,
-                                     weights=self.config.scoring.weights, k=k, explain=explain,
-                                     text_vectors=text_vectors, covisit_recency=self.config.scoring.covisit_recency)  # fmt: skip
+            cands = Candidates(item_ids=ids, vectors=vectors, attribute_keys=(), popularity=held.popularity,
+                               covisit=covisit, key_index=held.key_index, key_numbers=table.attribute_keys)  # fmt: skip
+            ranked = rank_scored(cands, view, weights=self.config.scoring.weights, k=k, explain=explain,
+                                 covisit_recency=self.config.scoring.covisit_recency)  # fmt: skip
         out = [ScoredItem(item.item_id, item.score, item.features) if explain else ScoredItem(item.item_id, item.score)
                for item in ranked]  # fmt: skip
         if user is None:
@@ -379,4 +293,5 @@ class Personalizer:
             return False
 
     async def close(self) -> None:
+        await self.reads.close()
         await self.client.aclose()

@@ -33,6 +33,7 @@ __all__ = [
     "CandidateIn",
     "ScoredItem",
     "rank_candidates",
+    "rank_scored",
     "needs_text_vectors",
     "candidates_from",
     "memories_for_prompt",
@@ -94,6 +95,14 @@ def rank_candidates(
     ``covisit`` is the cosine co-visitation matrix (:meth:`~features.redis.store.RedisStore.covisit_matrix`)."""
     cands = candidates_from(ids, items, popularity, dim, text_vectors)
     cands.covisit = covisit
+    return rank_scored(cands, view, weights=weights, k=k, explain=explain, covisit_recency=covisit_recency)
+
+
+def rank_scored(cands: Candidates, view: UserView | None, *, weights: Mapping[str, float], k: int | None = None,
+                explain: bool = False, covisit_recency: float = COVISIT_RECENCY) -> list[ScoredItem]:  # fmt: skip
+    """Score and order scorer input however it was assembled (:func:`candidates_from`, or the Serve app's held
+    item table); the top ``k``, each with its features when ``explain``."""
+    ids = cands.item_ids
     scored = score(view, cands, weights, covisit_recency=covisit_recency)
     out = []
     for i in rank(scored.scores, k):

@@ -62,6 +62,10 @@ class Candidates:
     popularity: np.ndarray  # (n,)
     #: (anchors, n) cosine co-visitation (features.core.signals.cosine), anchors newest last
     covisit: np.ndarray | None = None
+    #: the attribute keys as numbers (n, w), 0 after an item's last (features.core.signal_cache.SignalTable.candidates),
+    #: with ``key_numbers`` (key -> number): when given, used instead of ``attribute_keys``
+    key_index: np.ndarray | None = None
+    key_numbers: Mapping[str, int] | None = None
 
 
 @dataclass
@@ -81,6 +85,25 @@ def _by_max(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else values
 
 
+def _attribute(prefs: Mapping[str, float], cands: Candidates) -> np.ndarray:
+    """Each candidate's ``Σ prefs[key] / Σ|prefs|`` over its attribute keys, summed left to right as Python's
+    ``sum`` does (so both ways give the same bits): column by column over ``key_index`` when given."""
+    total = sum(abs(v) for v in prefs.values()) or 1.0
+    if cands.key_index is None or cands.key_numbers is None:
+        zero = itertools.repeat(0.0)  # map(prefs.get, keys, zero): the same sums, in the same order, ~2x faster
+        return np.array([sum(map(prefs.get, keys, zero)) / total for keys in cands.attribute_keys], dtype=np.float64)
+    numbers = cands.key_numbers
+    values = np.zeros(len(numbers) + 1, dtype=np.float64)  # by key number; 0: no key
+    for key, value in prefs.items():
+        at = numbers.get(key)
+        if at is not None:
+            values[at] = value
+    sums = np.zeros(cands.key_index.shape[0], dtype=np.float64)
+    for column in cands.key_index.T:  # adding 0.0 for the padding leaves a sum as it was
+        sums += values[column]
+    return sums / total
+
+
 def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float], *,
           covisit_recency: float = COVISIT_RECENCY) -> Scored:  # fmt: skip
     """Scores (higher is better) and the feature values that produced them."""
@@ -95,18 +118,13 @@ def score(user: UserView | None, cands: Candidates, weights: Mapping[str, float]
         if user.text is not None:
             features["text_sim"] = (vectors @ user.text).astype(np.float64)
         if user.attributes:
-            total = sum(abs(v) for v in user.attributes.values()) or 1.0
-            prefs = user.attributes
-            zero = itertools.repeat(0.0)  # map(prefs.get, keys, zero): the same sums, in the same order, ~2x faster
-            features["attribute"] = np.array(
-                [sum(map(prefs.get, keys, zero)) / total for keys in cands.attribute_keys], dtype=np.float64
-            )
+            features["attribute"] = _attribute(user.attributes, cands)
         if cands.covisit is not None and cands.covisit.size:
             anchors = cands.covisit.shape[0]
             recency = covisit_recency ** np.arange(anchors - 1, -1, -1, dtype=np.float64)
             features["covisit"] = _by_max(recency @ cands.covisit)
         if user.seen:
-            features["seen"] = np.array([1.0 if i in user.seen else 0.0 for i in cands.item_ids])
+            features["seen"] = np.fromiter(map(user.seen.__contains__, cands.item_ids), dtype=bool, count=n) * 1.0
     scores = np.zeros(n, dtype=np.float64)
     for name, values in features.items():
         weight = weights.get(name, 0.0)

@@ -69,3 +69,41 @@ def test_popularity_is_held_for_its_time_and_dropped_when_the_landmark_moves():
     assert table.popularity(ids, 200.0).tolist() == [1.0, 3.0]
     now[0] = 5.5
     assert table.stale_popularity(["a", "b"], ids) == ["a", "b"]
+
+
+def test_items_are_gathered_as_held_and_expire():
+    from features.core.state import ItemInfo
+
+    now = [0.0]
+    table = SignalTable(ttl_s=30, item_ttl_s=60, dim=2, clock=lambda: now[0])
+    ids = table.ids(["a", "b", "c", "z"])
+    assert table.stale_items(["a", "b", "c", "z"], ids) == ["a", "b", "c", "z"]
+    found = {"a": ItemInfo(vector=np.array([1.0, 2.0], np.float32), attributes={"genre": ["x", "y"]}),
+             "b": ItemInfo(vector=None, attributes={"genre": "y", "year": 1999})}  # fmt: skip
+    table.put_items(["a", "b", "c"], found)  # c: not stored, held as such
+    vectors, has_vector, keys = table.candidates(table.ids(["b", "a", "c", "z"]))  # z: never read
+    assert vectors.tolist() == [[0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
+    assert has_vector.tolist() == [False, True, False, False]
+    names = {n: k for k, n in table.attribute_keys.items()}
+    assert [[names[n] for n in row if n] for row in keys.tolist()] == [["genre=y"], ["genre=x", "genre=y"], [], []]
+    assert table.stale_items(["a", "b", "c", "z"], ids) == ["z"]
+    now[0] = 60.5
+    assert table.stale_items(["a", "b", "c"], ids[:3]) == ["a", "b", "c"]
+    full = SignalTable(ttl_s=30, item_ttl_s=60, dim=2, max_held=2, clock=lambda: now[0])
+    full.put_items(["a", "b"], found)
+    assert full.full
+
+
+def test_jitter_spreads_expiry_and_never_trusts_an_entry_longer():
+    now = [0.0]
+    table = SignalTable(ttl_s=10, popularity_ttl_s=10, jitter=0.5, clock=lambda: now[0], seed=1)
+    items = [f"i{n}" for n in range(200)]
+    ids = table.ids(items)
+    table.put_counts(items, [1.0] * 200)
+    table.put_popularity(items, [1.0] * 200, 0.0)
+    now[0] = 7.5  # between (1 - jitter)·ttl and ttl: some, not all, read again
+    assert 0 < len(table.stale_counts(items, ids)) < 200 and 0 < len(table.stale_popularity(items, ids)) < 200
+    now[0] = 4.9  # before (1 - jitter)·ttl: none
+    assert table.stale_counts(items, ids) == [] and table.stale_popularity(items, ids) == []
+    now[0] = 10.01  # past ttl: all
+    assert len(table.stale_counts(items, ids)) == 200 and len(table.stale_popularity(items, ids)) == 200
