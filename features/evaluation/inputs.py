@@ -113,10 +113,24 @@ def cached_encoder(encode: Callable[[list[str]], np.ndarray], path: Path) -> Cal
         if missing:
             for text, vector in zip(missing, encode(missing)):
                 memo[key(text)] = vector
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial.npz")
-            np.savez(partial, **memo)
-            partial.replace(path)
+            _store(path, memo)
         return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
 
     return cached
+
+
+def _store(path: Path, memo: dict[str, np.ndarray]) -> None:
+    """Write ``memo`` to ``path`` with whatever another process stored there since (merged, ours win), through a
+    partial file of this process's own: two evaluations sharing the cache (helpers, CI jobs) each rename only
+    their own file, where one shared ``.partial.npz`` made the second rename fail (FileNotFoundError) and the
+    last writer drop the first one's vectors."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with np.load(path) as stored:
+            for k in stored.files:
+                memo.setdefault(k, stored[k])
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    np.savez(partial, **memo)
+    partial.replace(path)

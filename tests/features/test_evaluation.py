@@ -81,3 +81,25 @@ def test_p13n_eval_on_a_missing_file_is_one_line(tmp_path):
                           env=clean_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"p13n: error: no such file: {tmp_path / 'none.jsonl'}"
+
+
+def test_two_evaluations_sharing_the_vector_cache_keep_each_others_vectors(tmp_path):
+    # Two `p13n eval` runs (helpers, CI jobs) open the same cache before either writes: each writes through a
+    # partial file of its own, merged with what the other stored — one shared `.partial.npz` made the second
+    # rename fail (FileNotFoundError) and the last writer drop the first one's vectors.
+    from features.evaluation.inputs import cached_encoder
+
+    calls: list[list[str]] = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.array([[float(len(t)), 1.0] for t in texts], np.float32)
+
+    path = tmp_path / "vectors.npz"
+    first, second = cached_encoder(encode, path), cached_encoder(encode, path)
+    first(["a"])
+    second(["bb"])
+    third = cached_encoder(encode, path)(["bb", "a"])
+    assert calls == [["a"], ["bb"]]  # the third found both, encoding nothing
+    assert third.tolist() == [[2.0, 1.0], [1.0, 1.0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npz"]  # no partial file left behind
