@@ -41,6 +41,8 @@ from features.evaluation.metrics import ranking_metrics
 from features.evaluation.replay import Case, Signal, replay
 from features.evaluation.tuning import blend_stacked, fit_weights, ndcg_at_k, stack_features, validation_events
 
+__all__ = ["Probe", "covisit_readout", "derived", "softmax_fit", "fit", "paired", "main"]
+
 BASE = ("sim_session", "sim_long", "neg_sim", "attribute", "popularity", "covisit")
 GRID = tuple(sorted(set(np.round(np.linspace(-3, 6, 37), 2).tolist())))
 

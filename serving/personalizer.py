@@ -35,7 +35,10 @@ from features.core.memory_codec import MemoryFormatError, decode_memories
 from features.core.memory_retrieval import MemoryTable, PackedMemories, RetrievalSpec
 from features.core.personalize import memories_for_prompt
 from features.core.state_codec import decode_state
+from features.redis.commands import queue
+from features.redis.items import get_commands
 from features.redis.store import RedisStore
+from features.redis.users import memories_commands, state_and_token_command
 from p13n.config import Config
 from p13n.connections import async_redis_client
 from p13n.clock import now_ms as wall_ms
@@ -90,9 +93,9 @@ class Personalizer:
         """(user state or None, its history's items, its memories, their ``mv`` token or None). The memories are
         the stored bytes or None; with ``cached``, this replica's decoded table when the token still matches
         (:class:`~serving.memory_tables.MemoryTables`: then the blob does not travel)."""
-        key = self.store.keys.user(tenant, user_id)
+        keys = self.store.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(key, "s", "mv")
+        queue(pipe, [state_and_token_command(keys, tenant, user_id)])
         blob, token = (await pipe.execute())[0]
         if blob is None:
             return None, {}, None, None
@@ -100,12 +103,11 @@ class Personalizer:
         ids = sorted({h.item_id for h in user.history})
         table = self.memory_tables.get(tenant, user_id, token) if cached else None
         pipe = self.client.pipeline(transaction=False)
-        self.store.queue_items(pipe, tenant, ids)
-        if table is None:
-            pipe.hget(key, "m")  # read after the token: never older than it
+        memories = [] if table is not None else memories_commands(keys, [(tenant, user_id)])
+        queue(pipe, [*get_commands(keys, tenant, ids), *memories])
         replies = await pipe.execute()
-        memories = table if table is not None else replies[len(ids)]
-        return user, self.store.parse_items(replies[: len(ids)], ids), memories, token
+        stored = table if table is not None else replies[len(ids)]
+        return user, self.store.parse_items(replies[: len(ids)], ids), stored, token
 
     def _memories(self, blob: bytes | MemoryTable | None, query: str, query_vector, *, max_tokens: int, now_ms: int,
                   deadline: Deadline, key: tuple[str, str, bytes | None]) -> PackedMemories | None:  # fmt: skip

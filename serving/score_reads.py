@@ -14,7 +14,7 @@ Each entry's expiry is spread by ``HOLD_JITTER`` (taken as read up to 20% of its
 request or a cold start read together is not all read again in the same second.
 
 A warm request is one round trip (``HGET`` the user's state, ``HGET`` the landmark, ``ZMSCORE`` of the
-candidates whose popularity expired, ``HMGET`` of items not held), plus one for co-visitation rows and counts
+candidates whose popularity expired or an ``EXISTS`` stand-in, ``HMGET`` of items not held), plus one for co-visitation rows and counts
 not held once the user's history names the anchors. The commands go raw (:mod:`serving.raw_reads`), except on
 a Redis Cluster (its client's pipeline). The answers are those of
 :meth:`~features.redis.store.RedisStore.read_request` and :meth:`~features.redis.store.RedisStore.covisit_matrix`
@@ -32,6 +32,9 @@ import redis
 from features.core.signal_cache import SignalTable
 from features.core.state import UserState
 from features.core.state_codec import decode_state
+from features.redis.commands import score_pairs
+from features.redis.global_signals import covisit_row_command, occurrences_command, popularity_commands
+from features.redis.request import request_commands
 from features.redis.store import RedisStore
 from p13n.config import Config
 from serving.raw_reads import raw_reader
@@ -58,17 +61,6 @@ class HeldCandidates(NamedTuple):
     has_vector: np.ndarray
     key_index: np.ndarray
     popularity: np.ndarray
-
-
-def _score_pairs(reply: list) -> tuple[list[str], list[float]]:
-    """(members, scores) of a raw ``ZRANGE … WITHSCORES`` reply: RESP3 pairs or RESP2's flat list.
-
-    >>> _score_pairs([[b"a", 2.0], [b"b", 1.0]]), _score_pairs([b"a", b"2", b"b", b"1"])
-    ((['a', 'b'], [2.0, 1.0]), (['a', 'b'], [2.0, 1.0]))
-    """
-    if reply and isinstance(reply[0], list):
-        return [m.decode() for m, _ in reply], [float(score) for _, score in reply]
-    return [m.decode() for m in reply[0::2]], [float(score) for score in reply[1::2]]
 
 
 def _floats(reply: list) -> list[float | None]:
@@ -123,17 +115,12 @@ class ScoreReads:
         fetch = table.stale_items(ids, item_ids)
         unread_at = table.stale_popularity_at(item_ids).tolist()
         unread = [ids[n] for n in unread_at]
-        keys = self.keys
-        commands = [("HGET", keys.user(tenant, user_id), "s"), ("HGET", keys.global_meta(tenant), "landmark")]
-        if unread:
-            commands.append(("ZMSCORE", keys.popularity(tenant), *unread))
-        commands += [("HMGET", keys.item_shard(tenant, item), f"v:{item}", f"m:{item}") for item in fetch]
-        replies = await self.execute(commands)
+        replies = await self.execute(request_commands(self.keys, tenant, user_id, unread, fetch))
         blob, raw_landmark = replies[0], replies[1]
         landmark = float(raw_landmark) if raw_landmark is not None else None
         table.put_popularity(unread, _floats(replies[2]) if unread else [], landmark, item_ids[unread_at])
         if fetch:
-            table.put_items(fetch, self.store.parse_items(replies[2 + bool(unread) :], fetch))
+            table.put_items(fetch, self.store.parse_items(replies[3:], fetch))
         vectors, has_vector, key_index = table.candidates(item_ids)
         user = decode_state(blob, self.store.spec) if blob is not None else None
         popularity = await self._popularity(table, tenant, ids, item_ids, landmark, now_ms)
@@ -147,8 +134,7 @@ class ScoreReads:
             return np.zeros(len(ids), dtype=np.float64)
         stored = table.popularity(item_ids, landmark)
         if stored is None:
-            raw_landmark, raw_scores = await self.execute([("HGET", self.keys.global_meta(tenant), "landmark"),
-                                                           ("ZMSCORE", self.keys.popularity(tenant), *ids)])  # fmt: skip
+            raw_landmark, raw_scores = await self.execute(popularity_commands(self.keys, tenant, ids))
             landmark = float(raw_landmark) if raw_landmark is not None else None
             scores = _floats(raw_scores)
             table.put_popularity(ids, scores, landmark)
@@ -170,13 +156,12 @@ class ScoreReads:
         missing = table.stale_rows(anchors, anchor_ids)
         uncounted = table.stale_counts([*anchors, *ids], every)
         if missing or uncounted:
-            # raw ZRANGE: redis-py's WITHSCORES callback re-parses every score
-            commands = [("ZRANGE", self.keys.covisit(tenant, anchor), 0, -1, "WITHSCORES") for anchor in missing]
+            commands = [covisit_row_command(self.keys, tenant, anchor, best_first=False) for anchor in missing]
             if uncounted:
-                commands.append(("HMGET", self.keys.covisit_counts(tenant), *uncounted))
+                commands.append(occurrences_command(self.keys, tenant, uncounted))
             replies = await self.execute(commands)
             for anchor, reply in zip(missing, replies):
-                table.put_row(anchor, *_score_pairs(reply))
+                table.put_row(anchor, *score_pairs(reply))
             if uncounted:
                 table.put_counts(uncounted, replies[len(missing)])
         return table.cosine(anchors, ids, every)

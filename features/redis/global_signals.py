@@ -65,9 +65,10 @@ def parse_covisit(rows: Sequence, anchors: int, candidates: int) -> np.ndarray:
     return cosine(counts, n[:anchors], n[anchors:])
 
 
-def covisit_row_command(keys: KeyLayout, tenant: str, item_id: str) -> Command:
-    """The item's whole co-visitation row, best first, with counts (raw ``ZREVRANGE … WITHSCORES``)."""
-    return ("ZREVRANGE", keys.covisit(tenant, item_id), 0, -1, "WITHSCORES")
+def covisit_row_command(keys: KeyLayout, tenant: str, item_id: str, *, best_first: bool = True) -> Command:
+    """The item's whole co-visitation row with counts (raw ``ZREVRANGE … WITHSCORES``, best first; ``ZRANGE``,
+    weakest first, with ``best_first=False``: the order Redis keeps, for readers that hold the row as it is)."""
+    return ("ZREVRANGE" if best_first else "ZRANGE", keys.covisit(tenant, item_id), 0, -1, "WITHSCORES")
 
 
 def parse_covisit_row(reply: list) -> dict[str, float]:

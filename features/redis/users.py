@@ -24,7 +24,7 @@ from features.redis.scripts import APPLY_USERS
 
 __all__ = ["UserWrite", "APPLIED", "CONFLICT", "USERS_PER_CALL", "new_version_token", "new_version_tokens",
            "read_commands", "parse_users", "write_call", "memories_blob", "write_result", "memories_commands",
-           "parse_memories", "delete_command"]  # fmt: skip
+           "parse_memories", "delete_command", "state_and_token_command"]  # fmt: skip
 
 APPLIED, CONFLICT = 1, -1  # a write's status in the script's reply
 USERS_PER_CALL = 50  # users written per script call off a cluster (RedisStore.users_per_call says why)
@@ -124,6 +124,16 @@ def write_result(replies: Sequence, ref: tuple[int, int]) -> tuple[int, int]:
     """
     call, at = ref
     return int(replies[call][at]), int(replies[call][at + 1])
+
+
+def state_and_token_command(keys: KeyLayout, tenant: str, user_id: str) -> Command:
+    """``HMGET s mv``: the user's state blob and the token of its memories (the rewrite's first read; the
+    memories, :func:`memories_commands`, are read after it, so never older than the token).
+
+    >>> state_and_token_command(KeyLayout("p"), "t", "u")
+    ('HMGET', 'p:{t/u}', 's', 'mv')
+    """
+    return ("HMGET", keys.user(tenant, user_id), "s", "mv")
 
 
 def memories_commands(keys: KeyLayout, users: Sequence[tuple[str, str]]) -> list[Command]:
