@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import redis
 
 from features.core.signal_cache import SignalTable
 from features.core.state import UserState
@@ -95,7 +94,9 @@ class ScoreReads:
         return table
 
     async def execute(self, commands: Sequence[tuple]) -> list:
-        """Replies of raw ``commands`` in one round trip; raises the first command error (as a pipeline does)."""
+        """Replies of raw ``commands`` in one round trip; raises the first error among them (as a pipeline does):
+        a command's ``ResponseError``, or on a cluster the ``ConnectionError`` its pipeline puts in place of the
+        replies of a node that is down."""
         if self.raw is not None:
             replies = await self.raw.execute(commands)
         else:
@@ -104,7 +105,7 @@ class ScoreReads:
                 pipe.execute_command(*command)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
-            if isinstance(reply, redis.ResponseError):
+            if isinstance(reply, Exception):
                 raise reply
         return replies
 
